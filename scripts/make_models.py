@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Makes TorchScript models the way users make them: an nn.Module, torch.jit.script, save.
+
+    make_models.py OUT_DIR [NAME ...]     (default: every model)
+
+demo: the classic small CNN, Conv2d(3,64,3) -> mean over H,W -> Linear(64,10), 1x3x224x224 in.
+tiny: Linear(64,10), 1x64 in.
+The others exercise the protocol in the tests: several inputs and outputs, a dict output, a model
+that raises.
+"""
+import os
+import sys
+
+import torch
+from torch import nn
+
+
+class DemoCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 64, 3)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean(dim=(2, 3)))
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+class TwoInTwoOut(nn.Module):
+    """Two inputs of different dtypes, a tuple of two outputs."""
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor):
+        return x * 2.0, index + 1
+
+
+class ListOut(nn.Module):
+    def forward(self, x: torch.Tensor):
+        return [x + 1.0, x.sum(dim=1)]
+
+
+class DictOut(nn.Module):
+    def forward(self, x: torch.Tensor):
+        return {"doubled": x * 2.0}
+
+
+class RaisesOnNegative(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.min() < 0):
+            raise RuntimeError("negative input is not allowed")
+        return x.sqrt()
+
+
+MODELS = {
+    "demo": DemoCNN,
+    "tiny": Tiny,
+    "two_in_two_out": TwoInTwoOut,
+    "list_out": ListOut,
+    "dict_out": DictOut,
+    "raises": RaisesOnNegative,
+}
+
+
+def main() -> int:
+    if len(sys.argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    out_dir = sys.argv[1]
+    names = sys.argv[2:] or list(MODELS)
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(0)
+    for name in names:
+        if name not in MODELS:
+            print(f"unknown model {name!r}; known: {', '.join(MODELS)}", file=sys.stderr)
+            return 2
+        module = torch.jit.script(MODELS[name]().eval())
+        path = os.path.join(out_dir, f"{name}.pt")
+        module.save(path)
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+#include "model_runner.hpp"
+
+#include <ATen/Parallel.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <stdexcept>
+
+#include "sidecar/shared/descriptor_check.hpp"
+
+namespace sidecar {
+namespace {
+
+c10::ScalarType to_scalar_type(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return c10::kFloat;
+    case DType::kFloat64: return c10::kDouble;
+    case DType::kFloat16: return c10::kHalf;
+    case DType::kBFloat16: return c10::kBFloat16;
+    case DType::kInt64: return c10::kLong;
+    case DType::kInt32: return c10::kInt;
+    case DType::kInt16: return c10::kShort;
+    case DType::kInt8: return c10::kChar;
+    case DType::kUInt8: return c10::kByte;
+    case DType::kBool: return c10::kBool;
+  }
+  throw std::invalid_argument("unknown dtype");
+}
+
+bool from_scalar_type(c10::ScalarType type, DType& dtype) {
+  switch (type) {
+    case c10::kFloat: dtype = DType::kFloat32; return true;
+    case c10::kDouble: dtype = DType::kFloat64; return true;
+    case c10::kHalf: dtype = DType::kFloat16; return true;
+    case c10::kBFloat16: dtype = DType::kBFloat16; return true;
+    case c10::kLong: dtype = DType::kInt64; return true;
+    case c10::kInt: dtype = DType::kInt32; return true;
+    case c10::kShort: dtype = DType::kInt16; return true;
+    case c10::kChar: dtype = DType::kInt8; return true;
+    case c10::kByte: dtype = DType::kUInt8; return true;
+    case c10::kBool: dtype = DType::kBool; return true;
+    default: return false;
+  }
+}
+
+// TorchScript errors carry a multi-line traceback; the first line alone says what went wrong.
+std::string first_line(const std::string& text) {
+  const auto end = text.find('\n');
+  return end == std::string::npos ? text : text.substr(0, end);
+}
+
+std::string describe_signature(const InputSignature& signature) {
+  std::string text;
+  for (std::size_t i = 0; i < signature.size(); ++i) {
+    if (i) text += ", ";
+    text += describe_shape(signature[i]);
+  }
+  return text;
+}
+
+torch::Tensor warmup_tensor(const TensorShape& shape) {
+  const std::vector<std::int64_t> dims(shape.dims, shape.dims + shape.rank);
+  const auto options = torch::TensorOptions().dtype(to_scalar_type(static_cast<DType>(shape.dtype)));
+  // Zeros for integer inputs: they are often indices (embeddings), where random values overflow.
+  if (c10::isFloatingType(options.dtype().toScalarType())) return torch::randn(dims, options);
+  return torch::zeros(dims, options);
+}
+
+// Flattens a forward() result into tensors, or says why it cannot be sent back.
+bool collect_outputs(const c10::IValue& result, std::vector<torch::Tensor>& tensors, std::string& why) {
+  tensors.clear();
+  auto add = [&](const c10::IValue& value, const std::string& where) {
+    if (!value.isTensor()) {
+      why = "the model returned " + where + value.type()->annotation_str() +
+            "; only a Tensor or a tuple/list of Tensors can be sent back";
+      return false;
+    }
+    tensors.push_back(value.toTensor());
+    return true;
+  };
+  if (result.isTensor()) return add(result, "");
+  if (result.isTuple()) {
+    for (const auto& element : result.toTupleRef().elements()) {
+      if (!add(element, "a tuple holding ")) return false;
+    }
+  } else if (result.isList()) {
+    for (const c10::IValue& element : result.toListRef()) {
+      if (!add(element, "a list holding ")) return false;
+    }
+  } else {
+    return add(result, "");
+  }
+  if (tensors.size() > kMaxTensors) {
+    why = "the model returned " + std::to_string(tensors.size()) + " tensors; at most " +
+          std::to_string(kMaxTensors) + " can be sent back";
+    return false;
+  }
+  return true;
+}
+
+bool describe_tensor(const torch::Tensor& tensor, TensorShape& shape, std::string& why) {
+  shape = TensorShape{};
+  DType dtype{};
+  if (!from_scalar_type(tensor.scalar_type(), dtype)) {
+    why = std::string("the model returned a tensor of dtype ") + c10::toString(tensor.scalar_type()) +
+          ", which the sidecar cannot send back";
+    return false;
+  }
+  if (tensor.dim() > static_cast<std::int64_t>(kMaxRank)) {
+    why = "the model returned a tensor of rank " + std::to_string(tensor.dim()) + "; at most " +
+          std::to_string(kMaxRank) + " can be sent back";
+    return false;
+  }
+  shape.dtype = static_cast<std::uint8_t>(dtype);
+  shape.rank = static_cast<std::uint8_t>(tensor.dim());
+  for (std::int64_t i = 0; i < tensor.dim(); ++i) shape.dims[i] = tensor.size(i);
+  return true;
+}
+
+class TorchScriptRunner final : public ModelRunner {
+ public:
+  TorchScriptRunner(torch::jit::Module module, std::size_t inputs, std::string preparation)
+      : module_(std::move(module)), input_count_(inputs), preparation_(std::move(preparation)) {}
+
+  std::size_t input_count() const noexcept override { return input_count_; }
+  const std::string& preparation() const noexcept override { return preparation_; }
+
+  std::vector<WarmupResult> warm_up(const std::vector<InputSignature>& signatures, int iterations) override {
+    c10::InferenceMode inference_mode;
+    std::vector<WarmupResult> results;
+    for (const InputSignature& signature : signatures) {
+      WarmupResult result;
+      result.inputs = signature;
+      std::vector<c10::IValue> inputs;
+      for (const TensorShape& shape : signature) inputs.emplace_back(warmup_tensor(shape));
+      std::vector<double> latencies;
+      c10::IValue output;
+      for (int i = 0; i < std::max(iterations, 1); ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        try {
+          output = module_.forward(inputs);
+        } catch (const std::exception& error) {
+          throw std::runtime_error("warm-up on input " + describe_signature(signature) +
+                                   " failed: " + first_line(error.what()));
+        }
+        latencies.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+      }
+      std::vector<torch::Tensor> tensors;
+      std::string why;
+      if (!collect_outputs(output, tensors, why)) throw std::runtime_error(why);
+      for (const auto& tensor : tensors) {
+        TensorShape shape;
+        if (!describe_tensor(tensor, shape, why)) throw std::runtime_error(why);
+        result.outputs.push_back(shape);
+      }
+      result.first_call_us = latencies.front();
+      // The median of the second half: the graph is specialized by then.
+      std::vector<double> tail(latencies.begin() + static_cast<std::ptrdiff_t>(latencies.size() / 2), latencies.end());
+      std::nth_element(tail.begin(), tail.begin() + static_cast<std::ptrdiff_t>(tail.size() / 2), tail.end());
+      result.warmed_call_us = tail[tail.size() / 2];
+      results.push_back(std::move(result));
+    }
+    return results;
+  }
+
+  CallOutcome run(std::span<const InputView> inputs, OutputSink& sink) noexcept override {
+    CallOutcome outcome;
+    try {
+      c10::InferenceMode inference_mode;
+      std::vector<c10::IValue> arguments;
+      arguments.reserve(inputs.size());
+      for (const InputView& input : inputs) {
+        const c10::IntArrayRef dims(input.shape.dims, input.shape.rank);
+        arguments.emplace_back(torch::from_blob(
+            input.data, dims, torch::TensorOptions().dtype(to_scalar_type(static_cast<DType>(input.shape.dtype)))));
+      }
+      c10::IValue result = module_.forward(std::move(arguments));
+      std::vector<torch::Tensor> tensors;
+      if (!collect_outputs(result, tensors, outcome.message)) {
+        outcome.status = Status::kUnsupportedOutput;
+        return outcome;
+      }
+      OutputView views[kMaxTensors];
+      for (std::size_t i = 0; i < tensors.size(); ++i) {
+        tensors[i] = tensors[i].contiguous();
+        if (!describe_tensor(tensors[i], views[i].shape, outcome.message)) {
+          outcome.status = Status::kUnsupportedOutput;
+          return outcome;
+        }
+        views[i].data = tensors[i].data_ptr();
+        views[i].bytes = tensors[i].nbytes();
+      }
+      outcome.status = sink.accept(std::span<const OutputView>(views, tensors.size()), outcome.message);
+    } catch (const c10::Error& error) {
+      outcome.status = Status::kModelError;
+      outcome.message = error.what_without_backtrace();
+    } catch (const std::exception& error) {
+      outcome.status = Status::kModelError;
+      outcome.message = error.what();
+    } catch (...) {
+      outcome.status = Status::kInternal;
+      outcome.message = "unknown exception from the model";
+    }
+    return outcome;
+  }
+
+ private:
+  torch::jit::Module module_;
+  std::size_t input_count_;
+  std::string preparation_;
+};
+
+}  // namespace
+
+std::unique_ptr<ModelRunner> ModelRunner::load(const std::string& path, const LoadOptions& options) {
+  std::error_code error_code;
+  if (!std::filesystem::is_regular_file(path, error_code)) {
+    throw std::runtime_error("model file " + path + " does not exist or is not a regular file");
+  }
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path);
+  } catch (const c10::Error& error) {
+    throw std::runtime_error("model file " + path + " is not a loadable TorchScript module: " +
+                             first_line(error.what_without_backtrace()));
+  } catch (const std::exception& error) {
+    throw std::runtime_error("model file " + path + " is not a loadable TorchScript module: " + first_line(error.what()));
+  }
+  auto forward = module.find_method("forward");
+  if (!forward) throw std::runtime_error("model file " + path + " has no forward() method");
+  const auto& arguments = forward->function().getSchema().arguments();
+  // The first argument is `self`.
+  const std::size_t input_count = arguments.empty() ? 0 : arguments.size() - 1;
+  for (std::size_t i = 1; i < arguments.size(); ++i) {
+    if (!arguments[i].type()->isSubtypeOf(*c10::TensorType::get())) {
+      throw std::runtime_error("model file " + path + ": forward() argument '" + arguments[i].name() +
+                               "' is " + arguments[i].type()->annotation_str() + "; only Tensor arguments are supported");
+    }
+  }
+  if (input_count == 0 || input_count > kMaxTensors) {
+    throw std::runtime_error("model file " + path + ": forward() takes " + std::to_string(input_count) +
+                             " tensors; 1.." + std::to_string(kMaxTensors) + " are supported");
+  }
+
+  module.eval();
+  std::string preparation = "eval";
+  if (options.freeze) {
+    try {
+      module = torch::jit::freeze(module);
+      preparation = "frozen";
+      if (options.optimize_for_inference) {
+        try {
+          module = torch::jit::optimize_for_inference(module);
+          preparation = "frozen + optimize_for_inference";
+        } catch (const std::exception& error) {
+          preparation = "frozen (optimize_for_inference failed: " + first_line(error.what()) + ")";
+        }
+      }
+    } catch (const std::exception& error) {
+      preparation = "eval, not frozen (freeze failed: " + first_line(error.what()) + ")";
+    }
+  }
+  return std::make_unique<TorchScriptRunner>(std::move(module), input_count, std::move(preparation));
+}
+
+void configure_torch_threads(int intra_op_threads, int inter_op_threads) {
+  at::set_num_threads(intra_op_threads);
+  at::set_num_interop_threads(inter_op_threads);
+}
+
+}  // namespace sidecar

@@ -1,0 +1,79 @@
+// The model: a TorchScript module loaded, frozen, optimized, warmed up and run. The only part of the
+// daemon that includes LibTorch (model_runner.cpp): everything else sees dtypes, shapes and bytes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sidecar/shared/layout.hpp"
+
+namespace sidecar {
+
+// Input shapes of one call: one TensorShape per model input.
+using InputSignature = std::vector<TensorShape>;
+
+struct InputView {
+  TensorShape shape;
+  void* data;  // dense, row-major; read (and possibly written) by the model during the call
+};
+
+struct OutputView {
+  TensorShape shape;
+  const void* data;
+  std::uint64_t bytes;
+};
+
+// Receives a call's outputs while they are alive. Returns Status::kOk or an error with `message`.
+class OutputSink {
+ public:
+  virtual ~OutputSink() = default;
+  virtual Status accept(std::span<const OutputView> outputs, std::string& message) = 0;
+};
+
+struct CallOutcome {
+  Status status = Status::kOk;
+  std::string message;
+};
+
+struct WarmupResult {
+  InputSignature inputs;
+  std::vector<TensorShape> outputs;
+  double first_call_us = 0;   // the cold call, on the first thread warmed
+  double warmed_call_us = 0;  // median of the last iterations
+};
+
+class ModelRunner {
+ public:
+  struct LoadOptions {
+    bool freeze = true;
+    bool optimize_for_inference = true;
+  };
+
+  // Throws std::runtime_error with one clear line when the file is missing or not a TorchScript
+  // module with a forward method.
+  static std::unique_ptr<ModelRunner> load(const std::string& path, const LoadOptions& options);
+  virtual ~ModelRunner() = default;
+
+  // Number of tensors forward() takes.
+  virtual std::size_t input_count() const noexcept = 0;
+  // How the module was prepared ("frozen + optimize_for_inference", or what it fell back to).
+  virtual const std::string& preparation() const noexcept = 0;
+
+  // Runs forward `iterations` times on each signature on the calling thread, with deterministic
+  // inputs, so that this thread's profiling executor has specialized the graph for each shape.
+  // Throws std::runtime_error naming the signature when the model fails on it.
+  virtual std::vector<WarmupResult> warm_up(const std::vector<InputSignature>& signatures,
+                                            int iterations) = 0;
+
+  // One forward on the calling thread, under inference mode. Never throws: the model's exceptions
+  // come back as Status::kModelError with TorchScript's text.
+  virtual CallOutcome run(std::span<const InputView> inputs, OutputSink& sink) noexcept = 0;
+};
+
+// Sets LibTorch's intra-op and inter-op thread counts; call once, before any model runs.
+void configure_torch_threads(int intra_op_threads, int inter_op_threads);
+
+}  // namespace sidecar

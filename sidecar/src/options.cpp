@@ -1,0 +1,156 @@
+#include "options.hpp"
+
+#include <sched.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <stdexcept>
+
+#include "sidecar/shared/layout.hpp"
+
+namespace sidecar {
+namespace {
+
+std::int64_t parse_dim(const std::string& text, const std::string& whole) {
+  std::int64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || value < 0) {
+    throw std::invalid_argument("shape '" + whole + "': '" + text + "' is not a non-negative integer");
+  }
+  return value;
+}
+
+std::vector<std::string> split(const std::string& text, char separator) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (true) {
+    const auto end = text.find(separator, start);
+    parts.push_back(text.substr(start, end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return parts;
+}
+
+}  // namespace
+
+InputSignature parse_signature(const std::string& text) {
+  InputSignature signature;
+  for (const std::string& entry : split(text, ',')) {
+    TensorShape shape{};
+    std::string dims = entry;
+    DType dtype = DType::kFloat32;
+    if (const auto colon = entry.find(':'); colon != std::string::npos) {
+      dims = entry.substr(0, colon);
+      const auto parsed = dtype_from_name(entry.substr(colon + 1));
+      if (!parsed) throw std::invalid_argument("shape '" + text + "': unknown dtype '" + entry.substr(colon + 1) + "'");
+      dtype = *parsed;
+    }
+    const auto parts = split(dims, 'x');
+    if (dims.empty() || parts.size() > kMaxRank) {
+      throw std::invalid_argument("shape '" + text + "': expected 1 to " + std::to_string(kMaxRank) +
+                                  " dimensions like 1x3x224x224");
+    }
+    shape.dtype = static_cast<std::uint8_t>(dtype);
+    shape.rank = static_cast<std::uint8_t>(parts.size());
+    for (std::size_t i = 0; i < parts.size(); ++i) shape.dims[i] = parse_dim(parts[i], text);
+    signature.push_back(shape);
+  }
+  if (signature.size() > kMaxTensors) {
+    throw std::invalid_argument("shape '" + text + "': at most " + std::to_string(kMaxTensors) + " inputs");
+  }
+  return signature;
+}
+
+std::uint64_t parse_byte_size(const std::string& text) {
+  std::uint64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end == text.data()) throw std::invalid_argument("'" + text + "' is not a byte size");
+  const std::string suffix(end, text.data() + text.size());
+  unsigned shift = 0;
+  if (suffix.empty() || suffix == "B") shift = 0;
+  else if (suffix == "K" || suffix == "KiB") shift = 10;
+  else if (suffix == "M" || suffix == "MiB") shift = 20;
+  else if (suffix == "G" || suffix == "GiB") shift = 30;
+  else throw std::invalid_argument("'" + text + "': unknown size suffix '" + suffix + "' (use K, M or G)");
+  if (shift && value > (~0ull >> shift)) throw std::invalid_argument("'" + text + "' is too large");
+  return value << shift;
+}
+
+int usable_cpu_count() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  const int count = CPU_COUNT(&set);
+  return count > 0 ? count : 1;
+}
+
+ParsedOptions parse_command_line(int argc, char** argv) {
+  SidecarOptions options;
+  std::vector<std::string> shapes;
+  std::string arena = "8M";
+  std::string mode = "0660";
+  bool no_freeze = false;
+  bool no_optimize = false;
+
+  CLI::App app{"inference-sidecar: serves a TorchScript model to processes on this host through shared memory"};
+  app.add_option("--model", options.model_path, "TorchScript file (torch.jit.script / torch.jit.save output)")->required();
+  app.add_option("--name", options.name, "instance name; the segment is /dev/shm/sidecar.NAME")->required();
+  app.add_option("--warmup-shape", shapes,
+                 "input shapes to warm up and accept, e.g. 1x3x224x224 or 1x8:int64,1x8:int64 for two inputs; "
+                 "repeat for several. Without it, any shape is accepted and first calls are cold");
+  app.add_option("--warmup-iterations", options.warmup_iterations, "forward calls per shape and worker thread")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--spin-us", options.spin_us, "microseconds an idle worker polls before it sleeps (0: sleep at once)");
+  app.add_option("--workers", options.workers, "inference threads (default: CPUs in this process's affinity mask)")
+      ->check(CLI::Range(0, 256));
+  app.add_option("--intra-op-threads", options.intra_op_threads, "LibTorch threads inside one forward")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--inter-op-threads", options.inter_op_threads, "LibTorch inter-op threads")->check(CLI::Range(1, 256));
+  app.add_option("--channels", options.channels, "client connections the segment holds")
+      ->check(CLI::Range(1u, kMaxChannels));
+  app.add_option("--arena-bytes", arena, "tensor space per channel (K, M, G suffixes)");
+  app.add_option("--segment-mode", mode, "permissions of the shared-memory segment, octal");
+  app.add_flag("--no-freeze", no_freeze, "do not freeze the module (for models that freezing breaks)");
+  app.add_flag("--no-optimize", no_optimize, "do not apply optimize_for_inference");
+  app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+  ParsedOptions parsed;
+  try {
+    app.parse(argc, argv);
+    if (!is_valid_instance_name(options.name)) {
+      throw CLI::ValidationError("--name", "'" + options.name +
+                                               "' must be 1-64 letters, digits, '-', '_' or '.', not starting with '.'");
+    }
+    for (const std::string& shape : shapes) {
+      try {
+        options.warmup_signatures.push_back(parse_signature(shape));
+      } catch (const std::invalid_argument& error) {
+        throw CLI::ValidationError("--warmup-shape", error.what());
+      }
+    }
+    if (options.warmup_signatures.size() > kMaxSignatures) {
+      throw CLI::ValidationError("--warmup-shape", "at most " + std::to_string(kMaxSignatures) + " shapes");
+    }
+    try {
+      options.arena_bytes = parse_byte_size(arena);
+      options.segment_mode = static_cast<unsigned>(std::stoul(mode, nullptr, 8));
+    } catch (const std::exception& error) {
+      throw CLI::ValidationError("--arena-bytes/--segment-mode", error.what());
+    }
+    if (options.arena_bytes < kArenaAlignment || options.arena_bytes > (1ull << 32)) {
+      throw CLI::ValidationError("--arena-bytes", "must be between 4K and 4G");
+    }
+  } catch (const CLI::ParseError& error) {
+    parsed.exit_code = app.exit(error);
+    return parsed;
+  }
+  options.freeze = !no_freeze;
+  options.optimize_for_inference = !no_optimize;
+  if (options.workers == 0) options.workers = usable_cpu_count();
+  parsed.options = std::move(options);
+  return parsed;
+}
+
+}  // namespace sidecar

@@ -1,0 +1,48 @@
+// The daemon's settings and their parsing from the command line.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model_runner.hpp"
+
+namespace sidecar {
+
+struct SidecarOptions {
+  std::string model_path;
+  std::string name;
+  std::vector<InputSignature> warmup_signatures;
+  int warmup_iterations = 10;
+  // How long an idle worker polls the rings before it sleeps on the doorbell. Waking from a sleep
+  // costs ~45 us on the target machine; a spin round trip ~0.13 us.
+  std::uint32_t spin_us = 50;
+  int workers = 0;           // 0: the CPUs this process may run on
+  int intra_op_threads = 1;  // LibTorch threads inside one forward
+  int inter_op_threads = 1;
+  std::uint32_t channels = 64;
+  std::uint64_t arena_bytes = 8ull << 20;
+  unsigned segment_mode = 0660;
+  bool freeze = true;
+  bool optimize_for_inference = true;
+  std::string log_level = "info";
+};
+
+// Parses "1x3x224x224" or "1x3x224x224:float32,1x10:int64" (one entry per model input).
+// Throws std::invalid_argument naming what is wrong.
+InputSignature parse_signature(const std::string& text);
+
+// Parses "4096", "64K", "8M", "1G" (binary multiples). Throws std::invalid_argument.
+std::uint64_t parse_byte_size(const std::string& text);
+
+// Number of CPUs in this process's affinity mask.
+int usable_cpu_count();
+
+struct ParsedOptions {
+  std::optional<SidecarOptions> options;  // empty: exit with `exit_code` (help, or a bad flag)
+  int exit_code = 0;
+};
+ParsedOptions parse_command_line(int argc, char** argv);
+
+}  // namespace sidecar

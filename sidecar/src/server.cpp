@@ -1,0 +1,532 @@
+#include "server.hpp"
+
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/interprocess/exceptions.hpp>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+
+#include "sidecar/shared/descriptor_check.hpp"
+#include "sidecar/shared/process_identity.hpp"
+
+namespace sidecar {
+
+// The sidecar's private state for one channel. Only the leader touches `requests` and `poisoned`;
+// any worker may answer, so `responses` is guarded by `response_mutex`.
+struct ChannelSlot {
+  std::uint32_t index = 0;
+  Channel* shared = nullptr;
+  std::uint8_t* arena = nullptr;
+  std::uint64_t arena_bytes = 0;  // the sidecar's own copy: never read back from shared memory
+
+  SpscConsumer<RequestRing> requests;
+  bool poisoned = false;  // the client broke the ring protocol; ignored until it goes away
+
+  std::mutex response_mutex;
+  SpscProducer<ResponseRing> responses;
+
+  std::atomic<std::uint32_t> in_flight{0};  // taken from the ring, not yet answered
+  std::atomic<bool> recycle_requested{false};
+};
+
+struct Server::Work {
+  std::uint32_t channel = 0;
+  RequestDescriptor request;  // a private copy: the client cannot change it under us
+};
+
+namespace {
+
+constexpr auto kIdleSleepLimit = std::chrono::milliseconds(100);
+constexpr auto kReaperPeriod = std::chrono::milliseconds(100);
+
+// Anything a client can trigger is logged at most once a second, so a hostile client cannot fill
+// the journal.
+class RateLimitedWarning {
+ public:
+  template <typename... Args>
+  void operator()(spdlog::format_string_t<Args...> format, Args&&... args) {
+    const std::uint64_t now = monotonic_ns();
+    std::uint64_t last = last_ns_.load(std::memory_order_relaxed);
+    if (last != 0 && now - last < 1'000'000'000ull) {
+      suppressed_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (!last_ns_.compare_exchange_strong(last, now)) return;
+    const auto suppressed = suppressed_.exchange(0);
+    if (suppressed) spdlog::warn("({} similar messages suppressed)", suppressed);
+    spdlog::warn(format, std::forward<Args>(args)...);
+  }
+
+ private:
+  std::atomic<std::uint64_t> last_ns_{0};
+  std::atomic<std::uint64_t> suppressed_{0};
+};
+
+RateLimitedWarning client_fault_warning;
+
+bool same_shape(const TensorShape& a, const TensorShape& b) {
+  if (a.dtype != b.dtype || a.rank != b.rank) return false;
+  return std::equal(a.dims, a.dims + a.rank, b.dims);
+}
+
+std::string describe_inputs(const TensorDescriptor* inputs, std::size_t count) {
+  std::string text;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (i) text += ", ";
+    text += describe_shape(inputs[i].shape);
+  }
+  return text;
+}
+
+std::string describe_signature(const InputSignature& signature) {
+  std::string text;
+  for (std::size_t i = 0; i < signature.size(); ++i) {
+    if (i) text += ", ";
+    text += describe_shape(signature[i]);
+  }
+  return text;
+}
+
+// Empty when the inputs match one of the accepted signatures (or none are declared).
+std::string match_signature(const RequestDescriptor& request, const std::vector<InputSignature>& accepted) {
+  if (accepted.empty()) return {};
+  for (const InputSignature& signature : accepted) {
+    bool match = signature.size() == request.input_count;
+    for (std::size_t i = 0; match && i < signature.size(); ++i) match = same_shape(signature[i], request.inputs[i].shape);
+    if (match) return {};
+  }
+  if (accepted.size() == 1 && accepted[0].size() == 1) {
+    return "input 0: expected " + describe_shape(accepted[0][0]) + ", got " + describe_shape(request.inputs[0].shape);
+  }
+  std::string text = "inputs (" + describe_inputs(request.inputs, request.input_count) + ") match no accepted signature; expected ";
+  for (std::size_t i = 0; i < accepted.size(); ++i) {
+    if (i) text += " or ";
+    text += "(" + describe_signature(accepted[i]) + ")";
+  }
+  return text;
+}
+
+// Writes a call's outputs into the client's output region, packed at kTensorAlignment.
+class ArenaOutputSink final : public OutputSink {
+ public:
+  ArenaOutputSink(std::uint8_t* arena, std::uint64_t region_offset, std::uint64_t region_capacity,
+                  ResponseDescriptor& response)
+      : arena_(arena), region_offset_(region_offset), region_capacity_(region_capacity), response_(response) {}
+
+  Status accept(std::span<const OutputView> outputs, std::string& message) override {
+    std::uint64_t needed = 0;
+    for (const OutputView& output : outputs) needed = align_up(needed, kTensorAlignment) + output.bytes;
+    if (needed > region_capacity_) {
+      message = "the outputs need " + std::to_string(needed) + " bytes; the request reserved " +
+                std::to_string(region_capacity_);
+      return Status::kOutputTooLarge;
+    }
+    std::uint64_t cursor = 0;
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      cursor = align_up(cursor, kTensorAlignment);
+      TensorDescriptor& descriptor = response_.outputs[i];
+      descriptor = TensorDescriptor{};
+      descriptor.shape = outputs[i].shape;
+      descriptor.offset = region_offset_ + cursor;
+      descriptor.bytes = outputs[i].bytes;
+      std::memcpy(arena_ + descriptor.offset, outputs[i].data, outputs[i].bytes);
+      cursor += outputs[i].bytes;
+    }
+    response_.output_count = static_cast<std::uint16_t>(outputs.size());
+    return Status::kOk;
+  }
+
+ private:
+  std::uint8_t* arena_;
+  std::uint64_t region_offset_;
+  std::uint64_t region_capacity_;
+  ResponseDescriptor& response_;
+};
+
+// Zeroes the fixed part only: the tensor table and message are copied out up to their used length.
+void clear_response_header(ResponseDescriptor& response, std::uint64_t request_id) {
+  std::memset(&response, 0, offsetof(ResponseDescriptor, outputs));
+  response.request_id = request_id;
+  response.status = static_cast<std::uint32_t>(Status::kOk);
+}
+
+void set_message(ResponseDescriptor& response, const std::string& message) {
+  const std::size_t length = std::min<std::size_t>(message.size(), kMessageBytes);
+  std::memcpy(response.message, message.data(), length);
+  response.message_length = static_cast<std::uint16_t>(length);
+}
+
+// Copies only the parts of a response that are in use: the slot is 1.3 KB, a typical answer 160 B.
+void post_response(ChannelSlot& slot, const ResponseDescriptor& response) {
+  {
+    std::lock_guard lock(slot.response_mutex);
+    ResponseDescriptor* target = slot.responses.try_claim();
+    if (target == nullptr) {
+      // Cannot happen with an honest client: the leader takes a request only when a response slot
+      // is free for it. A client that rewound the ring's head loses its answer.
+      client_fault_warning("channel {}: response ring full or corrupt; dropping response {}", slot.index,
+                           response.request_id);
+      return;
+    }
+    std::memcpy(target, &response, offsetof(ResponseDescriptor, outputs));
+    std::memcpy(target->outputs, response.outputs, sizeof(TensorDescriptor) * response.output_count);
+    std::memcpy(target->message, response.message, response.message_length);
+    slot.responses.publish();
+  }
+  slot.shared->response_bell.ring();
+}
+
+void name_this_thread(const std::string& name) { ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str()); }
+
+}  // namespace
+
+Server::Server(SidecarOptions options, std::unique_ptr<ModelRunner> runner)
+    : options_(std::move(options)), runner_(std::move(runner)) {
+  spin_ns_ = static_cast<std::uint64_t>(options_.spin_us) * 1000u;
+}
+
+Server::~Server() {
+  stop();
+}
+
+void Server::create_segment() {
+  const std::string name = sidecar::segment_name(options_.name);
+  geometry_ = SegmentGeometry::compute(options_.channels, options_.arena_bytes);
+  std::uint64_t previous_generation = 0;
+  try {
+    SegmentMapping existing = SegmentMapping::open(name);
+    if (existing.size() >= sizeof(SegmentHeader)) {
+      const SegmentHeader& old = *existing.header();
+      if (old.magic.load(std::memory_order_acquire) == kSegmentMagic &&
+          process_alive(old.sidecar_pid, old.sidecar_start_time)) {
+        throw std::runtime_error("another sidecar named '" + options_.name + "' is running (pid " +
+                                 std::to_string(old.sidecar_pid) + ")");
+      }
+      if (old.magic.load(std::memory_order_acquire) == kSegmentMagic) previous_generation = old.start_generation;
+    }
+    SegmentMapping::remove(name);
+    spdlog::warn("removed a stale segment {} left by a sidecar that is gone", name);
+  } catch (const boost::interprocess::interprocess_exception&) {
+    // No segment by that name: the usual case.
+  }
+
+  try {
+    segment_ = SegmentMapping::create(name, geometry_.segment_bytes, options_.segment_mode);
+  } catch (const std::exception& error) {
+    throw std::runtime_error("cannot create shared-memory segment " + name + ": " + error.what());
+  }
+  owns_segment_ = true;
+
+  SegmentHeader* header = new (segment_.base()) SegmentHeader;
+  header->layout_version = kLayoutVersion;
+  header->header_bytes = sizeof(SegmentHeader);
+  header->segment_bytes = geometry_.segment_bytes;
+  header->channel_count = options_.channels;
+  header->ring_capacity = kRingCapacity;
+  header->arena_bytes = geometry_.arena_bytes;
+  header->channels_offset = geometry_.channels_offset;
+  header->channel_stride = geometry_.channel_stride;
+  header->arenas_offset = geometry_.arenas_offset;
+  header->sidecar_pid = ::getpid();
+  header->sidecar_start_time = process_start_time(::getpid());
+  header->started_unix_ns = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  header->start_generation = previous_generation + 1;
+  header->state.store(static_cast<std::uint32_t>(SidecarState::kStarting), std::memory_order_relaxed);
+
+  channels_.reserve(options_.channels);
+  for (std::uint32_t i = 0; i < options_.channels; ++i) {
+    Channel* shared = new (segment_.base() + geometry_.channel_offset(i)) Channel;
+    shared->requests.reset();
+    shared->responses.reset();
+    auto slot = std::make_unique<ChannelSlot>();
+    slot->index = i;
+    slot->shared = shared;
+    slot->arena = segment_.base() + geometry_.arena_offset(i);
+    slot->arena_bytes = geometry_.arena_bytes;
+    slot->requests = SpscConsumer<RequestRing>(&shared->requests);
+    slot->responses = SpscProducer<ResponseRing>(&shared->responses);
+    channels_.push_back(std::move(slot));
+  }
+  header->magic.store(kSegmentMagic, std::memory_order_release);
+  spdlog::info("segment {}: {} channels, {} bytes of tensor arena each, {} MiB in all", name, options_.channels,
+               geometry_.arena_bytes, geometry_.segment_bytes >> 20);
+}
+
+void Server::start() {
+  segment_.header()->state.store(static_cast<std::uint32_t>(SidecarState::kWarming), std::memory_order_release);
+  for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this, i] { worker_main(i); });
+  std::unique_lock lock(warmup_mutex_);
+  warmup_done_.wait(lock, [&] { return warmed_workers_ == options_.workers || !warmup_error_.empty(); });
+  if (!warmup_error_.empty()) {
+    const std::string error = warmup_error_;
+    lock.unlock();
+    stop();
+    throw std::runtime_error(error);
+  }
+  reaper_ = std::thread([this] { reaper_main(); });
+}
+
+void Server::mark_ready() {
+  publish_model_description();
+  segment_.header()->state.store(static_cast<std::uint32_t>(SidecarState::kReady), std::memory_order_release);
+}
+
+void Server::publish_model_description() {
+  ModelDescription& model = segment_.header()->model;
+  model.input_count = static_cast<std::uint32_t>(runner_->input_count());
+  model.signature_count = static_cast<std::uint32_t>(warmup_results_.size());
+  model.output_count = warmup_results_.empty() ? 0 : static_cast<std::uint32_t>(warmup_results_[0].outputs.size());
+  std::strncpy(model.model_path, options_.model_path.c_str(), kModelPathBytes - 1);
+  for (std::size_t s = 0; s < warmup_results_.size() && s < kMaxSignatures; ++s) {
+    const WarmupResult& result = warmup_results_[s];
+    std::copy(result.inputs.begin(), result.inputs.end(), model.signatures[s].inputs);
+    std::copy_n(result.outputs.begin(), std::min<std::size_t>(result.outputs.size(), kMaxTensors),
+                model.signatures[s].outputs);
+  }
+}
+
+void Server::worker_main(int index) {
+  name_this_thread("sidecar-w" + std::to_string(index));
+  {
+    // One worker warms up at a time, so the first-call and warmed latencies it logs are not
+    // inflated by the others competing for the cores.
+    std::unique_lock lock(warmup_mutex_);
+    if (!warmup_error_.empty()) return;
+    try {
+      auto results = runner_->warm_up(options_.warmup_signatures, options_.warmup_iterations);
+      for (const WarmupResult& result : results) {
+        std::string shapes;
+        for (const auto& shape : result.inputs) shapes += (shapes.empty() ? "" : ", ") + describe_shape(shape);
+        spdlog::info("worker {} warmed ({}): first call {:.1f} us, warmed {:.1f} us", index, shapes,
+                     result.first_call_us, result.warmed_call_us);
+      }
+      if (warmup_results_.empty()) warmup_results_ = std::move(results);
+      ++warmed_workers_;
+    } catch (const std::exception& error) {
+      warmup_error_ = error.what();
+    }
+    warmup_done_.notify_all();
+    if (!warmup_error_.empty()) return;
+  }
+
+  Work work;
+  while (true) {
+    std::unique_lock lead(leader_mutex_);
+    if (!lead_and_take(work)) break;
+    lead.unlock();  // a follower becomes the leader while this worker runs the request
+    execute(work);
+  }
+}
+
+bool Server::lead_and_take(Work& work) {
+  std::uint64_t spin_until = monotonic_ns() + spin_ns_;
+  while (!stopping_.load(std::memory_order_acquire)) {
+    if (recycle_flagged_.load(std::memory_order_relaxed) != 0) recycle_flagged_channels();
+    if (poll_once(work)) return true;
+    if (spin_ns_ != 0 && monotonic_ns() < spin_until) {
+      cpu_relax();
+      continue;
+    }
+    segment_.header()->request_bell.wait(
+        [&] {
+          return stopping_.load(std::memory_order_acquire) || recycle_flagged_.load() != 0 || any_request_waiting();
+        },
+        kIdleSleepLimit);
+    spin_until = monotonic_ns() + spin_ns_;
+  }
+  return false;
+}
+
+bool Server::poll_once(Work& work) {
+  SegmentHeader& header = *segment_.header();
+  const std::uint32_t count = options_.channels;
+  const std::uint32_t words = (count + 63) / 64;
+  const std::uint32_t start = poll_cursor_ % count;
+  // Round-robin from the channel after the last one served, so a busy channel cannot starve others.
+  for (std::uint32_t step = 0; step <= words; ++step) {
+    const std::uint32_t word = (start / 64 + step) % words;
+    std::uint64_t bits = header.active_channels[word].load(std::memory_order_acquire);
+    if (step == 0) bits &= ~0ull << (start % 64);
+    if (step == words) bits &= (start % 64) ? ~(~0ull << (start % 64)) : 0ull;
+    while (bits != 0) {
+      const std::uint32_t index = word * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
+      bits &= bits - 1;
+      if (index >= count) break;
+      ChannelSlot& slot = *channels_[index];
+      if (slot.poisoned || slot.recycle_requested.load(std::memory_order_relaxed)) continue;
+      if (slot.shared->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(ChannelState::kClaimed)) continue;
+      const RequestDescriptor* front = slot.requests.front();
+      if (front == nullptr) {
+        if (slot.requests.corrupt()) {
+          slot.poisoned = true;
+          client_fault_warning("channel {} (pid {}): request ring indices corrupt; ignoring the channel until its client goes",
+                               index, slot.shared->owner_pid.load());
+        }
+        continue;
+      }
+      // Take a request only when its answer will have a response slot.
+      const std::uint64_t client_head = slot.shared->responses.head.load(std::memory_order_acquire);
+      const std::uint64_t posted = slot.responses.published();
+      const std::uint64_t unread = client_head <= posted ? posted - client_head : kRingCapacity;
+      if (unread + slot.in_flight.load(std::memory_order_acquire) >= kRingCapacity) continue;
+
+      std::memcpy(&work.request, front, offsetof(RequestDescriptor, inputs));
+      const std::uint32_t inputs = std::min<std::uint32_t>(work.request.input_count, kMaxTensors);
+      std::memcpy(work.request.inputs, front->inputs, sizeof(TensorDescriptor) * inputs);
+      slot.requests.pop();
+      slot.in_flight.fetch_add(1, std::memory_order_acq_rel);
+      work.channel = index;
+      poll_cursor_ = index + 1;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool Server::any_request_waiting() {
+  SegmentHeader& header = *segment_.header();
+  for (std::uint32_t word = 0; word < (options_.channels + 63) / 64; ++word) {
+    std::uint64_t bits = header.active_channels[word].load(std::memory_order_acquire);
+    while (bits != 0) {
+      const std::uint32_t index = word * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
+      bits &= bits - 1;
+      if (index >= options_.channels) break;
+      ChannelSlot& slot = *channels_[index];
+      if (!slot.poisoned && slot.requests.has_data()) return true;
+    }
+  }
+  return false;
+}
+
+void Server::execute(Work& work) {
+  ChannelSlot& slot = *channels_[work.channel];
+  const RequestDescriptor& request = work.request;
+  ResponseDescriptor response;
+  clear_response_header(response, request.request_id);
+
+  auto fail = [&](Status status, const std::string& message) {
+    response.status = static_cast<std::uint32_t>(status);
+    response.output_count = 0;
+    set_message(response, message);
+  };
+
+  std::string problem = check_request(request, slot.arena_bytes);
+  if (!problem.empty()) {
+    fail(Status::kInvalidRequest, problem);
+  } else if (request.deadline_ns != 0 && monotonic_ns() > request.deadline_ns) {
+    fail(Status::kDeadlineExceeded, "the deadline passed before the request ran");
+  } else if (request.input_count != runner_->input_count()) {
+    fail(Status::kInvalidRequest, "the model takes " + std::to_string(runner_->input_count()) + " input tensor(s), the request has " +
+                                      std::to_string(request.input_count));
+  } else if (problem = match_signature(request, options_.warmup_signatures); !problem.empty()) {
+    fail(Status::kInvalidRequest, problem);
+  } else {
+    InputView inputs[kMaxTensors];
+    for (std::uint32_t i = 0; i < request.input_count; ++i) {
+      inputs[i].shape = request.inputs[i].shape;
+      inputs[i].data = slot.arena + request.inputs[i].offset;
+    }
+    ArenaOutputSink sink(slot.arena, request.output_offset, request.output_capacity, response);
+    CallOutcome outcome = runner_->run(std::span<const InputView>(inputs, request.input_count), sink);
+    if (outcome.status != Status::kOk) fail(outcome.status, outcome.message);
+  }
+  post_response(slot, response);
+  slot.in_flight.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+void Server::reaper_main() {
+  name_this_thread("sidecar-reaper");
+  std::unique_lock lock(reaper_mutex_);
+  while (!reaper_wakeup_.wait_for(lock, kReaperPeriod, [&] { return stopped_; })) {
+    bool flagged = false;
+    for (auto& owned : channels_) {
+      ChannelSlot& slot = *owned;
+      if (slot.recycle_requested.load(std::memory_order_relaxed)) continue;
+      const auto state = static_cast<ChannelState>(slot.shared->state.load(std::memory_order_acquire));
+      bool recycle = state == ChannelState::kDetaching;
+      if (state == ChannelState::kClaimed) {
+        const pid_t pid = slot.shared->owner_pid.load(std::memory_order_acquire);
+        // pid 0: claimed a moment ago, the owner fields are not written yet.
+        recycle = pid != 0 && !process_alive(pid, slot.shared->owner_start_time.load(std::memory_order_acquire));
+        if (recycle) spdlog::info("channel {}: client pid {} is gone; recycling the channel", slot.index, pid);
+      } else if (state != ChannelState::kFree && state != ChannelState::kDetaching) {
+        recycle = true;  // a value no honest client writes
+      }
+      if (recycle) {
+        slot.recycle_requested.store(true, std::memory_order_relaxed);
+        recycle_flagged_.fetch_add(1, std::memory_order_release);
+        flagged = true;
+      }
+    }
+    if (flagged) segment_.header()->request_bell.ring();
+  }
+}
+
+void Server::recycle_flagged_channels() {
+  SegmentHeader& header = *segment_.header();
+  for (auto& owned : channels_) {
+    ChannelSlot& slot = *owned;
+    if (!slot.recycle_requested.load(std::memory_order_relaxed)) continue;
+    // Answers still being computed will write into the arena: wait for them.
+    if (slot.in_flight.load(std::memory_order_acquire) != 0) continue;
+    {
+      std::lock_guard lock(slot.response_mutex);
+      slot.shared->requests.reset();
+      slot.shared->responses.reset();
+      slot.requests = SpscConsumer<RequestRing>(&slot.shared->requests);
+      slot.responses = SpscProducer<ResponseRing>(&slot.shared->responses);
+    }
+    slot.poisoned = false;
+    header.active_channels[slot.index / 64].fetch_and(~(1ull << (slot.index % 64)), std::memory_order_acq_rel);
+    slot.shared->owner_pid.store(0, std::memory_order_relaxed);
+    slot.shared->owner_start_time.store(0, std::memory_order_relaxed);
+    slot.shared->generation.fetch_add(1, std::memory_order_relaxed);
+    slot.shared->state.store(static_cast<std::uint32_t>(ChannelState::kFree), std::memory_order_release);
+    slot.recycle_requested.store(false, std::memory_order_relaxed);
+    recycle_flagged_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+void Server::answer_queued_with_shutdown() {
+  for (auto& owned : channels_) {
+    ChannelSlot& slot = *owned;
+    if (slot.poisoned) continue;
+    while (const RequestDescriptor* front = slot.requests.front()) {
+      ResponseDescriptor response;
+      clear_response_header(response, front->request_id);
+      response.status = static_cast<std::uint32_t>(Status::kShuttingDown);
+      set_message(response, "the sidecar is shutting down");
+      slot.requests.pop();
+      post_response(slot, response);
+    }
+  }
+}
+
+void Server::stop() {
+  if (stopped_) return;
+  if (owns_segment_) {
+    segment_.header()->state.store(static_cast<std::uint32_t>(SidecarState::kStopping), std::memory_order_release);
+  }
+  stopping_.store(true, std::memory_order_release);
+  if (owns_segment_) segment_.header()->request_bell.ring();
+  for (auto& worker : workers_) {
+    if (worker.joinable()) worker.join();
+  }
+  {
+    std::lock_guard lock(reaper_mutex_);
+    stopped_ = true;
+  }
+  reaper_wakeup_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
+  if (owns_segment_) {
+    answer_queued_with_shutdown();
+    SegmentMapping::remove(segment_.name());
+    owns_segment_ = false;
+  }
+}
+
+}  // namespace sidecar

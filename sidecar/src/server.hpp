@@ -1,0 +1,94 @@
+// The daemon's serving logic: owns the segment, the worker threads and the channel lifecycle.
+// No LibTorch here: the model is reached through ModelRunner.
+//
+// Threads:
+// - workers: leader/follower. One worker at a time (the leader) polls the request rings, spinning
+//   for --spin-us before it sleeps on the segment's doorbell. When it takes a request it hands
+//   leadership to the next worker and runs the request itself: no hand-off between threads on the
+//   hot path, and only one thread spinning, which matters on a 2-core machine where the client
+//   spins too.
+// - the reaper: every 100 ms, finds channels whose client detached or died, so the leader can
+//   recycle them; it reads /proc, which the leader must not do on the hot path.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "model_runner.hpp"
+#include "options.hpp"
+#include "sidecar/shared/segment.hpp"
+
+namespace sidecar {
+
+struct ChannelSlot;
+
+class Server {
+ public:
+  Server(SidecarOptions options, std::unique_ptr<ModelRunner> runner);
+  ~Server();  // stops if still running, removes the segment
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Creates the segment in state "starting". Throws std::runtime_error with one clear line when
+  // another live sidecar has the name or the segment cannot be made.
+  void create_segment();
+
+  // Starts the workers; each warms the model up on every signature on its own thread, one after
+  // the other. Returns once all are warm and serving; throws if warm-up failed on any of them.
+  void start();
+
+  // Publishes the model description and marks the segment ready. Call after start().
+  void mark_ready();
+
+  // Stops taking requests, lets the workers finish the ones they run, answers the ones still queued
+  // with "shutting down", joins all threads and removes the segment. Idempotent.
+  void stop();
+
+  const std::vector<WarmupResult>& warmup_results() const noexcept { return warmup_results_; }
+  const std::string& segment_name() const noexcept { return segment_.name(); }
+
+ private:
+  struct Work;
+
+  void worker_main(int index);
+  void reaper_main();
+  bool lead_and_take(Work& work);
+  bool poll_once(Work& work);
+  bool any_request_waiting();
+  void recycle_flagged_channels();
+  void execute(Work& work);
+  void answer_queued_with_shutdown();
+  void publish_model_description();
+
+  SidecarOptions options_;
+  std::unique_ptr<ModelRunner> runner_;
+  SegmentMapping segment_;
+  SegmentGeometry geometry_;
+  bool owns_segment_ = false;
+  std::vector<std::unique_ptr<ChannelSlot>> channels_;
+
+  std::vector<std::thread> workers_;
+  std::thread reaper_;
+  std::mutex leader_mutex_;
+  std::uint32_t poll_cursor_ = 0;  // guarded by leader_mutex_
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::uint32_t> recycle_flagged_{0};
+  std::uint64_t spin_ns_ = 0;
+
+  std::mutex warmup_mutex_;
+  std::condition_variable warmup_done_;
+  int warmed_workers_ = 0;
+  std::string warmup_error_;
+  std::vector<WarmupResult> warmup_results_;
+
+  std::mutex reaper_mutex_;
+  std::condition_variable reaper_wakeup_;
+  bool stopped_ = false;
+};
+
+}  // namespace sidecar
