@@ -1,0 +1,126 @@
+// The client library: connect to a sidecar on this host by name and run its model through shared
+// memory. Links no LibTorch.
+//
+//   auto client = sidecar::Client::connect("resnet", {});
+//   if (!client.ok()) { std::cerr << client.message() << "\n"; return 1; }
+//   std::vector<float> pixels(1 * 3 * 224 * 224);
+//   const std::int64_t shape[] = {1, 3, 224, 224};
+//   auto outputs = client->infer(sidecar::TensorView::of(pixels, shape), std::chrono::seconds(1));
+//
+// A Client owns one channel of the sidecar and is not thread-safe: give each thread its own.
+// Calls never throw (except std::bad_alloc); failures come back as an ErrorCode and a message.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sidecar/tensor.hpp"
+
+namespace sidecar {
+
+enum class ErrorCode {
+  kOk = 0,
+  kNotRunning,         // no sidecar by that name, or its process is gone
+  kNotReady,           // it exists but did not finish warming up within the timeout
+  kLayoutMismatch,     // the sidecar speaks another shared-memory layout version
+  kNoFreeChannel,      // every channel is taken by other clients
+  kInvalidArgument,    // refused by this library before anything was sent
+  kRejected,           // the sidecar refused the inputs (dtype, shape...): the message says what it expects
+  kModelError,         // the model raised: the message is TorchScript's
+  kUnsupportedOutput,  // the model returned something other than tensors
+  kOutputTooLarge,
+  kTimeout,
+  kSidecarGone,        // the sidecar stopped or crashed while this client was connected
+  kShuttingDown,
+  kDeadlineExceeded,
+  kOverloaded,
+  kCancelled,
+  kBusy,               // an earlier request that timed out is still running in the sidecar
+  kProtocolError,      // the sidecar answered with something malformed
+};
+
+const char* error_code_name(ErrorCode code) noexcept;
+
+// A value or an error. Check ok() before value().
+template <typename T>
+class [[nodiscard]] Result {
+ public:
+  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
+
+  bool ok() const noexcept { return code_ == ErrorCode::kOk; }
+  ErrorCode code() const noexcept { return code_; }
+  const std::string& message() const noexcept { return message_; }
+  T& value() & { return *value_; }
+  T&& value() && { return std::move(*value_); }
+  T* operator->() { return &*value_; }
+  T& operator*() { return *value_; }
+
+ private:
+  std::optional<T> value_;
+  ErrorCode code_ = ErrorCode::kOk;
+  std::string message_;
+};
+
+struct ConnectOptions {
+  // How long connect() waits for the sidecar to exist and be ready.
+  std::chrono::milliseconds timeout{5000};
+  // How long a call polls for its answer before it sleeps (waking costs ~45 us; polling burns a core).
+  std::chrono::microseconds spin{50};
+};
+
+// What the sidecar serves, read from its segment at connect time.
+struct ModelInfo {
+  std::string model_path;
+  std::size_t input_count = 0;
+  std::size_t output_count = 0;
+  // Each accepted set of input shapes, with the output shapes seen at warm-up. Empty when the
+  // sidecar accepts any shape.
+  struct Signature {
+    std::vector<std::pair<DType, std::vector<std::int64_t>>> inputs;
+    std::vector<std::pair<DType, std::vector<std::int64_t>>> outputs;
+  };
+  std::vector<Signature> signatures;
+  int sidecar_pid = 0;
+  std::uint64_t start_generation = 0;
+  std::uint64_t started_unix_ns = 0;
+  std::uint32_t channel_count = 0;
+  std::uint64_t arena_bytes = 0;
+};
+
+class Client {
+ public:
+  static Result<Client> connect(const std::string& name, const ConnectOptions& options = {});
+
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+  ~Client();  // gives the channel back
+
+  // Copies the inputs into shared memory, runs the model, copies the outputs out.
+  Result<std::vector<Tensor>> infer(std::span<const TensorView> inputs, std::chrono::microseconds timeout);
+  Result<std::vector<Tensor>> infer(const TensorView& input, std::chrono::microseconds timeout) {
+    return infer(std::span<const TensorView>(&input, 1), timeout);
+  }
+
+  // Zero-copy path. input_buffer() reserves the next input in shared memory and returns where to
+  // write its bytes; run() sends the inputs reserved so far and returns views of the outputs in
+  // shared memory, valid until the next call on this client.
+  Result<std::span<std::byte>> input_buffer(DType dtype, std::span<const std::int64_t> shape);
+  Result<std::span<const TensorView>> run(std::chrono::microseconds timeout);
+
+  const ModelInfo& model() const noexcept;
+  std::uint32_t channel_index() const noexcept;
+
+ private:
+  struct Impl;
+  explicit Client(std::unique_ptr<Impl> impl) noexcept;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sidecar

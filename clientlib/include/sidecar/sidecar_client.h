@@ -1,0 +1,95 @@
+/* C API of the sidecar client library, for other languages (Python ctypes, Go cgo, Rust FFI).
+ *
+ *   sidecar_client* client = NULL;
+ *   if (sidecar_connect("resnet", 5000, &client) != SIDECAR_OK) {
+ *     fprintf(stderr, "%s\n", sidecar_connect_error());
+ *   }
+ *   int64_t shape[] = {1, 3, 224, 224};
+ *   sidecar_tensor input = {SIDECAR_FLOAT32, 4, shape, pixels, sizeof pixels};
+ *   sidecar_tensor outputs[8];
+ *   size_t output_count = 8;
+ *   if (sidecar_infer(client, &input, 1, outputs, &output_count, 1000000) != SIDECAR_OK) {
+ *     fprintf(stderr, "%s\n", sidecar_last_error(client));
+ *   }
+ *   // outputs[i].data points into shared memory, valid until the next call on this client.
+ *   sidecar_close(client);
+ *
+ * A handle is not thread-safe: one per thread.
+ */
+#ifndef SIDECAR_CLIENT_H
+#define SIDECAR_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Same values as sidecar::ErrorCode. */
+typedef enum sidecar_status {
+  SIDECAR_OK = 0,
+  SIDECAR_NOT_RUNNING,
+  SIDECAR_NOT_READY,
+  SIDECAR_LAYOUT_MISMATCH,
+  SIDECAR_NO_FREE_CHANNEL,
+  SIDECAR_INVALID_ARGUMENT,
+  SIDECAR_REJECTED,
+  SIDECAR_MODEL_ERROR,
+  SIDECAR_UNSUPPORTED_OUTPUT,
+  SIDECAR_OUTPUT_TOO_LARGE,
+  SIDECAR_TIMEOUT,
+  SIDECAR_SIDECAR_GONE,
+  SIDECAR_SHUTTING_DOWN,
+  SIDECAR_DEADLINE_EXCEEDED,
+  SIDECAR_OVERLOADED,
+  SIDECAR_CANCELLED,
+  SIDECAR_BUSY,
+  SIDECAR_PROTOCOL_ERROR
+} sidecar_status;
+
+/* Same values as sidecar::DType. */
+typedef enum sidecar_dtype {
+  SIDECAR_FLOAT32 = 1,
+  SIDECAR_FLOAT64 = 2,
+  SIDECAR_FLOAT16 = 3,
+  SIDECAR_BFLOAT16 = 4,
+  SIDECAR_INT64 = 5,
+  SIDECAR_INT32 = 6,
+  SIDECAR_INT16 = 7,
+  SIDECAR_INT8 = 8,
+  SIDECAR_UINT8 = 9,
+  SIDECAR_BOOL = 10
+} sidecar_dtype;
+
+typedef struct sidecar_tensor {
+  int32_t dtype; /* a sidecar_dtype */
+  int32_t rank;
+  const int64_t* shape;
+  const void* data;
+  size_t bytes;
+} sidecar_tensor;
+
+typedef struct sidecar_client sidecar_client;
+
+/* Waits up to timeout_ms for the sidecar named `name` to be ready and claims a channel. */
+sidecar_status sidecar_connect(const char* name, int64_t timeout_ms, sidecar_client** out);
+/* Why the last sidecar_connect on this thread failed. */
+const char* sidecar_connect_error(void);
+
+/* Runs the model. On entry *output_count is the capacity of `outputs`; on return, the number of
+ * outputs. Output data lives in shared memory until the next call on this client. */
+sidecar_status sidecar_infer(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
+                             sidecar_tensor* outputs, size_t* output_count, int64_t timeout_us);
+
+/* The message of the last failed call on this client ("" after a success). */
+const char* sidecar_last_error(const sidecar_client* client);
+const char* sidecar_status_name(sidecar_status status);
+
+void sidecar_close(sidecar_client* client);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SIDECAR_CLIENT_H */

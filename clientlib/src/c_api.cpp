@@ -1,0 +1,98 @@
+#include "sidecar/sidecar_client.h"
+
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "sidecar/client.hpp"
+
+struct sidecar_client {
+  sidecar::Client client;
+  std::string last_error;
+};
+
+namespace {
+thread_local std::string connect_error;
+
+sidecar_status fail(sidecar_client* handle, sidecar::ErrorCode code, const std::string& message) {
+  handle->last_error = message;
+  return static_cast<sidecar_status>(code);
+}
+}  // namespace
+
+extern "C" {
+
+sidecar_status sidecar_connect(const char* name, int64_t timeout_ms, sidecar_client** out) {
+  if (name == nullptr || out == nullptr) {
+    connect_error = "name and out must not be NULL";
+    return SIDECAR_INVALID_ARGUMENT;
+  }
+  sidecar::ConnectOptions options;
+  options.timeout = std::chrono::milliseconds(timeout_ms < 0 ? 0 : timeout_ms);
+  auto connected = sidecar::Client::connect(name, options);
+  if (!connected.ok()) {
+    connect_error = connected.message();
+    return static_cast<sidecar_status>(connected.code());
+  }
+  *out = new (std::nothrow) sidecar_client{std::move(connected).value(), {}};
+  if (*out == nullptr) {
+    connect_error = "out of memory";
+    return SIDECAR_INVALID_ARGUMENT;
+  }
+  connect_error.clear();
+  return SIDECAR_OK;
+}
+
+const char* sidecar_connect_error(void) { return connect_error.c_str(); }
+
+sidecar_status sidecar_infer(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
+                             sidecar_tensor* outputs, size_t* output_count, int64_t timeout_us) {
+  if (client == nullptr) return SIDECAR_INVALID_ARGUMENT;
+  if ((inputs == nullptr && input_count != 0) || output_count == nullptr || (outputs == nullptr && *output_count != 0)) {
+    return fail(client, sidecar::ErrorCode::kInvalidArgument, "inputs, outputs and output_count must not be NULL");
+  }
+  for (size_t i = 0; i < input_count; ++i) {
+    const sidecar_tensor& input = inputs[i];
+    if (input.rank < 0 || (input.rank > 0 && input.shape == nullptr) || (input.bytes > 0 && input.data == nullptr) ||
+        !sidecar::is_known_dtype(static_cast<std::uint8_t>(input.dtype)) || input.dtype > 255) {
+      return fail(client, sidecar::ErrorCode::kInvalidArgument, "input " + std::to_string(i) + ": bad dtype, rank, shape or data");
+    }
+    auto buffer = client->client.input_buffer(static_cast<sidecar::DType>(input.dtype),
+                                              std::span<const int64_t>(input.shape, static_cast<size_t>(input.rank)));
+    if (!buffer.ok()) return fail(client, buffer.code(), "input " + std::to_string(i) + ": " + buffer.message());
+    if (buffer->size() != input.bytes) {
+      // Abandon the half-built request: an empty run() resets it.
+      (void)client->client.run(std::chrono::microseconds(0));
+      return fail(client, sidecar::ErrorCode::kInvalidArgument,
+                  "input " + std::to_string(i) + ": " + std::to_string(input.bytes) + " bytes given, the shape needs " +
+                      std::to_string(buffer->size()));
+    }
+    if (input.bytes) std::memcpy(buffer->data(), input.data, input.bytes);
+  }
+  auto result = client->client.run(std::chrono::microseconds(timeout_us < 0 ? 0 : timeout_us));
+  if (!result.ok()) return fail(client, result.code(), result.message());
+  if (result->size() > *output_count) {
+    *output_count = result->size();
+    return fail(client, sidecar::ErrorCode::kInvalidArgument,
+                "the model returned " + std::to_string(result->size()) + " outputs; the outputs array holds fewer");
+  }
+  for (size_t i = 0; i < result->size(); ++i) {
+    const sidecar::TensorView& view = (*result)[i];
+    outputs[i] = sidecar_tensor{static_cast<int32_t>(view.dtype), static_cast<int32_t>(view.shape.size()),
+                                view.shape.data(), view.data, view.bytes};
+  }
+  *output_count = result->size();
+  client->last_error.clear();
+  return SIDECAR_OK;
+}
+
+const char* sidecar_last_error(const sidecar_client* client) { return client ? client->last_error.c_str() : ""; }
+
+const char* sidecar_status_name(sidecar_status status) {
+  return sidecar::error_code_name(static_cast<sidecar::ErrorCode>(status));
+}
+
+void sidecar_close(sidecar_client* client) { delete client; }
+
+}  // extern "C"

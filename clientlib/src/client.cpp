@@ -1,0 +1,385 @@
+#include "sidecar/client.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/interprocess/exceptions.hpp>
+#include <cstring>
+#include <thread>
+
+#include "sidecar/shared/descriptor_check.hpp"
+#include "sidecar/shared/process_identity.hpp"
+#include "sidecar/shared/segment.hpp"
+
+namespace sidecar {
+
+std::string describe(DType dtype, std::span<const std::int64_t> shape) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) text += ", ";
+    text += std::to_string(shape[i]);
+  }
+  return text + "] " + std::string(dtype_name(dtype));
+}
+
+const char* error_code_name(ErrorCode code) noexcept {
+  switch (code) {
+    case ErrorCode::kOk: return "ok";
+    case ErrorCode::kNotRunning: return "not running";
+    case ErrorCode::kNotReady: return "not ready";
+    case ErrorCode::kLayoutMismatch: return "layout mismatch";
+    case ErrorCode::kNoFreeChannel: return "no free channel";
+    case ErrorCode::kInvalidArgument: return "invalid argument";
+    case ErrorCode::kRejected: return "rejected";
+    case ErrorCode::kModelError: return "model error";
+    case ErrorCode::kUnsupportedOutput: return "unsupported output";
+    case ErrorCode::kOutputTooLarge: return "output too large";
+    case ErrorCode::kTimeout: return "timeout";
+    case ErrorCode::kSidecarGone: return "sidecar gone";
+    case ErrorCode::kShuttingDown: return "shutting down";
+    case ErrorCode::kDeadlineExceeded: return "deadline exceeded";
+    case ErrorCode::kOverloaded: return "overloaded";
+    case ErrorCode::kCancelled: return "cancelled";
+    case ErrorCode::kBusy: return "busy";
+    case ErrorCode::kProtocolError: return "protocol error";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// How often a waiting call checks that the sidecar process still exists.
+constexpr std::uint64_t kLivenessCheckNs = 50'000'000;
+
+ErrorCode error_code_for(Status status) {
+  switch (status) {
+    case Status::kOk: return ErrorCode::kOk;
+    case Status::kInvalidRequest: return ErrorCode::kRejected;
+    case Status::kModelError: return ErrorCode::kModelError;
+    case Status::kUnsupportedOutput: return ErrorCode::kUnsupportedOutput;
+    case Status::kOutputTooLarge: return ErrorCode::kOutputTooLarge;
+    case Status::kDeadlineExceeded: return ErrorCode::kDeadlineExceeded;
+    case Status::kOverloaded: return ErrorCode::kOverloaded;
+    case Status::kCancelled: return ErrorCode::kCancelled;
+    case Status::kShuttingDown: return ErrorCode::kShuttingDown;
+    case Status::kInternal: return ErrorCode::kProtocolError;
+  }
+  return ErrorCode::kProtocolError;
+}
+
+std::vector<std::pair<DType, std::vector<std::int64_t>>> to_pairs(const TensorShape* shapes, std::uint32_t count) {
+  std::vector<std::pair<DType, std::vector<std::int64_t>>> result;
+  for (std::uint32_t i = 0; i < count && i < kMaxTensors; ++i) {
+    const std::uint32_t rank = std::min<std::uint32_t>(shapes[i].rank, kMaxRank);
+    result.emplace_back(static_cast<DType>(shapes[i].dtype), std::vector<std::int64_t>(shapes[i].dims, shapes[i].dims + rank));
+  }
+  return result;
+}
+
+const char* state_name(std::uint32_t state) {
+  switch (static_cast<SidecarState>(state)) {
+    case SidecarState::kStarting: return "starting";
+    case SidecarState::kWarming: return "warming up";
+    case SidecarState::kReady: return "ready";
+    case SidecarState::kStopping: return "stopping";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+struct Client::Impl {
+  SegmentMapping segment;
+  std::string instance;
+  ModelInfo model;
+  std::uint32_t channel_index = 0;
+  Channel* channel = nullptr;
+  std::uint8_t* arena = nullptr;
+  std::uint64_t arena_bytes = 0;
+  SpscProducer<RequestRing> requests;
+  SpscConsumer<ResponseRing> responses;
+  std::uint64_t spin_ns = 0;
+
+  std::uint64_t next_request_id = 1;
+  // A request that timed out: the sidecar may still write its outputs into the arena, so the arena
+  // is not reused until its answer arrives.
+  std::uint64_t unanswered_request_id = 0;
+
+  // The request being assembled by input_buffer().
+  RequestDescriptor pending{};
+  std::uint64_t arena_cursor = 0;
+
+  // Outputs of the last run(): copies of the descriptors, views into the arena.
+  std::vector<std::int64_t> output_dims;
+  std::vector<TensorView> output_views;
+  std::uint64_t last_liveness_check_ns = 0;
+
+  ~Impl() {
+    if (channel != nullptr) {
+      channel->state.store(static_cast<std::uint32_t>(ChannelState::kDetaching), std::memory_order_release);
+    }
+  }
+
+  bool sidecar_alive() const {
+    const SegmentHeader& header = *segment.header();
+    return header.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SidecarState::kStopping) &&
+           process_alive(header.sidecar_pid, header.sidecar_start_time);
+  }
+
+  // Waits for the answer to `request_id`; on success the response is at responses.front().
+  std::pair<ErrorCode, std::string> await_response(std::uint64_t request_id, std::uint64_t deadline_ns) {
+    std::uint64_t spin_until = monotonic_ns() + spin_ns;
+    while (true) {
+      if (const ResponseDescriptor* response = responses.front()) {
+        if (response->request_id == request_id) return {ErrorCode::kOk, {}};
+        responses.pop();  // the answer to a request given up on earlier
+        continue;
+      }
+      if (responses.corrupt()) return {ErrorCode::kProtocolError, "the response ring's indices are corrupt"};
+      const std::uint64_t now = monotonic_ns();
+      if (now >= deadline_ns) return {ErrorCode::kTimeout, "no answer from sidecar '" + instance + "' within the timeout"};
+      if (now < spin_until) {
+        cpu_relax();
+        continue;
+      }
+      if (now - last_liveness_check_ns >= kLivenessCheckNs) {
+        last_liveness_check_ns = now;
+        if (!sidecar_alive()) return {ErrorCode::kSidecarGone, "sidecar '" + instance + "' stopped while the request was in flight"};
+      }
+      const std::uint64_t sleep = std::min(deadline_ns - now, kLivenessCheckNs);
+      channel->response_bell.wait([&] { return responses.has_data(); }, std::chrono::nanoseconds(sleep));
+    }
+  }
+
+  // Copies and checks the response at the front, fills output views, pops it.
+  std::pair<ErrorCode, std::string> take_response(const RequestDescriptor& request) {
+    const ResponseDescriptor* shared = responses.front();
+    ResponseDescriptor response;
+    std::memcpy(&response, shared, offsetof(ResponseDescriptor, outputs));
+    const auto status = static_cast<Status>(response.status);
+    if (status != Status::kOk) {
+      const std::size_t length = std::min<std::size_t>(response.message_length, kMessageBytes);
+      std::string message(shared->message, length);
+      responses.pop();
+      return {error_code_for(status), message.empty() ? "the sidecar reported an error" : message};
+    }
+    const std::uint32_t count = response.output_count;
+    if (count > kMaxTensors) {
+      responses.pop();
+      return {ErrorCode::kProtocolError, "the sidecar answered with " + std::to_string(count) + " outputs"};
+    }
+    std::memcpy(response.outputs, shared->outputs, sizeof(TensorDescriptor) * count);
+    responses.pop();
+    output_dims.assign(static_cast<std::size_t>(count) * kMaxRank, 0);
+    output_views.clear();
+    for (std::uint32_t i = 0; i < count; ++i) {
+      const TensorDescriptor& tensor = response.outputs[i];
+      std::string problem = check_tensor(tensor, arena_bytes);
+      if (problem.empty() && (tensor.offset < request.output_offset ||
+                              tensor.offset + tensor.bytes > request.output_offset + request.output_capacity)) {
+        problem = "outside the output region";
+      }
+      if (!problem.empty()) return {ErrorCode::kProtocolError, "output " + std::to_string(i) + ": " + problem};
+      std::copy(tensor.shape.dims, tensor.shape.dims + tensor.shape.rank, output_dims.begin() + i * kMaxRank);
+      output_views.push_back(TensorView{static_cast<DType>(tensor.shape.dtype),
+                                        std::span<const std::int64_t>(output_dims.data() + i * kMaxRank, tensor.shape.rank),
+                                        arena + tensor.offset, tensor.bytes});
+    }
+    return {ErrorCode::kOk, {}};
+  }
+};
+
+Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&&) noexcept = default;
+Client::~Client() = default;
+
+const ModelInfo& Client::model() const noexcept { return impl_->model; }
+std::uint32_t Client::channel_index() const noexcept { return impl_->channel_index; }
+
+Result<Client> Client::connect(const std::string& name, const ConnectOptions& options) {
+  if (!is_valid_instance_name(name)) {
+    return {ErrorCode::kInvalidArgument, "'" + name + "' is not a valid sidecar name"};
+  }
+  const std::string shm_name = segment_name(name);
+  const auto deadline = std::chrono::steady_clock::now() + options.timeout;
+  ErrorCode last_code = ErrorCode::kNotRunning;
+  std::string last_message = "no sidecar named '" + name + "' is running (no segment " + shm_name + ")";
+  auto impl = std::make_unique<Impl>();
+  impl->instance = name;
+  impl->spin_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count());
+
+  // Wait for a live, ready sidecar.
+  while (true) {
+    try {
+      impl->segment = SegmentMapping::open(shm_name);
+      const std::string problem = check_segment_layout(impl->segment);
+      const SegmentHeader& header = *impl->segment.header();
+      if (problem.rfind("layout version mismatch", 0) == 0) return {ErrorCode::kLayoutMismatch, problem};
+      if (!problem.empty()) {
+        last_code = ErrorCode::kNotReady;
+        last_message = problem;
+      } else if (!process_alive(header.sidecar_pid, header.sidecar_start_time)) {
+        last_code = ErrorCode::kNotRunning;
+        last_message = "sidecar '" + name + "' (pid " + std::to_string(header.sidecar_pid) + ") is gone; its segment is stale";
+      } else if (header.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SidecarState::kReady)) {
+        last_code = ErrorCode::kNotReady;
+        last_message = "sidecar '" + name + "' is " + state_name(header.state.load(std::memory_order_acquire)) +
+                       ", not ready";
+      } else {
+        break;
+      }
+    } catch (const boost::interprocess::interprocess_exception&) {
+      last_code = ErrorCode::kNotRunning;
+      last_message = "no sidecar named '" + name + "' is running (no segment " + shm_name + ")";
+    } catch (const std::exception& error) {
+      last_code = ErrorCode::kNotRunning;
+      last_message = "cannot map the segment of sidecar '" + name + "': " + error.what();
+    }
+    impl->segment = SegmentMapping();
+    if (std::chrono::steady_clock::now() >= deadline) return {last_code, last_message};
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+
+  SegmentHeader& header = *impl->segment.header();
+  const SegmentGeometry geometry = SegmentGeometry::compute(header.channel_count, header.arena_bytes);
+  ModelInfo& model = impl->model;
+  model.model_path.assign(header.model.model_path, strnlen(header.model.model_path, kModelPathBytes));
+  model.input_count = header.model.input_count;
+  model.output_count = header.model.output_count;
+  for (std::uint32_t s = 0; s < std::min(header.model.signature_count, kMaxSignatures); ++s) {
+    model.signatures.push_back({to_pairs(header.model.signatures[s].inputs, header.model.input_count),
+                                to_pairs(header.model.signatures[s].outputs, header.model.output_count)});
+  }
+  model.sidecar_pid = header.sidecar_pid;
+  model.start_generation = header.start_generation;
+  model.started_unix_ns = header.started_unix_ns;
+  model.channel_count = header.channel_count;
+  model.arena_bytes = geometry.arena_bytes;
+
+  // Claim a free channel: the CAS makes it ours; the sidecar recycles it when we detach or die.
+  for (std::uint32_t i = 0; i < header.channel_count; ++i) {
+    auto* channel = reinterpret_cast<Channel*>(impl->segment.base() + geometry.channel_offset(i));
+    std::uint32_t expected = static_cast<std::uint32_t>(ChannelState::kFree);
+    if (!channel->state.compare_exchange_strong(expected, static_cast<std::uint32_t>(ChannelState::kClaimed),
+                                                std::memory_order_acq_rel)) {
+      continue;
+    }
+    channel->owner_start_time.store(process_start_time(::getpid()), std::memory_order_relaxed);
+    channel->owner_pid.store(::getpid(), std::memory_order_release);
+    impl->channel_index = i;
+    impl->channel = channel;
+    impl->arena = impl->segment.base() + geometry.arena_offset(i);
+    impl->arena_bytes = geometry.arena_bytes;
+    impl->requests = SpscProducer<RequestRing>(&channel->requests);
+    impl->responses = SpscConsumer<ResponseRing>(&channel->responses);
+    header.active_channels[i / 64].fetch_or(1ull << (i % 64), std::memory_order_acq_rel);
+    return Client(std::move(impl));
+  }
+  return {ErrorCode::kNoFreeChannel,
+          "all " + std::to_string(header.channel_count) + " channels of sidecar '" + name + "' are in use"};
+}
+
+Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const std::int64_t> shape) {
+  Impl& impl = *impl_;
+  RequestDescriptor& request = impl.pending;
+  // A refused input abandons the whole request being assembled, so run() cannot send half of it.
+  auto refuse = [&](std::string message) -> Result<std::span<std::byte>> {
+    impl.pending = RequestDescriptor{};
+    impl.arena_cursor = 0;
+    return {ErrorCode::kInvalidArgument, std::move(message)};
+  };
+  if (request.input_count >= kMaxTensors) {
+    return refuse("at most " + std::to_string(kMaxTensors) + " inputs per request");
+  }
+  if (shape.size() > kMaxRank) {
+    return refuse("rank " + std::to_string(shape.size()) + " exceeds the maximum of " + std::to_string(kMaxRank));
+  }
+  TensorDescriptor& tensor = request.inputs[request.input_count];
+  tensor = TensorDescriptor{};
+  tensor.shape.dtype = static_cast<std::uint8_t>(dtype);
+  tensor.shape.rank = static_cast<std::uint8_t>(shape.size());
+  std::copy(shape.begin(), shape.end(), tensor.shape.dims);
+  std::uint64_t bytes = 0;
+  if (!shape_byte_size(tensor.shape, bytes)) {
+    return refuse("shape " + describe(dtype, shape) + " has a negative dimension or is too large");
+  }
+  const std::uint64_t offset = align_up(impl.arena_cursor, kTensorAlignment);
+  if (offset > impl.arena_bytes || bytes > impl.arena_bytes - offset) {
+    return refuse("the inputs need more than the channel's " + std::to_string(impl.arena_bytes) +
+                                             " bytes of shared memory (sidecar --arena-bytes)");
+  }
+  tensor.offset = offset;
+  tensor.bytes = bytes;
+  impl.arena_cursor = offset + bytes;
+  ++request.input_count;
+  return std::span<std::byte>(reinterpret_cast<std::byte*>(impl.arena + offset), bytes);
+}
+
+Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeout) {
+  Impl& impl = *impl_;
+  const std::uint64_t deadline_ns = monotonic_ns() + static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count())) * 1000u;
+  RequestDescriptor request = impl.pending;
+  impl.pending = RequestDescriptor{};
+  impl.arena_cursor = 0;
+  if (request.input_count == 0) return {ErrorCode::kInvalidArgument, "no inputs: call input_buffer() first"};
+
+  if (impl.unanswered_request_id != 0) {
+    auto [code, message] = impl.await_response(impl.unanswered_request_id, deadline_ns);
+    if (code == ErrorCode::kTimeout) {
+      return {ErrorCode::kBusy, "an earlier request that timed out is still running in the sidecar"};
+    }
+    if (code != ErrorCode::kOk) return {code, message};
+    impl.responses.pop();
+    impl.unanswered_request_id = 0;
+  }
+
+  std::uint64_t inputs_end = 0;
+  for (std::uint32_t i = 0; i < request.input_count; ++i) {
+    inputs_end = std::max(inputs_end, request.inputs[i].offset + request.inputs[i].bytes);
+  }
+  request.request_id = impl.next_request_id++;
+  request.output_offset = align_up(inputs_end, kTensorAlignment);
+  request.output_capacity = request.output_offset < impl.arena_bytes ? impl.arena_bytes - request.output_offset : 0;
+  if (request.output_capacity == 0) request.output_offset = 0;
+
+  RequestDescriptor* slot = impl.requests.try_claim();
+  if (slot == nullptr) return {ErrorCode::kProtocolError, "the request ring is full or corrupt"};
+  std::memcpy(slot, &request, offsetof(RequestDescriptor, inputs) + sizeof(TensorDescriptor) * request.input_count);
+  impl.requests.publish();
+  impl.segment.header()->request_bell.ring();
+
+  auto [code, message] = impl.await_response(request.request_id, deadline_ns);
+  if (code != ErrorCode::kOk) {
+    if (code == ErrorCode::kTimeout) impl.unanswered_request_id = request.request_id;
+    return {code, message};
+  }
+  auto [taken, problem] = impl.take_response(request);
+  if (taken != ErrorCode::kOk) return {taken, problem};
+  return std::span<const TensorView>(impl.output_views);
+}
+
+Result<std::vector<Tensor>> Client::infer(std::span<const TensorView> inputs, std::chrono::microseconds timeout) {
+  impl_->pending = RequestDescriptor{};
+  impl_->arena_cursor = 0;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const TensorView& input = inputs[i];
+    auto buffer = input_buffer(input.dtype, input.shape);
+    if (!buffer.ok()) return {buffer.code(), "input " + std::to_string(i) + ": " + buffer.message()};
+    if (buffer->size() != input.bytes) {
+      impl_->pending = RequestDescriptor{};
+      return {ErrorCode::kInvalidArgument, "input " + std::to_string(i) + ": " + std::to_string(input.bytes) +
+                                               " bytes given, shape " + describe(input.dtype, input.shape) + " needs " +
+                                               std::to_string(buffer->size())};
+    }
+    if (input.bytes) std::memcpy(buffer->data(), input.data, input.bytes);
+  }
+  auto outputs = run(timeout);
+  if (!outputs.ok()) return {outputs.code(), outputs.message()};
+  std::vector<Tensor> copies;
+  copies.reserve(outputs->size());
+  for (const TensorView& view : *outputs) copies.push_back(Tensor::copy_of(view));
+  return copies;
+}
+
+}  // namespace sidecar

@@ -1,0 +1,131 @@
+// Test support: runs the real inference-sidecar binary as a child process.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sidecar/shared/layout.hpp"
+
+namespace sidecar::testing {
+
+// Paths baked in by tests/CMakeLists.txt.
+inline std::string sidecar_binary() { return SIDECAR_BINARY; }
+inline std::string models_dir() { return SIDECAR_MODELS_DIR; }
+inline std::string model_path(const std::string& name) { return models_dir() + "/" + name + ".pt"; }
+
+// A name no other test (or concurrent ctest job) uses.
+inline std::string unique_name(const std::string& prefix) {
+  static int counter = 0;
+  return prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+}
+
+inline bool segment_exists(const std::string& name) {
+  struct stat info {};
+  return ::stat(("/dev/shm" + segment_name(name)).c_str(), &info) == 0;
+}
+
+class SidecarProcess {
+ public:
+  // Starts `inference-sidecar --name NAME ARGS...`; stderr and stdout go to a log file.
+  SidecarProcess(std::string name, const std::vector<std::string>& args,
+                 const std::vector<std::string>& extra_env = {})
+      : name_(std::move(name)), log_path_("/tmp/sidecar-test-" + name_ + ".log") {
+    std::vector<std::string> argv_strings{sidecar_binary(), "--name", name_};
+    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      const int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (log >= 0) {
+        ::dup2(log, 1);
+        ::dup2(log, 2);
+      }
+      for (const std::string& assignment : extra_env) ::putenv(const_cast<char*>(assignment.c_str()));
+      std::vector<char*> argv;
+      for (auto& arg : argv_strings) argv.push_back(arg.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+  }
+
+  ~SidecarProcess() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (!keep_log_) ::unlink(log_path_.c_str());
+  }
+
+  SidecarProcess(const SidecarProcess&) = delete;
+  SidecarProcess& operator=(const SidecarProcess&) = delete;
+
+  const std::string& name() const { return name_; }
+  pid_t pid() const { return pid_; }
+
+  // Waits until the segment says ready, or the process exits. True when ready.
+  bool wait_ready(std::chrono::seconds timeout = std::chrono::seconds(120)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (has_exited()) return false;
+      if (log().find("] ready:") != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+  // Sends `signal_number` and waits for the exit status (-1 when it did not exit in time).
+  int stop(int signal_number = SIGTERM, std::chrono::seconds timeout = std::chrono::seconds(60)) {
+    if (!exited_) ::kill(pid_, signal_number);
+    return wait_exit(timeout);
+  }
+
+  int wait_exit(std::chrono::seconds timeout = std::chrono::seconds(120)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!has_exited()) {
+      if (std::chrono::steady_clock::now() >= deadline) return -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return exit_code_;
+  }
+
+  bool has_exited() {
+    if (exited_) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      exited_ = true;
+      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    return exited_;
+  }
+
+  std::string log() const {
+    std::ifstream file(log_path_);
+    std::stringstream text;
+    text << file.rdbuf();
+    return text.str();
+  }
+
+  void keep_log() { keep_log_ = true; }
+
+ private:
+  std::string name_;
+  std::string log_path_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int exit_code_ = -1;
+  bool keep_log_ = false;
+};
+
+}  // namespace sidecar::testing
