@@ -258,6 +258,9 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
   model.arena_bytes = geometry.arena_bytes;
 
   // Claim a free channel: the CAS makes it ours; the sidecar recycles it when we detach or die.
+  // When all are taken, wait (within the timeout) for the sidecar to recycle one of a client that
+  // left: it checks every 100 ms.
+  while (true) {
   for (std::uint32_t i = 0; i < header.channel_count; ++i) {
     auto* channel = reinterpret_cast<Channel*>(impl->segment.base() + geometry.channel_offset(i));
     std::uint32_t expected = static_cast<std::uint32_t>(ChannelState::kFree);
@@ -276,8 +279,12 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
     header.active_channels[i / 64].fetch_or(1ull << (i % 64), std::memory_order_acq_rel);
     return Client(std::move(impl));
   }
-  return {ErrorCode::kNoFreeChannel,
-          "all " + std::to_string(header.channel_count) + " channels of sidecar '" + name + "' are in use"};
+  if (std::chrono::steady_clock::now() >= deadline) {
+    return {ErrorCode::kNoFreeChannel,
+            "all " + std::to_string(header.channel_count) + " channels of sidecar '" + name + "' are in use"};
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const std::int64_t> shape) {

@@ -45,10 +45,27 @@ bool from_scalar_type(c10::ScalarType type, DType& dtype) {
   }
 }
 
-// TorchScript errors carry a multi-line traceback; the first line alone says what went wrong.
 std::string first_line(const std::string& text) {
   const auto end = text.find('\n');
   return end == std::string::npos ? text : text.substr(0, end);
+}
+
+// The line that says what went wrong. An exception raised inside TorchScript reads "The following
+// operation failed in the TorchScript interpreter." then a traceback, and ends with the raised
+// "RuntimeError: message": that last line is the one a user needs.
+std::string error_summary(const std::string& text) {
+  if (text.find("TorchScript interpreter") == std::string::npos) return first_line(text);
+  std::size_t end = text.find_last_not_of(" \n");
+  if (end == std::string::npos) return first_line(text);
+  const std::size_t start = text.rfind('\n', end);
+  return text.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+}
+
+// For a client: the summary first, so that it survives the response's 512-byte message limit,
+// then the full text with TorchScript's traceback.
+std::string client_error_text(const std::string& text) {
+  const std::string summary = error_summary(text);
+  return summary == text ? text : summary + "\n" + text;
 }
 
 std::string describe_signature(const InputSignature& signature) {
@@ -63,8 +80,9 @@ std::string describe_signature(const InputSignature& signature) {
 torch::Tensor warmup_tensor(const TensorShape& shape) {
   const std::vector<std::int64_t> dims(shape.dims, shape.dims + shape.rank);
   const auto options = torch::TensorOptions().dtype(to_scalar_type(static_cast<DType>(shape.dtype)));
-  // Zeros for integer inputs: they are often indices (embeddings), where random values overflow.
-  if (c10::isFloatingType(options.dtype().toScalarType())) return torch::randn(dims, options);
+  // Uniform [0, 1) floats, like pixel data, and zeros for integers, which are often indices
+  // (embeddings) where random values would be out of range.
+  if (c10::isFloatingType(options.dtype().toScalarType())) return torch::rand(dims, options);
   return torch::zeros(dims, options);
 }
 
@@ -143,7 +161,7 @@ class TorchScriptRunner final : public ModelRunner {
           output = module_.forward(inputs);
         } catch (const std::exception& error) {
           throw std::runtime_error("warm-up on input " + describe_signature(signature) +
-                                   " failed: " + first_line(error.what()));
+                                   " failed: " + error_summary(error.what()));
         }
         latencies.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
       }
@@ -195,10 +213,10 @@ class TorchScriptRunner final : public ModelRunner {
       outcome.status = sink.accept(std::span<const OutputView>(views, tensors.size()), outcome.message);
     } catch (const c10::Error& error) {
       outcome.status = Status::kModelError;
-      outcome.message = error.what_without_backtrace();
+      outcome.message = client_error_text(error.what_without_backtrace());
     } catch (const std::exception& error) {
       outcome.status = Status::kModelError;
-      outcome.message = error.what();
+      outcome.message = client_error_text(error.what());
     } catch (...) {
       outcome.status = Status::kInternal;
       outcome.message = "unknown exception from the model";

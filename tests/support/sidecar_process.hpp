@@ -40,7 +40,7 @@ class SidecarProcess {
   // Starts `inference-sidecar --name NAME ARGS...`; stderr and stdout go to a log file.
   SidecarProcess(std::string name, const std::vector<std::string>& args,
                  const std::vector<std::string>& extra_env = {})
-      : name_(std::move(name)), log_path_("/tmp/sidecar-test-" + name_ + ".log") {
+      : name_(std::move(name)), log_path_(unique_log_path(name_)) {
     std::vector<std::string> argv_strings{sidecar_binary(), "--name", name_};
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());
     pid_ = ::fork();
@@ -73,6 +73,13 @@ class SidecarProcess {
 
   const std::string& name() const { return name_; }
   pid_t pid() const { return pid_; }
+
+  // One file per process, even for two processes of one name: a log left by the first must not
+  // make the second look ready.
+  static std::string unique_log_path(const std::string& name) {
+    static int started = 0;
+    return "/tmp/sidecar-test-" + name + "-" + std::to_string(started++) + ".log";
+  }
 
   // Waits until the segment says ready, or the process exits. True when ready.
   bool wait_ready(std::chrono::seconds timeout = std::chrono::seconds(120)) {

@@ -12,7 +12,8 @@
 
 namespace sidecar {
 
-// Field 22 of /proc/PID/stat (start time in clock ticks since boot), or 0 if the process is gone.
+// Field 22 of /proc/PID/stat (start time in clock ticks since boot), or 0 if the process is gone
+// or a zombie (dead, not yet reaped: where PID 1 does not reap, that can last).
 inline std::uint64_t process_start_time(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
   std::string text;
@@ -25,6 +26,7 @@ inline std::uint64_t process_start_time(pid_t pid) {
   // After ')', the first field is field 3; field 22 is the 20th.
   for (int index = 3; index <= 22; ++index) {
     if (!(fields >> field)) return 0;
+    if (index == 3 && (field == "Z" || field == "X")) return 0;
   }
   try {
     return std::stoull(field);

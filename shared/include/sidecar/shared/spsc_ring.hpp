@@ -87,7 +87,8 @@ class SpscConsumer {
   explicit SpscConsumer(Ring* ring) noexcept
       : ring_(ring),
         head_(ring->head.load(std::memory_order_relaxed)),
-        cached_tail_(ring->tail.load(std::memory_order_acquire)) {}
+        // Not the shared tail: every value read from it must pass the check in front()/has_data().
+        cached_tail_(head_) {}
 
   // The oldest unread slot, or nullptr when the ring is empty (or corrupt: see corrupt()).
   // The slot lives in shared memory the producer can still write: copy what you need from it

@@ -1,0 +1,189 @@
+// Start-up, shutdown and crashes of the real inference-sidecar process.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "sidecar/client.hpp"
+#include "sidecar_process.hpp"
+
+namespace sidecar {
+namespace {
+
+using testing::model_path;
+using testing::segment_exists;
+using testing::SidecarProcess;
+using testing::unique_name;
+using namespace std::chrono_literals;
+
+const std::vector<std::string> kTinyArgs = {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--workers", "1",
+                                            "--channels", "4", "--arena-bytes", "64K"};
+constexpr std::int64_t kTinyShape[] = {1, 64};
+
+std::vector<std::string> error_lines(const std::string& log) {
+  std::vector<std::string> lines;
+  std::istringstream stream(log);
+  for (std::string line; std::getline(stream, line);) {
+    if (line.find(" error ") != std::string::npos) lines.push_back(line);
+  }
+  return lines;
+}
+
+TEST(Lifecycle, SigtermRemovesTheSegmentAndExitsZero) {
+  SidecarProcess sidecar(unique_name("term"), kTinyArgs);
+  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  EXPECT_TRUE(segment_exists(sidecar.name()));
+  EXPECT_EQ(sidecar.stop(SIGTERM), 0) << sidecar.log();
+  EXPECT_FALSE(segment_exists(sidecar.name()));
+}
+
+TEST(Lifecycle, SigintRemovesTheSegmentAndExitsZero) {
+  SidecarProcess sidecar(unique_name("int"), kTinyArgs);
+  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  EXPECT_EQ(sidecar.stop(SIGINT), 0) << sidecar.log();
+  EXPECT_FALSE(segment_exists(sidecar.name()));
+}
+
+TEST(Lifecycle, MissingModelFileStopsStartupWithOneLine) {
+  SidecarProcess sidecar(unique_name("missing"), {"--model", "/nonexistent/model.pt"});
+  EXPECT_EQ(sidecar.wait_exit(), 1);
+  const auto errors = error_lines(sidecar.log());
+  ASSERT_EQ(errors.size(), 1u) << sidecar.log();
+  EXPECT_NE(errors[0].find("/nonexistent/model.pt does not exist"), std::string::npos) << errors[0];
+  EXPECT_FALSE(segment_exists(sidecar.name()));
+}
+
+TEST(Lifecycle, CorruptModelFileStopsStartupWithOneLine) {
+  const std::string path = "/tmp/sidecar-corrupt-" + std::to_string(::getpid()) + ".pt";
+  {
+    // The first half of a real model: a truncated download.
+    std::ifstream real(model_path("tiny"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(real)), std::istreambuf_iterator<char>());
+    std::ofstream(path, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  }
+  SidecarProcess sidecar(unique_name("corrupt"), {"--model", path});
+  EXPECT_EQ(sidecar.wait_exit(), 1);
+  const auto errors = error_lines(sidecar.log());
+  ASSERT_EQ(errors.size(), 1u) << sidecar.log();
+  EXPECT_NE(errors[0].find("is not a loadable TorchScript module"), std::string::npos) << errors[0];
+  EXPECT_FALSE(segment_exists(sidecar.name()));
+  ::unlink(path.c_str());
+}
+
+TEST(Lifecycle, WarmupShapeTheModelRejectsStopsStartup) {
+  SidecarProcess sidecar(unique_name("badwarm"), {"--model", model_path("tiny"), "--warmup-shape", "1x63"});
+  EXPECT_EQ(sidecar.wait_exit(), 1);
+  const auto errors = error_lines(sidecar.log());
+  ASSERT_EQ(errors.size(), 1u) << sidecar.log();
+  EXPECT_NE(errors[0].find("warm-up on input [1, 63] float32 failed"), std::string::npos) << errors[0];
+  EXPECT_FALSE(segment_exists(sidecar.name()));
+}
+
+TEST(Lifecycle, BadFlagsStopStartupWithNonZeroExit) {
+  SidecarProcess bad_shape(unique_name("flags"), {"--model", model_path("tiny"), "--warmup-shape", "1xq"});
+  EXPECT_NE(bad_shape.wait_exit(), 0);
+  EXPECT_NE(bad_shape.log().find("'q' is not a non-negative integer"), std::string::npos) << bad_shape.log();
+  SidecarProcess no_model(unique_name("flags"), {});
+  EXPECT_NE(no_model.wait_exit(), 0);
+  EXPECT_NE(no_model.log().find("--model is required"), std::string::npos) << no_model.log();
+}
+
+TEST(Lifecycle, SecondSidecarWithTheSameNameIsRefused) {
+  SidecarProcess first(unique_name("dup"), kTinyArgs);
+  ASSERT_TRUE(first.wait_ready()) << first.log();
+  SidecarProcess second(first.name(), kTinyArgs);
+  EXPECT_EQ(second.wait_exit(), 1);
+  EXPECT_NE(second.log().find("another sidecar named '" + first.name() + "' is running (pid " +
+                              std::to_string(first.pid()) + ")"),
+            std::string::npos)
+      << second.log();
+  // The first one is untouched.
+  auto client = Client::connect(first.name());
+  ASSERT_TRUE(client.ok()) << client.message();
+  std::vector<float> input(64, 0.5f);
+  EXPECT_TRUE(client->infer(TensorView::of(input, kTinyShape), 5s).ok());
+  EXPECT_EQ(first.stop(), 0);
+}
+
+// A sidecar killed with SIGKILL leaves its segment; the next one of that name replaces it, and a
+// client of the dead one is told the sidecar is gone instead of waiting out its timeout.
+TEST(Lifecycle, CrashedSidecarIsDetectedAndReplaced) {
+  const std::string name = unique_name("crash");
+  auto first = std::make_unique<SidecarProcess>(name, kTinyArgs);
+  ASSERT_TRUE(first->wait_ready()) << first->log();
+  auto client = Client::connect(name);
+  ASSERT_TRUE(client.ok()) << client.message();
+  first->stop(SIGKILL);
+  EXPECT_TRUE(segment_exists(name));
+
+  std::vector<float> input(64, 0.5f);
+  auto orphaned = client->infer(TensorView::of(input, kTinyShape), 30s);
+  EXPECT_EQ(orphaned.code(), ErrorCode::kSidecarGone) << orphaned.message();
+
+  auto stale = Client::connect(name, ConnectOptions{0ms, 0us});
+  EXPECT_EQ(stale.code(), ErrorCode::kNotRunning);
+  EXPECT_NE(stale.message().find("is gone"), std::string::npos) << stale.message();
+
+  EXPECT_TRUE(segment_exists(name)) << "segment gone before the second start";
+  SidecarProcess second(name, kTinyArgs);
+  ASSERT_TRUE(second.wait_ready()) << second.log();
+  EXPECT_NE(second.log().find("removed a stale segment"), std::string::npos) << second.log();
+  auto fresh = Client::connect(name);
+  ASSERT_TRUE(fresh.ok()) << fresh.message();
+  EXPECT_GT(fresh->model().start_generation, client->model().start_generation);
+  EXPECT_TRUE(fresh->infer(TensorView::of(input, kTinyShape), 5s).ok());
+  EXPECT_EQ(second.stop(), 0);
+}
+
+TEST(Lifecycle, ConnectWithoutASidecarSaysSoAfterTheTimeout) {
+  auto client = Client::connect(unique_name("absent"), ConnectOptions{50ms, 0us});
+  EXPECT_EQ(client.code(), ErrorCode::kNotRunning);
+  EXPECT_NE(client.message().find("no sidecar named"), std::string::npos);
+}
+
+// connect() waits through warm-up: it succeeds once the sidecar is ready, not before.
+TEST(Lifecycle, ConnectWaitsForWarmup) {
+  const std::string name = unique_name("wait");
+  SidecarProcess sidecar(name, {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224", "--workers", "1",
+                                "--warmup-iterations", "5", "--channels", "2"});
+  ConnectOptions options;
+  options.timeout = 120s;
+  auto client = Client::connect(name, options);
+  ASSERT_TRUE(client.ok()) << client.message() << sidecar.log();
+  EXPECT_NE(sidecar.log().find("warmed ("), std::string::npos);
+  EXPECT_EQ(sidecar.stop(), 0);
+}
+
+// SIGTERM while a request runs: that request is finished and answered before the process exits.
+TEST(Lifecycle, SigtermFinishesTheRequestInFlight) {
+  const std::string name = unique_name("drain");
+  SidecarProcess sidecar(name, {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224", "--workers", "1",
+                                "--warmup-iterations", "3", "--channels", "2"});
+  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  auto client = Client::connect(name);
+  ASSERT_TRUE(client.ok());
+  std::vector<float> image(3 * 224 * 224, 0.25f);
+  const std::int64_t shape[] = {1, 3, 224, 224};
+  // Queue several requests back to back from a thread, signal while they run.
+  std::atomic<int> answered{0}, refused{0}, other{0};
+  std::thread sender([&] {
+    for (int i = 0; i < 20; ++i) {
+      auto outputs = client->infer(TensorView::of(image, shape), 60s);
+      if (outputs.ok()) ++answered;
+      else if (outputs.code() == ErrorCode::kShuttingDown || outputs.code() == ErrorCode::kSidecarGone) ++refused;
+      else ++other;
+      if (!outputs.ok()) break;
+    }
+  });
+  while (answered.load() == 0 && refused.load() == 0 && other.load() == 0) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(sidecar.stop(SIGTERM), 0) << sidecar.log();
+  sender.join();
+  EXPECT_GE(answered.load(), 1);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_FALSE(segment_exists(name));
+}
+
+}  // namespace
+}  // namespace sidecar

@@ -1,0 +1,388 @@
+// sidecarctl against the real inference-sidecar: status (ready, warming, gone), infer with .npy
+// files, and the one-line errors and exit codes that scripts rely on.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "sidecar/client.hpp"
+#include "sidecar/shared/segment.hpp"
+#include "sidecar_process.hpp"
+
+namespace sidecar {
+namespace {
+
+using testing::model_path;
+using testing::SidecarProcess;
+using testing::unique_name;
+using namespace std::chrono_literals;
+
+struct CommandResult {
+  int exit_code = -1;  // -1: did not finish in time
+  std::string out;
+  std::string err;
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+// A scratch directory per test, removed afterwards.
+class ScratchDirectory {
+ public:
+  ScratchDirectory() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "sidecarctl-test-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~ScratchDirectory() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Runs the sidecarctl binary with `args`; its stdout and stderr are captured through files.
+CommandResult run_sidecarctl(const std::vector<std::string>& args) {
+  ScratchDirectory scratch;
+  const std::string out_path = scratch.file("stdout");
+  const std::string err_path = scratch.file("stderr");
+  std::vector<std::string> argv_strings{SIDECARCTL_BINARY};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (out < 0 || err < 0) ::_exit(126);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    std::vector<char*> argv;
+    for (auto& arg : argv_strings) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  CommandResult result;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      result.err = "sidecarctl did not finish within 60 s";
+      return result;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  result.out = read_text(out_path);
+  result.err = read_text(err_path);
+  return result;
+}
+
+std::string describe(const CommandResult& result) {
+  return "exit " + std::to_string(result.exit_code) + "\nstdout: " + result.out + "\nstderr: " + result.err;
+}
+
+// Errors are one line that starts with the program's name.
+bool is_one_error_line(const std::string& text) {
+  return text.rfind("sidecarctl: ", 0) == 0 && text.find('\n') == text.size() - 1;
+}
+
+// A minimal .npy writer (format 1.0, C order), so that these tests do not depend on the npy code
+// they exercise through sidecarctl.
+template <typename T>
+void write_test_npy(const std::string& path, const std::string& descr, const std::string& shape_tuple,
+                    const std::vector<T>& values) {
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape_tuple + ", }";
+  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::ofstream file(path, std::ios::binary);
+  file.write("\x93NUMPY\x01\x00", 8);
+  const char length[2] = {static_cast<char>(header.size() & 0xff), static_cast<char>(header.size() >> 8)};
+  file.write(length, 2);
+  file.write(header.data(), static_cast<std::streamsize>(header.size()));
+  file.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(T)));
+}
+
+// The header text and data of a format 1.0 .npy file, as sidecarctl writes them.
+struct NpyContents {
+  std::string header;
+  std::string data;
+};
+NpyContents read_test_npy(const std::string& path) {
+  const std::string bytes = read_text(path);
+  if (bytes.size() < 10 || bytes.compare(0, 8, std::string("\x93NUMPY\x01\x00", 8)) != 0) {
+    throw std::runtime_error(path + " is not a format 1.0 .npy file");
+  }
+  const std::size_t header_bytes =
+      static_cast<unsigned char>(bytes[8]) | static_cast<std::size_t>(static_cast<unsigned char>(bytes[9])) << 8;
+  return {bytes.substr(10, header_bytes), bytes.substr(10 + header_bytes)};
+}
+
+template <typename T>
+std::vector<T> values_of(const std::string& data) {
+  std::vector<T> values(data.size() / sizeof(T));
+  std::memcpy(values.data(), data.data(), values.size() * sizeof(T));
+  return values;
+}
+
+std::vector<float> ramp(std::size_t count) {
+  std::vector<float> values(count);
+  for (std::size_t i = 0; i < count; ++i) values[i] = 0.01f * static_cast<float>(i) - 0.3f;
+  return values;
+}
+
+// One sidecar per suite: starting LibTorch costs seconds.
+class SidecarctlTiny : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    sidecar_ = new SidecarProcess(unique_name("ctl-tiny"), {"--model", model_path("tiny"), "--warmup-shape", "1x64",
+                                                            "--channels", "8", "--arena-bytes", "1M"});
+    ASSERT_TRUE(sidecar_->wait_ready()) << sidecar_->log();
+  }
+  static void TearDownTestSuite() {
+    EXPECT_EQ(sidecar_->stop(), 0) << sidecar_->log();
+    delete sidecar_;
+    sidecar_ = nullptr;
+  }
+  static SidecarProcess* sidecar_;
+  ScratchDirectory scratch_;
+};
+SidecarProcess* SidecarctlTiny::sidecar_ = nullptr;
+
+TEST_F(SidecarctlTiny, StatusShowsTheStateModelSignatureAndChannels) {
+  // A client of our own holds a channel, which status counts without taking one.
+  auto client = Client::connect(sidecar_->name());
+  ASSERT_TRUE(client.ok()) << client.message();
+
+  const CommandResult status = run_sidecarctl({"status", "--name", sidecar_->name()});
+  ASSERT_EQ(status.exit_code, 0) << describe(status);
+  EXPECT_EQ(status.err, "");
+  EXPECT_NE(status.out.find("state: ready\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("pid: " + std::to_string(sidecar_->pid()) + "\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("model: " + model_path("tiny") + "\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("inputs: 1\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("signature 0: ([1, 64] float32) -> ([1, 10] float32)\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("channels: 8 (1 claimed"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("arena bytes per channel: 1048576"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("uptime: "), std::string::npos) << status.out;
+}
+
+TEST_F(SidecarctlTiny, InferWritesTheOutputAsNpyMatchingTheClientLibrary) {
+  const std::vector<float> input = ramp(64);
+  write_test_npy(scratch_.file("x.npy"), "<f4", "(1, 64)", input);
+
+  const CommandResult infer = run_sidecarctl(
+      {"infer", "--name", sidecar_->name(), "--input", scratch_.file("x.npy"), "--output", scratch_.file("y.npy")});
+  ASSERT_EQ(infer.exit_code, 0) << describe(infer);
+  EXPECT_EQ(infer.err, "");
+  EXPECT_EQ(infer.out.rfind("outputs: [1, 10] float32 -> " + scratch_.file("y.npy") + "; latency: ", 0), 0u) << infer.out;
+  EXPECT_EQ(infer.out.substr(infer.out.size() - 4), " us\n") << infer.out;
+
+  const NpyContents output = read_test_npy(scratch_.file("y.npy"));
+  EXPECT_NE(output.header.find("'descr': '<f4'"), std::string::npos) << output.header;
+  EXPECT_NE(output.header.find("'fortran_order': False"), std::string::npos) << output.header;
+  EXPECT_NE(output.header.find("'shape': (1, 10)"), std::string::npos) << output.header;
+  ASSERT_EQ(output.data.size(), 10 * sizeof(float));
+
+  // The same input through the library in this process: the same bytes.
+  auto client = Client::connect(sidecar_->name());
+  ASSERT_TRUE(client.ok()) << client.message();
+  const std::int64_t shape[] = {1, 64};
+  auto expected = client->infer(TensorView::of(input, shape), 5s);
+  ASSERT_TRUE(expected.ok()) << expected.message();
+  EXPECT_EQ(values_of<float>(output.data), std::vector<float>((*expected)[0].values<float>().begin(),
+                                                              (*expected)[0].values<float>().end()));
+}
+
+TEST_F(SidecarctlTiny, WrongShapeFailsWithOneLineNamingTheExpectedShape) {
+  write_test_npy(scratch_.file("wide.npy"), "<f4", "(2, 64)", std::vector<float>(128, 1.0f));
+  const CommandResult infer = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input",
+                                              scratch_.file("wide.npy"), "--output", scratch_.file("y.npy")});
+  EXPECT_EQ(infer.exit_code, 5) << describe(infer);
+  EXPECT_TRUE(is_one_error_line(infer.err)) << infer.err;
+  EXPECT_EQ(infer.err.rfind("sidecarctl: rejected: ", 0), 0u) << infer.err;
+  EXPECT_NE(infer.err.find("[1, 64] float32"), std::string::npos) << infer.err;
+  EXPECT_EQ(infer.out, "");
+  EXPECT_FALSE(std::filesystem::exists(scratch_.file("y.npy")));
+
+  write_test_npy(scratch_.file("double.npy"), "<f8", "(1, 64)", std::vector<double>(64, 1.0));
+  const CommandResult wrong_dtype = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input",
+                                                    scratch_.file("double.npy"), "--output", scratch_.file("y.npy")});
+  EXPECT_EQ(wrong_dtype.exit_code, 5) << describe(wrong_dtype);
+  EXPECT_NE(wrong_dtype.err.find("expected [1, 64] float32, got [1, 64] float64"), std::string::npos) << wrong_dtype.err;
+}
+
+TEST_F(SidecarctlTiny, UnreadableInputFailsWithOneLineNamingTheFile) {
+  std::ofstream(scratch_.file("text.npy")) << "not numpy\n";
+  const CommandResult bad_magic = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input",
+                                                  scratch_.file("text.npy"), "--output", scratch_.file("y.npy")});
+  EXPECT_EQ(bad_magic.exit_code, 4) << describe(bad_magic);
+  EXPECT_TRUE(is_one_error_line(bad_magic.err)) << bad_magic.err;
+  EXPECT_EQ(bad_magic.err.rfind("sidecarctl: " + scratch_.file("text.npy") + ": not a .npy file", 0), 0u)
+      << bad_magic.err;
+
+  const CommandResult missing = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input",
+                                                scratch_.file("missing.npy"), "--output", scratch_.file("y.npy")});
+  EXPECT_EQ(missing.exit_code, 4) << describe(missing);
+  EXPECT_NE(missing.err.find(scratch_.file("missing.npy") + ": cannot open"), std::string::npos) << missing.err;
+}
+
+TEST_F(SidecarctlTiny, TooManyOutputPathsIsAUsageError) {
+  write_test_npy(scratch_.file("x.npy"), "<f4", "(1, 64)", ramp(64));
+  const CommandResult infer =
+      run_sidecarctl({"infer", "--name", sidecar_->name(), "--input", scratch_.file("x.npy"), "--output",
+                      scratch_.file("a.npy"), "--output", scratch_.file("b.npy")});
+  EXPECT_EQ(infer.exit_code, 2) << describe(infer);
+  EXPECT_TRUE(is_one_error_line(infer.err)) << infer.err;
+  EXPECT_NE(infer.err.find("returns 1 output(s) but 2 --output paths"), std::string::npos) << infer.err;
+}
+
+class SidecarctlTwoInputs : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    sidecar_ = new SidecarProcess(unique_name("ctl-two"), {"--model", model_path("two_in_two_out"), "--warmup-shape",
+                                                           "2x3,2x3:int64", "--channels", "8", "--arena-bytes", "1M"});
+    ASSERT_TRUE(sidecar_->wait_ready()) << sidecar_->log();
+  }
+  static void TearDownTestSuite() {
+    EXPECT_EQ(sidecar_->stop(), 0) << sidecar_->log();
+    delete sidecar_;
+    sidecar_ = nullptr;
+  }
+  void SetUp() override {
+    write_test_npy(scratch_.file("x.npy"), "<f4", "(2, 3)", std::vector<float>{0.5f, 1, 2, 3, 4, -5});
+    write_test_npy(scratch_.file("index.npy"), "<i8", "(2, 3)", std::vector<std::int64_t>{0, 1, 2, 3, 4, -5});
+  }
+  void expect_outputs(const std::string& doubled_path, const std::string& incremented_path) {
+    const NpyContents doubled = read_test_npy(doubled_path);
+    EXPECT_NE(doubled.header.find("'descr': '<f4'"), std::string::npos) << doubled.header;
+    EXPECT_NE(doubled.header.find("'shape': (2, 3)"), std::string::npos) << doubled.header;
+    EXPECT_EQ(values_of<float>(doubled.data), (std::vector<float>{1, 2, 4, 6, 8, -10}));
+    const NpyContents incremented = read_test_npy(incremented_path);
+    EXPECT_NE(incremented.header.find("'descr': '<i8'"), std::string::npos) << incremented.header;
+    EXPECT_NE(incremented.header.find("'shape': (2, 3)"), std::string::npos) << incremented.header;
+    EXPECT_EQ(values_of<std::int64_t>(incremented.data), (std::vector<std::int64_t>{1, 2, 3, 4, 5, -4}));
+  }
+  static SidecarProcess* sidecar_;
+  ScratchDirectory scratch_;
+};
+SidecarProcess* SidecarctlTwoInputs::sidecar_ = nullptr;
+
+TEST_F(SidecarctlTwoInputs, TwoInputFilesGiveTwoOutputFiles) {
+  const CommandResult infer = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input", scratch_.file("x.npy"),
+                                              "--input", scratch_.file("index.npy"), "--output",
+                                              scratch_.file("doubled.npy"), "--output", scratch_.file("plus1.npy")});
+  ASSERT_EQ(infer.exit_code, 0) << describe(infer);
+  EXPECT_NE(infer.out.find("[2, 3] float32 -> " + scratch_.file("doubled.npy") + ", [2, 3] int64 -> " +
+                           scratch_.file("plus1.npy")),
+            std::string::npos)
+      << infer.out;
+  expect_outputs(scratch_.file("doubled.npy"), scratch_.file("plus1.npy"));
+}
+
+TEST_F(SidecarctlTwoInputs, OneOutputPathIsNumberedForTheOtherOutputs) {
+  const CommandResult infer = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input", scratch_.file("x.npy"),
+                                              "--input", scratch_.file("index.npy"), "--output", scratch_.file("y.npy")});
+  ASSERT_EQ(infer.exit_code, 0) << describe(infer);
+  expect_outputs(scratch_.file("y.npy"), scratch_.file("y_1.npy"));
+}
+
+TEST_F(SidecarctlTwoInputs, MissingOrSwappedInputsAreRefused) {
+  const CommandResult one_input = run_sidecarctl(
+      {"infer", "--name", sidecar_->name(), "--input", scratch_.file("x.npy"), "--output", scratch_.file("y.npy")});
+  EXPECT_EQ(one_input.exit_code, 5) << describe(one_input);
+  EXPECT_TRUE(is_one_error_line(one_input.err)) << one_input.err;
+  EXPECT_NE(one_input.err.find("the model takes 2 input(s), 1 --input given"), std::string::npos) << one_input.err;
+
+  const CommandResult swapped = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input",
+                                                scratch_.file("index.npy"), "--input", scratch_.file("x.npy"),
+                                                "--output", scratch_.file("y.npy")});
+  EXPECT_EQ(swapped.exit_code, 5) << describe(swapped);
+  EXPECT_NE(swapped.err.find("expected ([2, 3] float32, [2, 3] int64)"), std::string::npos) << swapped.err;
+}
+
+TEST_F(SidecarctlTwoInputs, StatusShowsBothInputsInTheSignature) {
+  const CommandResult status = run_sidecarctl({"status", "--name", sidecar_->name()});
+  ASSERT_EQ(status.exit_code, 0) << describe(status);
+  EXPECT_NE(status.out.find("inputs: 2\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("signature 0: ([2, 3] float32, [2, 3] int64) -> ([2, 3] float32, [2, 3] int64)\n"),
+            std::string::npos)
+      << status.out;
+}
+
+TEST(SidecarctlNoSidecar, StatusAndInferExitOneWithOneLine) {
+  const std::string name = unique_name("ctl-absent");
+  const CommandResult status = run_sidecarctl({"status", "--name", name});
+  EXPECT_EQ(status.exit_code, 1) << describe(status);
+  EXPECT_EQ(status.err, "sidecarctl: not running: no sidecar named '" + name + "' is running (no segment /dev/shm" +
+                            segment_name(name) + ")\n");
+  EXPECT_EQ(status.out, "");
+
+  ScratchDirectory scratch;
+  write_test_npy(scratch.file("x.npy"), "<f4", "(1, 64)", ramp(64));
+  const CommandResult infer = run_sidecarctl({"infer", "--name", name, "--input", scratch.file("x.npy"), "--output",
+                                              scratch.file("y.npy"), "--connect-timeout-ms", "0"});
+  EXPECT_EQ(infer.exit_code, 1) << describe(infer);
+  EXPECT_TRUE(is_one_error_line(infer.err)) << infer.err;
+  EXPECT_EQ(infer.err.rfind("sidecarctl: not running: ", 0), 0u) << infer.err;
+}
+
+TEST(SidecarctlNoSidecar, BadCommandLinesExitTwoWithOneLine) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{}, {"status"}, {"infer", "--name", "x"},
+                                               {"status", "--name", "../etc"}, {"frobnicate"}}) {
+    const CommandResult result = run_sidecarctl(args);
+    EXPECT_EQ(result.exit_code, 2) << describe(result);
+    EXPECT_TRUE(is_one_error_line(result.err)) << result.err;
+    EXPECT_EQ(result.err.rfind("sidecarctl: usage: ", 0), 0u) << result.err;
+  }
+  const CommandResult help = run_sidecarctl({"--help"});
+  EXPECT_EQ(help.exit_code, 0) << describe(help);
+  EXPECT_NE(help.out.find("Exit codes:"), std::string::npos) << help.out;
+}
+
+// Status reads the segment without claiming a channel, so it answers before the sidecar is ready,
+// and tells a dead sidecar's leftover segment from a live one.
+TEST(SidecarctlWarming, StatusWorksWhileWarmingUpAndReportsADeadSidecar) {
+  // The demo CNN at 1x3x224x224 takes milliseconds a forward: this warm-up outlasts the test.
+  SidecarProcess sidecar(unique_name("ctl-warming"), {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224",
+                                                      "--workers", "1", "--warmup-iterations", "100000"});
+  CommandResult status;
+  const auto deadline = std::chrono::steady_clock::now() + 120s;
+  // Until the segment exists, status says "not running" (1); while it is created, "not ready" (3).
+  do {
+    ASSERT_FALSE(sidecar.has_exited()) << sidecar.log();
+    std::this_thread::sleep_for(50ms);
+    status = run_sidecarctl({"status", "--name", sidecar.name()});
+  } while ((status.exit_code == 1 || status.exit_code == 3) && std::chrono::steady_clock::now() < deadline);
+  ASSERT_EQ(status.exit_code, 0) << describe(status) << sidecar.log();
+  EXPECT_TRUE(status.out.find("state: warming up\n") != std::string::npos ||
+              status.out.find("state: starting\n") != std::string::npos)
+      << status.out;
+  EXPECT_NE(status.out.find("model: (described once the sidecar is ready)\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("pid: " + std::to_string(sidecar.pid()) + "\n"), std::string::npos) << status.out;
+
+  // SIGKILL leaves the segment behind, as a crash would.
+  sidecar.stop(SIGKILL);
+  const CommandResult gone = run_sidecarctl({"status", "--name", sidecar.name()});
+  SegmentMapping::remove(segment_name(sidecar.name()));
+  EXPECT_EQ(gone.exit_code, 1) << describe(gone);
+  EXPECT_TRUE(is_one_error_line(gone.err)) << gone.err;
+  EXPECT_NE(gone.err.find("(pid " + std::to_string(sidecar.pid()) + ") is gone"), std::string::npos) << gone.err;
+}
+
+}  // namespace
+}  // namespace sidecar

@@ -1,0 +1,52 @@
+#include <gtest/gtest.h>
+
+#include "options.hpp"
+
+namespace sidecar {
+namespace {
+
+TEST(Options, ParsesSignaturesWithDtypes) {
+  const auto single = parse_signature("1x3x224x224");
+  ASSERT_EQ(single.size(), 1u);
+  EXPECT_EQ(single[0].rank, 4);
+  EXPECT_EQ(single[0].dims[3], 224);
+  EXPECT_EQ(single[0].dtype, static_cast<std::uint8_t>(DType::kFloat32));
+
+  const auto pair = parse_signature("2x3,2x3:int64");
+  ASSERT_EQ(pair.size(), 2u);
+  EXPECT_EQ(pair[1].dtype, static_cast<std::uint8_t>(DType::kInt64));
+}
+
+TEST(Options, RejectsMalformedSignatures) {
+  EXPECT_THROW(parse_signature(""), std::invalid_argument);
+  EXPECT_THROW(parse_signature("1xx3"), std::invalid_argument);
+  EXPECT_THROW(parse_signature("1x-3"), std::invalid_argument);
+  EXPECT_THROW(parse_signature("1x3:complex"), std::invalid_argument);
+  EXPECT_THROW(parse_signature("1x1x1x1x1x1x1x1x1"), std::invalid_argument);
+}
+
+TEST(Options, ParsesByteSizes) {
+  EXPECT_EQ(parse_byte_size("4096"), 4096u);
+  EXPECT_EQ(parse_byte_size("64K"), 65536u);
+  EXPECT_EQ(parse_byte_size("8M"), 8u << 20);
+  EXPECT_EQ(parse_byte_size("1G"), 1ull << 30);
+  EXPECT_THROW(parse_byte_size("8X"), std::invalid_argument);
+  EXPECT_THROW(parse_byte_size("M"), std::invalid_argument);
+}
+
+TEST(Options, CommandLineRequiresModelAndValidName) {
+  const char* missing_model[] = {"inference-sidecar", "--name", "x"};
+  EXPECT_FALSE(parse_command_line(3, const_cast<char**>(missing_model)).options.has_value());
+  const char* bad_name[] = {"inference-sidecar", "--name", "../etc", "--model", "m.pt"};
+  const auto parsed = parse_command_line(5, const_cast<char**>(bad_name));
+  EXPECT_FALSE(parsed.options.has_value());
+  EXPECT_NE(parsed.exit_code, 0);
+  const char* good[] = {"inference-sidecar", "--name", "x", "--model", "m.pt", "--warmup-shape", "1x64"};
+  const auto ok = parse_command_line(7, const_cast<char**>(good));
+  ASSERT_TRUE(ok.options.has_value());
+  EXPECT_GE(ok.options->workers, 1);
+  EXPECT_EQ(ok.options->warmup_signatures.size(), 1u);
+}
+
+}  // namespace
+}  // namespace sidecar
