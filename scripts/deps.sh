@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build, the demo and the tests need, only those missing.
+set -euo pipefail
+
+packages=(
+  cmake g++ make pkg-config binutils        # build; readelf checks the client library's dependencies
+  libtorch-dev                              # LibTorch 1.13 (CPU): the daemon runs models with it
+  libboost-dev                              # Boost.Interprocess maps the segment; Boost.Lockfree for the ring comparison
+  libspdlog-dev                             # the daemon's logging
+  libcli11-dev                              # command-line flags of the daemon and sidecarctl
+  libsystemd-dev                            # sd_notify(READY=1) after warm-up
+  libgtest-dev libbenchmark-dev             # tests and benchmarks
+  python3-torch python3-numpy               # models scripted from Python, as users make them
+  systemd                                   # systemd-analyze verify on the unit file
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
