@@ -76,15 +76,6 @@ std::vector<std::pair<DType, std::vector<std::int64_t>>> to_pairs(const TensorSh
   return result;
 }
 
-const char* state_name(std::uint32_t state) {
-  switch (static_cast<SidecarState>(state)) {
-    case SidecarState::kStarting: return "starting";
-    case SidecarState::kWarming: return "warming up";
-    case SidecarState::kReady: return "ready";
-    case SidecarState::kStopping: return "stopping";
-  }
-  return "unknown";
-}
 
 }  // namespace
 
@@ -224,7 +215,7 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
         last_message = "sidecar '" + name + "' (pid " + std::to_string(header.sidecar_pid) + ") is gone; its segment is stale";
       } else if (header.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SidecarState::kReady)) {
         last_code = ErrorCode::kNotReady;
-        last_message = "sidecar '" + name + "' is " + state_name(header.state.load(std::memory_order_acquire)) +
+        last_message = "sidecar '" + name + "' is " + sidecar_state_name(header.state.load(std::memory_order_acquire)) +
                        ", not ready";
       } else {
         break;

@@ -183,15 +183,6 @@ int run_infer(const InferArgs& args) {
   return kExitOk;
 }
 
-const char* state_name(std::uint32_t state) {
-  switch (static_cast<sidecar::SidecarState>(state)) {
-    case sidecar::SidecarState::kStarting: return "starting";
-    case sidecar::SidecarState::kWarming: return "warming up";
-    case sidecar::SidecarState::kReady: return "ready";
-    case sidecar::SidecarState::kStopping: return "stopping";
-  }
-  return "unknown";
-}
 
 // "(a, b) -> (c)" for one signature; counts come from the segment, so they are clamped.
 std::string describe_signature(const sidecar::ModelSignature& signature, std::uint32_t input_count,
@@ -269,7 +260,7 @@ int run_status(const std::string& name) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
 
   std::cout << "name: " << name << "\n";
-  std::cout << "state: " << state_name(state) << "\n";
+  std::cout << "state: " << sidecar::sidecar_state_name(state) << "\n";
   std::cout << "pid: " << header.sidecar_pid << "\n";
   if (described) {
     std::cout << "model: " << std::string(model.model_path, strnlen(model.model_path, sidecar::kModelPathBytes)) << "\n";

@@ -236,6 +236,9 @@ void Server::create_segment() {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
   header->start_generation = previous_generation + 1;
   header->state.store(static_cast<std::uint32_t>(SidecarState::kStarting), std::memory_order_relaxed);
+  // What is loading is visible (sidecarctl status) while it warms up; shapes follow at ready.
+  std::strncpy(header->model.model_path, options_.model_path.c_str(), kModelPathBytes - 1);
+  header->model.input_count = static_cast<std::uint32_t>(runner_->input_count());
 
   channels_.reserve(options_.channels);
   for (std::uint32_t i = 0; i < options_.channels; ++i) {
@@ -277,10 +280,8 @@ void Server::mark_ready() {
 
 void Server::publish_model_description() {
   ModelDescription& model = segment_.header()->model;
-  model.input_count = static_cast<std::uint32_t>(runner_->input_count());
   model.signature_count = static_cast<std::uint32_t>(warmup_results_.size());
   model.output_count = warmup_results_.empty() ? 0 : static_cast<std::uint32_t>(warmup_results_[0].outputs.size());
-  std::strncpy(model.model_path, options_.model_path.c_str(), kModelPathBytes - 1);
   for (std::size_t s = 0; s < warmup_results_.size() && s < kMaxSignatures; ++s) {
     const WarmupResult& result = warmup_results_[s];
     std::copy(result.inputs.begin(), result.inputs.end(), model.signatures[s].inputs);

@@ -156,6 +156,19 @@ TEST(Lifecycle, ConnectWaitsForWarmup) {
   EXPECT_EQ(sidecar.stop(), 0);
 }
 
+// SIGTERM during a long warm-up stops it without waiting for the warm-up to end.
+TEST(Lifecycle, SigtermDuringWarmupRemovesTheSegmentAndExitsZero) {
+  const std::string name = unique_name("warmstop");
+  SidecarProcess sidecar(name, {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224", "--workers", "1",
+                                "--warmup-iterations", "100000", "--channels", "2"});
+  while (!segment_exists(name) && !sidecar.has_exited()) std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(segment_exists(name)) << sidecar.log();
+  EXPECT_EQ(sidecar.stop(SIGTERM), 0) << sidecar.log();
+  EXPECT_EQ(sidecar.log().find("] ready:"), std::string::npos) << sidecar.log();
+  EXPECT_NE(sidecar.log().find("abandoning start-up"), std::string::npos) << sidecar.log();
+  EXPECT_FALSE(segment_exists(name));
+}
+
 // SIGTERM while a request runs: that request is finished and answered before the process exits.
 TEST(Lifecycle, SigtermFinishesTheRequestInFlight) {
   const std::string name = unique_name("drain");

@@ -12,6 +12,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -57,12 +59,22 @@ class [[nodiscard]] Result {
   bool ok() const noexcept { return code_ == ErrorCode::kOk; }
   ErrorCode code() const noexcept { return code_; }
   const std::string& message() const noexcept { return message_; }
-  T& value() & { return *value_; }
-  T&& value() && { return std::move(*value_); }
-  T* operator->() { return &*value_; }
-  T& operator*() { return *value_; }
+  // Calling these on an error is a bug in the caller: it aborts rather than read garbage.
+  T& value() & { return checked(); }
+  T&& value() && { return std::move(checked()); }
+  T* operator->() { return &checked(); }
+  T& operator*() { return checked(); }
 
  private:
+  T& checked() {
+    if (!value_) {
+      std::fprintf(stderr, "sidecar::Result: value() called on an error (%s: %s)\n", error_code_name(code_),
+                   message_.c_str());
+      std::abort();
+    }
+    return *value_;
+  }
+
   std::optional<T> value_;
   ErrorCode code_ = ErrorCode::kOk;
   std::string message_;

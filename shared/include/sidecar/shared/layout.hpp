@@ -48,6 +48,16 @@ enum class SidecarState : std::uint32_t {
   kStopping = 4,
 };
 
+constexpr const char* sidecar_state_name(std::uint32_t state) noexcept {
+  switch (static_cast<SidecarState>(state)) {
+    case SidecarState::kStarting: return "starting";
+    case SidecarState::kWarming: return "warming up";
+    case SidecarState::kReady: return "ready";
+    case SidecarState::kStopping: return "stopping";
+  }
+  return "unknown";
+}
+
 enum class ChannelState : std::uint32_t {
   kFree = 0,
   kClaimed = 1,    // set by the client (CAS from kFree)

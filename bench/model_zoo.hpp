@@ -1,0 +1,14 @@
+// The benchmark's own models, made with LibTorch's TorchScript compiler so that the benchmark
+// needs no Python. Same architectures as scripts/make_models.py's "tiny" and "demo".
+#pragma once
+
+#include <string>
+
+namespace sidecar::bench {
+
+// Linear(64 -> 10); input 1x64 float32.
+void save_tiny_model(const std::string& path);
+// Conv2d(3, 64, 3) -> mean over H, W -> Linear(64 -> 10); input 1x3x224x224 float32.
+void save_demo_model(const std::string& path);
+
+}  // namespace sidecar::bench

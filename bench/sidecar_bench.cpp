@@ -1,0 +1,278 @@
+// sidecar-bench: round-trip latency of a model called in-process and through a real sidecar
+// process, spinning and blocking. Prints a table; --json writes the rows for later comparison.
+//
+//   sidecar-bench                                  # makes and measures "tiny" and "demo"
+//   sidecar-bench --model m.pt --shape 1x3x224x224 --json out.json
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include "model_runner.hpp"
+#include "model_zoo.hpp"
+#include "options.hpp"
+#include "sidecar/client.hpp"
+
+extern char** environ;
+
+namespace sidecar::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Row {
+  std::string name;
+  std::string model;
+  double p50_us = 0;
+  double p99_us = 0;
+  double p999_us = 0;
+  std::size_t requests = 0;
+};
+
+struct ModelCase {
+  std::string name;
+  std::string path;
+  InputSignature signature;
+  std::size_t requests;
+};
+
+Row summarize(std::string name, const std::string& model, std::vector<double> latencies_us) {
+  std::sort(latencies_us.begin(), latencies_us.end());
+  auto at = [&](double quantile) {
+    const auto index = static_cast<std::size_t>(quantile * static_cast<double>(latencies_us.size() - 1));
+    return latencies_us[index];
+  };
+  return Row{std::move(name), model, at(0.50), at(0.99), at(0.999), latencies_us.size()};
+}
+
+std::vector<float> random_input(std::uint64_t elements) {
+  std::mt19937 generator(7);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  std::vector<float> values(elements);
+  for (float& value : values) value = uniform(generator);
+  return values;
+}
+
+std::uint64_t element_count_of(const TensorShape& shape) {
+  std::uint64_t count = 1;
+  for (int i = 0; i < shape.rank; ++i) count *= static_cast<std::uint64_t>(shape.dims[i]);
+  return count;
+}
+
+// Copies the outputs out, as the sidecar copies them into shared memory: the same work per call.
+class CopyingSink final : public OutputSink {
+ public:
+  Status accept(std::span<const OutputView> outputs, std::string&) override {
+    for (const OutputView& output : outputs) {
+      buffer_.resize(output.bytes);
+      std::memcpy(buffer_.data(), output.data, output.bytes);
+    }
+    return Status::kOk;
+  }
+
+ private:
+  std::vector<std::byte> buffer_;
+};
+
+std::size_t discarded(std::size_t requests) { return std::min<std::size_t>(requests / 10, 1000); }
+
+Row measure_in_process(const ModelCase& model) {
+  auto runner = ModelRunner::load(model.path, {});
+  runner->warm_up({model.signature}, 20);
+  std::vector<std::vector<float>> inputs;
+  std::vector<InputView> views;
+  for (const TensorShape& shape : model.signature) inputs.push_back(random_input(element_count_of(shape)));
+  for (std::size_t i = 0; i < inputs.size(); ++i) views.push_back(InputView{model.signature[i], inputs[i].data()});
+  CopyingSink sink;
+  std::vector<double> latencies;
+  const std::size_t skip = discarded(model.requests);
+  for (std::size_t r = 0; r < model.requests + skip; ++r) {
+    const auto start = Clock::now();
+    const CallOutcome outcome = runner->run(views, sink);
+    const auto end = Clock::now();
+    if (outcome.status != Status::kOk) throw std::runtime_error("in-process forward failed: " + outcome.message);
+    if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+  }
+  return summarize("in_process", model.name, std::move(latencies));
+}
+
+class SidecarChild {
+ public:
+  SidecarChild(const std::string& binary, const std::vector<std::string>& args) {
+    std::vector<std::string> storage{binary};
+    storage.insert(storage.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& arg : storage) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 2, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 2, 1);
+    const int rc = posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) throw std::runtime_error("cannot start " + binary + ": " + std::strerror(rc));
+  }
+  ~SidecarChild() {
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+    ::unlink(log_path_.c_str());
+  }
+  std::string log() const {
+    std::ifstream file(log_path_);
+    return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_path_ = "/tmp/sidecar-bench-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++) + ".log";
+  static inline int counter_ = 0;
+};
+
+std::string signature_text(const InputSignature& signature) {
+  std::string text;
+  for (const TensorShape& shape : signature) {
+    if (!text.empty()) text += ",";
+    for (int i = 0; i < shape.rank; ++i) text += (i ? "x" : "") + std::to_string(shape.dims[i]);
+    text += ":" + std::string(dtype_name(static_cast<DType>(shape.dtype)));
+  }
+  return text;
+}
+
+// Round trips through a real sidecar: inputs written in place into shared memory, outputs read in
+// place (the library's zero-copy path).
+Row measure_sidecar(const std::string& row_name, const ModelCase& model, const std::string& binary,
+                    std::chrono::microseconds spin) {
+  const std::string name = "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + model.name;
+  const std::string spin_us = std::to_string(spin.count());
+  SidecarChild child(binary, {"--model", model.path, "--name", name, "--warmup-shape", signature_text(model.signature),
+                              "--workers", "1", "--spin-us", spin_us, "--channels", "2", "--warmup-iterations", "20"});
+  ConnectOptions options;
+  options.timeout = std::chrono::minutes(5);
+  options.spin = spin;
+  auto client = Client::connect(name, options);
+  if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child.log());
+
+  std::vector<std::vector<float>> inputs;
+  for (const TensorShape& shape : model.signature) inputs.push_back(random_input(element_count_of(shape)));
+  std::vector<double> latencies;
+  const std::size_t skip = discarded(model.requests);
+  float checksum = 0;
+  for (std::size_t r = 0; r < model.requests + skip; ++r) {
+    const auto start = Clock::now();
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      const TensorShape& shape = model.signature[i];
+      auto buffer = client->input_buffer(static_cast<DType>(shape.dtype), std::span<const std::int64_t>(shape.dims, shape.rank));
+      if (!buffer.ok()) throw std::runtime_error(buffer.message());
+      std::memcpy(buffer->data(), inputs[i].data(), buffer->size());
+    }
+    auto outputs = client->run(std::chrono::seconds(60));
+    if (!outputs.ok()) throw std::runtime_error(row_name + ": " + outputs.message());
+    checksum += (*outputs)[0].values<float>()[0];
+    const auto end = Clock::now();
+    if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+  }
+  if (checksum != checksum) std::cerr << "(NaN outputs)\n";
+  return summarize(row_name, model.name, std::move(latencies));
+}
+
+void print_table(const std::vector<Row>& rows) {
+  std::printf("%-14s %-8s %12s %12s %12s %10s\n", "row", "model", "p50_us", "p99_us", "p99.9_us", "requests");
+  for (const Row& row : rows) {
+    std::printf("%-14s %-8s %12.2f %12.2f %12.2f %10zu\n", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us,
+                row.p999_us, row.requests);
+  }
+  // The sidecar's cost over calling the model in-process, per model.
+  for (const Row& in_process : rows) {
+    if (in_process.name != "in_process") continue;
+    for (const Row& row : rows) {
+      if (row.model != in_process.model || row.name == "in_process") continue;
+      std::printf("added by %-13s on %-6s p50 %+9.2f us   p99 %+9.2f us\n", row.name.c_str(), row.model.c_str(),
+                  row.p50_us - in_process.p50_us, row.p99_us - in_process.p99_us);
+    }
+  }
+}
+
+void write_json(const std::string& path, const std::vector<Row>& rows) {
+  std::ofstream out(path);
+  out << "{\"rows\":[";
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const Row& row = rows[i];
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "%s\n {\"name\":\"%s\",\"model\":\"%s\",\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"requests\":%zu}",
+                  i ? "," : "", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us, row.p999_us, row.requests);
+    out << line;
+  }
+  out << "\n]}\n";
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+int run(int argc, char** argv) {
+  std::string model_path, shape = "1x3x224x224", json_path, sidecar_binary = SIDECAR_BINARY;
+  std::size_t requests = 0;
+  CLI::App app{"sidecar-bench: round-trip latency in-process and through the sidecar"};
+  app.add_option("--model", model_path, "TorchScript model (default: make and measure 'tiny' and 'demo')");
+  app.add_option("--shape", shape, "input signature for --model, e.g. 1x3x224x224 or 1x8:int64,1x8");
+  app.add_option("--json", json_path, "write the rows to this file");
+  app.add_option("--requests", requests, "measured requests per row (default: 20000 tiny, 300 demo, 300 --model)");
+  app.add_option("--sidecar", sidecar_binary, "inference-sidecar binary");
+  CLI11_PARSE(app, argc, argv);
+
+  configure_torch_threads(1, 1);  // as the sidecar's defaults, so in_process is the same work
+  std::vector<ModelCase> models;
+  const std::string scratch = std::filesystem::temp_directory_path() / ("sidecar-bench-" + std::to_string(::getpid()));
+  if (model_path.empty()) {
+    std::filesystem::create_directories(scratch);
+    save_tiny_model(scratch + "/tiny.pt");
+    save_demo_model(scratch + "/demo.pt");
+    models.push_back({"tiny", scratch + "/tiny.pt", parse_signature("1x64"), requests ? requests : 20000});
+    models.push_back({"demo", scratch + "/demo.pt", parse_signature("1x3x224x224"), requests ? requests : 300});
+  } else {
+    models.push_back({std::filesystem::path(model_path).stem(), model_path, parse_signature(shape), requests ? requests : 300});
+  }
+  for (const auto& model : models) {
+    for (const TensorShape& input : model.signature) {
+      if (input.dtype != static_cast<std::uint8_t>(DType::kFloat32)) {
+        throw std::runtime_error("sidecar-bench feeds float32 inputs only");
+      }
+    }
+  }
+
+  std::vector<Row> rows;
+  for (const ModelCase& model : models) {
+    std::fprintf(stderr, "measuring %s...\n", model.name.c_str());
+    rows.push_back(measure_in_process(model));
+    // Spinning: both sides poll for a second before they would sleep, i.e. never under load.
+    rows.push_back(measure_sidecar("sidecar_spin", model, sidecar_binary, std::chrono::seconds(1)));
+    rows.push_back(measure_sidecar("sidecar_block", model, sidecar_binary, std::chrono::microseconds(0)));
+  }
+  if (model_path.empty()) std::filesystem::remove_all(scratch);
+  print_table(rows);
+  if (!json_path.empty()) write_json(json_path, rows);
+  return 0;
+}
+
+}  // namespace
+}  // namespace sidecar::bench
+
+int main(int argc, char** argv) {
+  try {
+    return sidecar::bench::run(argc, argv);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "sidecar-bench: %s\n", error.what());
+    return 1;
+  }
+}
