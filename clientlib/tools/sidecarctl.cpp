@@ -244,7 +244,9 @@ int run_status(const std::string& name) {
   // state first so that the description read after it is complete.
   const std::uint32_t state = header.state.load(std::memory_order_acquire);
   const sidecar::ModelDescription& model = header.model;
-  const bool described = model.model_path[0] != '\0';
+  // Ready and stopping sidecars have published their shapes; starting and warming ones have not.
+  const bool described = state == static_cast<std::uint32_t>(sidecar::SidecarState::kReady) ||
+                         state == static_cast<std::uint32_t>(sidecar::SidecarState::kStopping);
 
   const sidecar::SegmentGeometry geometry = sidecar::SegmentGeometry::compute(header.channel_count, header.arena_bytes);
   std::uint32_t claimed = 0;
@@ -262,9 +264,10 @@ int run_status(const std::string& name) {
   std::cout << "name: " << name << "\n";
   std::cout << "state: " << sidecar::sidecar_state_name(state) << "\n";
   std::cout << "pid: " << header.sidecar_pid << "\n";
+  // The model path and input count are written at creation; the shapes once warm-up is done.
+  std::cout << "model: " << std::string(model.model_path, strnlen(model.model_path, sidecar::kModelPathBytes)) << "\n";
+  std::cout << "inputs: " << model.input_count << "\n";
   if (described) {
-    std::cout << "model: " << std::string(model.model_path, strnlen(model.model_path, sidecar::kModelPathBytes)) << "\n";
-    std::cout << "inputs: " << model.input_count << "\n";
     std::cout << "outputs: " << model.output_count << "\n";
     if (model.signature_count == 0) {
       std::cout << "signatures: any dtype and shape (no --warmup-shape)\n";
@@ -274,7 +277,7 @@ int run_status(const std::string& name) {
                 << describe_signature(model.signatures[s], model.input_count, model.output_count) << "\n";
     }
   } else {
-    std::cout << "model: (described once the sidecar is ready)\n";
+    std::cout << "signatures: (described once the sidecar is ready)\n";
   }
   std::cout << "channels: " << header.channel_count << " (" << claimed << " claimed";
   if (detaching) std::cout << ", " << detaching << " detaching";

@@ -372,7 +372,8 @@ TEST(SidecarctlWarming, StatusWorksWhileWarmingUpAndReportsADeadSidecar) {
   EXPECT_TRUE(status.out.find("state: warming up\n") != std::string::npos ||
               status.out.find("state: starting\n") != std::string::npos)
       << status.out;
-  EXPECT_NE(status.out.find("model: (described once the sidecar is ready)\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("model: " + model_path("demo") + "\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("signatures: (described once the sidecar is ready)\n"), std::string::npos) << status.out;
   EXPECT_NE(status.out.find("pid: " + std::to_string(sidecar.pid()) + "\n"), std::string::npos) << status.out;
 
   // SIGKILL leaves the segment behind, as a crash would.
