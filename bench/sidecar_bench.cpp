@@ -4,6 +4,7 @@
 //   sidecar-bench                                  # makes and measures "tiny" and "demo"
 //   sidecar-bench --model m.pt --shape 1x3x224x224 --json out.json
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -109,9 +110,38 @@ Row measure_in_process(const ModelCase& model) {
   return summarize("in_process", model.name, std::move(latencies));
 }
 
+// Pinning: the client (this process) on the last CPU it may use, the sidecar on the others, so the
+// two spinning threads never share a core and the scheduler's migrations stay out of the figures.
+struct Placement {
+  bool pinned = false;
+  cpu_set_t client{};
+  cpu_set_t sidecar{};
+};
+
+Placement plan_placement(bool pin) {
+  Placement placement;
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (!pin || ::sched_getaffinity(0, sizeof(allowed), &allowed) != 0 || CPU_COUNT(&allowed) < 2) return placement;
+  int last = -1;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &allowed)) last = cpu;
+  }
+  CPU_ZERO(&placement.client);
+  CPU_SET(last, &placement.client);
+  placement.sidecar = allowed;
+  CPU_CLR(last, &placement.sidecar);
+  placement.pinned = true;
+  return placement;
+}
+
+Placement placement;
+
 class SidecarChild {
  public:
   SidecarChild(const std::string& binary, const std::vector<std::string>& args) {
+    // A spawned child inherits our CPU mask: lend it the sidecar's for the spawn.
+    if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.sidecar);
     std::vector<std::string> storage{binary};
     storage.insert(storage.end(), args.begin(), args.end());
     std::vector<char*> argv;
@@ -123,6 +153,7 @@ class SidecarChild {
     posix_spawn_file_actions_adddup2(&actions, 2, 1);
     const int rc = posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
+    if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);
     if (rc != 0) throw std::runtime_error("cannot start " + binary + ": " + std::strerror(rc));
   }
   ~SidecarChild() {
@@ -229,7 +260,12 @@ int run(int argc, char** argv) {
   app.add_option("--json", json_path, "write the rows to this file");
   app.add_option("--requests", requests, "measured requests per row (default: 20000 tiny, 300 demo, 300 --model)");
   app.add_option("--sidecar", sidecar_binary, "inference-sidecar binary");
+  bool no_pin = false;
+  app.add_flag("--no-pin", no_pin, "let the scheduler place the client and the sidecar");
   CLI11_PARSE(app, argc, argv);
+  placement = plan_placement(!no_pin);
+  if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);
+  std::fprintf(stderr, "%s\n", placement.pinned ? "client pinned to the last CPU, sidecar to the others" : "not pinned");
 
   configure_torch_threads(1, 1);  // as the sidecar's defaults, so in_process is the same work
   std::vector<ModelCase> models;

@@ -288,4 +288,6 @@ void configure_torch_threads(int intra_op_threads, int inter_op_threads) {
   at::set_num_interop_threads(inter_op_threads);
 }
 
+void adopt_torch_threads_on_this_thread() { at::init_num_threads(); }
+
 }  // namespace sidecar

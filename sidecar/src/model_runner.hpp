@@ -76,4 +76,8 @@ class ModelRunner {
 // Sets LibTorch's intra-op and inter-op thread counts; call once, before any model runs.
 void configure_torch_threads(int intra_op_threads, int inter_op_threads);
 
+// Applies that intra-op count to the calling thread. OpenMP keeps the thread count per thread: a
+// thread started later would otherwise use one OpenMP thread per core, whatever was configured.
+void adopt_torch_threads_on_this_thread();
+
 }  // namespace sidecar

@@ -292,6 +292,7 @@ void Server::publish_model_description() {
 
 void Server::worker_main(int index) {
   name_this_thread("sidecar-w" + std::to_string(index));
+  adopt_torch_threads_on_this_thread();
   {
     // One worker warms up at a time, so the first-call and warmed latencies it logs are not
     // inflated by the others competing for the cores.
