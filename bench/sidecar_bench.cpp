@@ -267,7 +267,9 @@ int run(int argc, char** argv) {
   if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);
   std::fprintf(stderr, "%s\n", placement.pinned ? "client pinned to the last CPU, sidecar to the others" : "not pinned");
 
-  configure_torch_threads(1, 1);  // as the sidecar's defaults, so in_process is the same work
+  // As the sidecar's defaults, so that in_process does the same work and rows differ by transport.
+  configure_torch_threads(1, 1);
+  retain_freed_memory();
   std::vector<ModelCase> models;
   const std::string scratch = std::filesystem::temp_directory_path() / ("sidecar-bench-" + std::to_string(::getpid()));
   if (model_path.empty()) {

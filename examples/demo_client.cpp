@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
 
     // In-process: the same preparation as the sidecar (frozen, optimized, same thread count).
     configure_torch_threads(intra_op_threads, 1);
+    retain_freed_memory();
     auto runner = ModelRunner::load(model_path, {});
     KeepingSink local;
     InputView view{shape, input.data()};

@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
 
   try {
     configure_torch_threads(options.intra_op_threads, options.inter_op_threads);
+    retain_freed_memory();
     const int cpus = usable_cpu_count();
     if (options.workers * options.intra_op_threads > cpus) {
       spdlog::warn("{} workers x {} intra-op threads exceeds the {} CPUs this process may use", options.workers,

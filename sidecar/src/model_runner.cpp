@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <limits>
+#include <malloc.h>
 #include <stdexcept>
 
 #include "sidecar/shared/descriptor_check.hpp"
@@ -289,5 +291,13 @@ void configure_torch_threads(int intra_op_threads, int inter_op_threads) {
 }
 
 void adopt_torch_threads_on_this_thread() { at::init_num_threads(); }
+
+void retain_freed_memory() {
+  // Allocations up to 32 MiB (glibc's ceiling for this setting) come from the heap, not mmap; the
+  // heap's top is never given back. The cost is that a sidecar keeps its peak memory.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  mallopt(M_TOP_PAD, 64 << 20);
+}
 
 }  // namespace sidecar
