@@ -11,39 +11,20 @@
 #include <stdexcept>
 
 #include "sidecar/shared/descriptor_check.hpp"
+#include "sidecar/torch_adapter.hpp"
 
 namespace sidecar {
 namespace {
 
-c10::ScalarType to_scalar_type(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32: return c10::kFloat;
-    case DType::kFloat64: return c10::kDouble;
-    case DType::kFloat16: return c10::kHalf;
-    case DType::kBFloat16: return c10::kBFloat16;
-    case DType::kInt64: return c10::kLong;
-    case DType::kInt32: return c10::kInt;
-    case DType::kInt16: return c10::kShort;
-    case DType::kInt8: return c10::kChar;
-    case DType::kUInt8: return c10::kByte;
-    case DType::kBool: return c10::kBool;
-  }
-  throw std::invalid_argument("unknown dtype");
-}
+// The dtype <-> ScalarType mapping lives in the client's torch adapter: one table for both sides.
+using torch_adapter::scalar_type;
 
 bool from_scalar_type(c10::ScalarType type, DType& dtype) {
-  switch (type) {
-    case c10::kFloat: dtype = DType::kFloat32; return true;
-    case c10::kDouble: dtype = DType::kFloat64; return true;
-    case c10::kHalf: dtype = DType::kFloat16; return true;
-    case c10::kBFloat16: dtype = DType::kBFloat16; return true;
-    case c10::kLong: dtype = DType::kInt64; return true;
-    case c10::kInt: dtype = DType::kInt32; return true;
-    case c10::kShort: dtype = DType::kInt16; return true;
-    case c10::kChar: dtype = DType::kInt8; return true;
-    case c10::kByte: dtype = DType::kUInt8; return true;
-    case c10::kBool: dtype = DType::kBool; return true;
-    default: return false;
+  try {
+    dtype = torch_adapter::dtype_for(type);
+    return true;
+  } catch (const std::invalid_argument&) {
+    return false;
   }
 }
 
@@ -70,18 +51,9 @@ std::string client_error_text(const std::string& text) {
   return summary == text ? text : summary + "\n" + text;
 }
 
-std::string describe_signature(const InputSignature& signature) {
-  std::string text;
-  for (std::size_t i = 0; i < signature.size(); ++i) {
-    if (i) text += ", ";
-    text += describe_shape(signature[i]);
-  }
-  return text;
-}
-
 torch::Tensor warmup_tensor(const TensorShape& shape) {
   const std::vector<std::int64_t> dims(shape.dims, shape.dims + shape.rank);
-  const auto options = torch::TensorOptions().dtype(to_scalar_type(static_cast<DType>(shape.dtype)));
+  const auto options = torch::TensorOptions().dtype(scalar_type(static_cast<DType>(shape.dtype)));
   // Uniform [0, 1) floats, like pixel data, and zeros for integers, which are often indices
   // (embeddings) where random values would be out of range.
   if (c10::isFloatingType(options.dtype().toScalarType())) return torch::rand(dims, options);
@@ -194,7 +166,7 @@ class TorchScriptRunner final : public ModelRunner {
       for (const InputView& input : inputs) {
         const c10::IntArrayRef dims(input.shape.dims, input.shape.rank);
         arguments.emplace_back(torch::from_blob(
-            input.data, dims, torch::TensorOptions().dtype(to_scalar_type(static_cast<DType>(input.shape.dtype)))));
+            input.data, dims, torch::TensorOptions().dtype(scalar_type(static_cast<DType>(input.shape.dtype)))));
       }
       c10::IValue result = module_.forward(std::move(arguments));
       std::vector<torch::Tensor> tensors;

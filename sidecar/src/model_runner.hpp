@@ -8,12 +8,23 @@
 #include <string>
 #include <vector>
 
+#include "sidecar/shared/descriptor_check.hpp"
 #include "sidecar/shared/layout.hpp"
 
 namespace sidecar {
 
 // Input shapes of one call: one TensorShape per model input.
 using InputSignature = std::vector<TensorShape>;
+
+// "[1, 3, 224, 224] float32, [1, 8] int64"
+inline std::string describe_signature(const InputSignature& signature) {
+  std::string text;
+  for (std::size_t i = 0; i < signature.size(); ++i) {
+    if (i) text += ", ";
+    text += describe_shape(signature[i]);
+  }
+  return text;
+}
 
 struct InputView {
   TensorShape shape;

@@ -81,15 +81,6 @@ std::string describe_inputs(const TensorDescriptor* inputs, std::size_t count) {
   return text;
 }
 
-std::string describe_signature(const InputSignature& signature) {
-  std::string text;
-  for (std::size_t i = 0; i < signature.size(); ++i) {
-    if (i) text += ", ";
-    text += describe_shape(signature[i]);
-  }
-  return text;
-}
-
 // Empty when the inputs match one of the accepted signatures (or none are declared).
 std::string match_signature(const RequestDescriptor& request, const std::vector<InputSignature>& accepted) {
   if (accepted.empty()) return {};
@@ -301,9 +292,7 @@ void Server::worker_main(int index) {
     try {
       auto results = runner_->warm_up(options_.warmup_signatures, options_.warmup_iterations);
       for (const WarmupResult& result : results) {
-        std::string shapes;
-        for (const auto& shape : result.inputs) shapes += (shapes.empty() ? "" : ", ") + describe_shape(shape);
-        spdlog::info("worker {} warmed ({}): first call {:.1f} us, warmed {:.1f} us", index, shapes,
+        spdlog::info("worker {} warmed ({}): first call {:.1f} us, warmed {:.1f} us", index, describe_signature(result.inputs),
                      result.first_call_us, result.warmed_call_us);
       }
       if (warmup_results_.empty()) warmup_results_ = std::move(results);
