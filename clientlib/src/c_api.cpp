@@ -62,8 +62,7 @@ sidecar_status sidecar_infer(sidecar_client* client, const sidecar_tensor* input
                                               std::span<const int64_t>(input.shape, static_cast<size_t>(input.rank)));
     if (!buffer.ok()) return fail(client, buffer.code(), "input " + std::to_string(i) + ": " + buffer.message());
     if (buffer->size() != input.bytes) {
-      // Abandon the half-built request: an empty run() resets it.
-      (void)client->client.run(std::chrono::microseconds(0));
+      client->client.reset_inputs();
       return fail(client, sidecar::ErrorCode::kInvalidArgument,
                   "input " + std::to_string(i) + ": " + std::to_string(input.bytes) + " bytes given, the shape needs " +
                       std::to_string(buffer->size()));

@@ -48,6 +48,15 @@ const char* error_code_name(ErrorCode code) noexcept {
 
 namespace {
 
+// CLOCK_MONOTONIC nanoseconds `timeout` from now; a huge timeout saturates instead of wrapping.
+std::uint64_t deadline_after(std::chrono::microseconds timeout) {
+  const std::uint64_t now = monotonic_ns();
+  if (timeout.count() <= 0) return now;
+  const auto micros = static_cast<std::uint64_t>(timeout.count());
+  if (micros > (~0ull - now) / 1000u) return ~0ull;
+  return now + micros * 1000u;
+}
+
 // How often a waiting call checks that the sidecar process still exists.
 constexpr std::uint64_t kLivenessCheckNs = 50'000'000;
 
@@ -111,10 +120,25 @@ struct Client::Impl {
     }
   }
 
+  // A stopping sidecar still finishes (or refuses with "shutting down") what it was given: only
+  // the process being gone means no answer will come.
   bool sidecar_alive() const {
     const SegmentHeader& header = *segment.header();
-    return header.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SidecarState::kStopping) &&
-           process_alive(header.sidecar_pid, header.sidecar_start_time);
+    return process_alive(header.sidecar_pid, header.sidecar_start_time);
+  }
+
+  // Before the arena is reused: waits until `deadline_ns` for the answer to a request that timed
+  // out earlier, whose outputs the sidecar may still write into the arena.
+  std::pair<ErrorCode, std::string> settle_unanswered(std::uint64_t deadline_ns) {
+    if (unanswered_request_id == 0) return {ErrorCode::kOk, {}};
+    auto [code, message] = await_response(unanswered_request_id, deadline_ns);
+    if (code == ErrorCode::kTimeout) {
+      return {ErrorCode::kBusy, "an earlier request that timed out is still running in the sidecar"};
+    }
+    if (code != ErrorCode::kOk) return {code, message};
+    responses.pop();
+    unanswered_request_id = 0;
+    return {ErrorCode::kOk, {}};
   }
 
   // Waits for the answer to `request_id`; on success the response is at responses.front().
@@ -186,6 +210,11 @@ Client& Client::operator=(Client&&) noexcept = default;
 Client::~Client() = default;
 
 const ModelInfo& Client::model() const noexcept { return impl_->model; }
+
+void Client::reset_inputs() noexcept {
+  impl_->pending.input_count = 0;
+  impl_->arena_cursor = 0;
+}
 std::uint32_t Client::channel_index() const noexcept { return impl_->channel_index; }
 
 Result<Client> Client::connect(const std::string& name, const ConnectOptions& options) {
@@ -248,6 +277,7 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
   model.channel_count = header.channel_count;
   model.arena_bytes = geometry.arena_bytes;
 
+  const std::uint64_t own_start_time = process_start_time(::getpid());
   // Claim a free channel: the CAS makes it ours; the sidecar recycles it when we detach or die.
   // When all are taken, wait (within the timeout) for the sidecar to recycle one of a client that
   // left: it checks every 100 ms.
@@ -255,11 +285,13 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
   for (std::uint32_t i = 0; i < header.channel_count; ++i) {
     auto* channel = reinterpret_cast<Channel*>(impl->segment.base() + geometry.channel_offset(i));
     std::uint32_t expected = static_cast<std::uint32_t>(ChannelState::kFree);
+    if (channel->state.load(std::memory_order_relaxed) != expected) continue;
     if (!channel->state.compare_exchange_strong(expected, static_cast<std::uint32_t>(ChannelState::kClaimed),
                                                 std::memory_order_acq_rel)) {
       continue;
     }
-    channel->owner_start_time.store(process_start_time(::getpid()), std::memory_order_relaxed);
+    // Read before the claim, so that the window in which a claimed channel has no owner is two stores.
+    channel->owner_start_time.store(own_start_time, std::memory_order_relaxed);
     channel->owner_pid.store(::getpid(), std::memory_order_release);
     impl->channel_index = i;
     impl->channel = channel;
@@ -287,6 +319,11 @@ Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const s
     impl.arena_cursor = 0;
     return {ErrorCode::kInvalidArgument, std::move(message)};
   };
+  if (request.input_count == 0) {
+    // A new request: its inputs may only go where a late answer cannot land.
+    auto [code, message] = impl.settle_unanswered(monotonic_ns());
+    if (code != ErrorCode::kOk) return {code, message};
+  }
   if (request.input_count >= kMaxTensors) {
     return refuse("at most " + std::to_string(kMaxTensors) + " inputs per request");
   }
@@ -316,7 +353,7 @@ Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const s
 
 Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeout) {
   Impl& impl = *impl_;
-  const std::uint64_t deadline_ns = monotonic_ns() + static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count())) * 1000u;
+  const std::uint64_t deadline_ns = deadline_after(timeout);
   // The request is taken over from `pending`, which is left empty for the next one. Only the used
   // part of the 832-byte descriptor is ever copied: this is the hot path.
   RequestDescriptor& request = impl.pending;
@@ -326,22 +363,15 @@ Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeou
     ~ResetPending() { pending.input_count = 0; }
   } reset_pending{request};
   if (request.input_count == 0) return {ErrorCode::kInvalidArgument, "no inputs: call input_buffer() first"};
-
-  if (impl.unanswered_request_id != 0) {
-    auto [code, message] = impl.await_response(impl.unanswered_request_id, deadline_ns);
-    if (code == ErrorCode::kTimeout) {
-      return {ErrorCode::kBusy, "an earlier request that timed out is still running in the sidecar"};
-    }
-    if (code != ErrorCode::kOk) return {code, message};
-    impl.responses.pop();
-    impl.unanswered_request_id = 0;
-  }
+  // input_buffer() settled any earlier unanswered request before it handed out arena space.
 
   std::uint64_t inputs_end = 0;
   for (std::uint32_t i = 0; i < request.input_count; ++i) {
     inputs_end = std::max(inputs_end, request.inputs[i].offset + request.inputs[i].bytes);
   }
   request.request_id = impl.next_request_id++;
+  // The sidecar drops the request unrun once this passes: an abandoned request costs no forward.
+  request.deadline_ns = deadline_ns;
   request.output_offset = align_up(inputs_end, kTensorAlignment);
   request.output_capacity = request.output_offset < impl.arena_bytes ? impl.arena_bytes - request.output_offset : 0;
   if (request.output_capacity == 0) request.output_offset = 0;
@@ -363,14 +393,16 @@ Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeou
 }
 
 Result<std::vector<Tensor>> Client::infer(std::span<const TensorView> inputs, std::chrono::microseconds timeout) {
-  impl_->pending.input_count = 0;
-  impl_->arena_cursor = 0;
+  reset_inputs();
+  if (auto [code, message] = impl_->settle_unanswered(deadline_after(timeout)); code != ErrorCode::kOk) {
+    return {code, message};
+  }
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const TensorView& input = inputs[i];
     auto buffer = input_buffer(input.dtype, input.shape);
     if (!buffer.ok()) return {buffer.code(), "input " + std::to_string(i) + ": " + buffer.message()};
     if (buffer->size() != input.bytes) {
-      impl_->pending.input_count = 0;
+      reset_inputs();
       return {ErrorCode::kInvalidArgument, "input " + std::to_string(i) + ": " + std::to_string(input.bytes) +
                                                " bytes given, shape " + describe(input.dtype, input.shape) + " needs " +
                                                std::to_string(buffer->size())};

@@ -42,12 +42,13 @@ int main(int argc, char** argv) {
 
   // A signal thread from the start: a stop during a long warm-up must not wait for it to finish
   // (systemd would SIGKILL us after TimeoutStopSec and leave the segment behind).
-  std::mutex stop_mutex;
-  std::condition_variable stop_requested;
-  int stop_signal = 0;
-  bool serving = false;
-  const std::string shm_name = segment_name(options.name);
-  std::thread signal_thread([&] {
+  // Static: the detached signal thread may outlive main's frame on the error path.
+  static std::mutex stop_mutex;
+  static std::condition_variable stop_requested;
+  static int stop_signal = 0;
+  static bool serving = false;
+  static const std::string shm_name = segment_name(options.name);
+  std::thread signal_thread([stop_signals] {
     int signal_number = 0;
     sigwait(&stop_signals, &signal_number);
     std::unique_lock lock(stop_mutex);

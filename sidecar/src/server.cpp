@@ -30,6 +30,8 @@ struct ChannelSlot {
 
   std::atomic<std::uint32_t> in_flight{0};  // taken from the ring, not yet answered
   std::atomic<bool> recycle_requested{false};
+  // Reaper only: when it first saw this channel claimed with no owner pid yet.
+  std::uint64_t ownerless_since_ns = 0;
 };
 
 struct Server::Work {
@@ -41,6 +43,8 @@ namespace {
 
 constexpr auto kIdleSleepLimit = std::chrono::milliseconds(100);
 constexpr auto kReaperPeriod = std::chrono::milliseconds(100);
+// A client writes its pid right after its claim; one that shows none for this long died in between.
+constexpr std::uint64_t kOwnerlessGraceNs = 1'000'000'000;
 
 // Anything a client can trigger is logged at most once a second, so a hostile client cannot fill
 // the journal.
@@ -316,7 +320,7 @@ void Server::worker_main(int index) {
 bool Server::lead_and_take(Work& work) {
   std::uint64_t spin_until = monotonic_ns() + spin_ns_;
   while (!stopping_.load(std::memory_order_acquire)) {
-    if (recycle_flagged_.load(std::memory_order_relaxed) != 0) recycle_flagged_channels();
+    if (recycle_possible()) recycle_flagged_channels();
     if (poll_once(work)) return true;
     if (spin_ns_ != 0 && monotonic_ns() < spin_until) {
       cpu_relax();
@@ -324,7 +328,7 @@ bool Server::lead_and_take(Work& work) {
     }
     segment_.header()->request_bell.wait(
         [&] {
-          return stopping_.load(std::memory_order_acquire) || recycle_flagged_.load() != 0 || any_request_waiting();
+          return stopping_.load(std::memory_order_acquire) || recycle_possible() || any_request_waiting();
         },
         kIdleSleepLimit);
     spin_until = monotonic_ns() + spin_ns_;
@@ -348,23 +352,8 @@ bool Server::poll_once(Work& work) {
       bits &= bits - 1;
       if (index >= count) break;
       ChannelSlot& slot = *channels_[index];
-      if (slot.poisoned || slot.recycle_requested.load(std::memory_order_relaxed)) continue;
-      if (slot.shared->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(ChannelState::kClaimed)) continue;
+      if (!can_take_from(slot)) continue;
       const RequestDescriptor* front = slot.requests.front();
-      if (front == nullptr) {
-        if (slot.requests.corrupt()) {
-          slot.poisoned = true;
-          client_fault_warning("channel {} (pid {}): request ring indices corrupt; ignoring the channel until its client goes",
-                               index, slot.shared->owner_pid.load());
-        }
-        continue;
-      }
-      // Take a request only when its answer will have a response slot.
-      const std::uint64_t client_head = slot.shared->responses.head.load(std::memory_order_acquire);
-      const std::uint64_t posted = slot.responses.published();
-      const std::uint64_t unread = client_head <= posted ? posted - client_head : kRingCapacity;
-      if (unread + slot.in_flight.load(std::memory_order_acquire) >= kRingCapacity) continue;
-
       std::memcpy(&work.request, front, offsetof(RequestDescriptor, inputs));
       const std::uint32_t inputs = std::min<std::uint32_t>(work.request.input_count, kMaxTensors);
       std::memcpy(work.request.inputs, front->inputs, sizeof(TensorDescriptor) * inputs);
@@ -372,6 +361,36 @@ bool Server::poll_once(Work& work) {
       slot.in_flight.fetch_add(1, std::memory_order_acq_rel);
       work.channel = index;
       poll_cursor_ = index + 1;
+      return true;
+    }
+  }
+  return false;
+}
+
+// A request waits on this channel and the leader may take it now. poll_once and the idle wait
+// share this test: a wait that wakes for a request poll_once would skip spins the leader.
+bool Server::can_take_from(ChannelSlot& slot) {
+  if (slot.poisoned || slot.recycle_requested.load(std::memory_order_relaxed)) return false;
+  if (slot.shared->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(ChannelState::kClaimed)) return false;
+  if (!slot.requests.has_data()) {
+    if (slot.requests.corrupt()) {
+      slot.poisoned = true;
+      client_fault_warning("channel {} (pid {}): request ring indices corrupt; ignoring the channel until its client goes",
+                           slot.index, slot.shared->owner_pid.load());
+    }
+    return false;
+  }
+  // Take a request only when its answer will have a response slot.
+  const std::uint64_t client_head = slot.shared->responses.head.load(std::memory_order_acquire);
+  const std::uint64_t posted = slot.responses.published();
+  const std::uint64_t unread = client_head <= posted ? posted - client_head : kRingCapacity;
+  return unread + slot.in_flight.load(std::memory_order_acquire) < kRingCapacity;
+}
+
+bool Server::recycle_possible() {
+  if (recycle_flagged_.load(std::memory_order_acquire) == 0) return false;
+  for (auto& owned : channels_) {
+    if (owned->recycle_requested.load(std::memory_order_relaxed) && owned->in_flight.load(std::memory_order_acquire) == 0) {
       return true;
     }
   }
@@ -386,8 +405,7 @@ bool Server::any_request_waiting() {
       const std::uint32_t index = word * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
       bits &= bits - 1;
       if (index >= options_.channels) break;
-      ChannelSlot& slot = *channels_[index];
-      if (!slot.poisoned && slot.requests.has_data()) return true;
+      if (can_take_from(*channels_[index])) return true;
     }
   }
   return false;
@@ -426,7 +444,10 @@ void Server::execute(Work& work) {
     if (outcome.status != Status::kOk) fail(outcome.status, outcome.message);
   }
   post_response(slot, response);
-  slot.in_flight.fetch_sub(1, std::memory_order_acq_rel);
+  // The last answer of a channel waiting to be recycled: wake the leader to recycle it.
+  if (slot.in_flight.fetch_sub(1, std::memory_order_acq_rel) == 1 && slot.recycle_requested.load(std::memory_order_acquire)) {
+    segment_.header()->request_bell.ring();
+  }
 }
 
 void Server::reaper_main() {
@@ -441,13 +462,22 @@ void Server::reaper_main() {
       bool recycle = state == ChannelState::kDetaching;
       if (state == ChannelState::kClaimed) {
         const pid_t pid = slot.shared->owner_pid.load(std::memory_order_acquire);
-        // pid 0: claimed a moment ago, the owner fields are not written yet.
-        recycle = pid != 0 && !process_alive(pid, slot.shared->owner_start_time.load(std::memory_order_acquire));
-        if (recycle) spdlog::info("channel {}: client pid {} is gone; recycling the channel", slot.index, pid);
+        if (pid == 0) {
+          // Claimed a moment ago and the pid is not written yet, or the client died in between.
+          const std::uint64_t now = monotonic_ns();
+          if (slot.ownerless_since_ns == 0) slot.ownerless_since_ns = now;
+          recycle = now - slot.ownerless_since_ns > kOwnerlessGraceNs;
+          if (recycle) spdlog::info("channel {}: claimed but no owner for a second; recycling the channel", slot.index);
+        } else {
+          slot.ownerless_since_ns = 0;
+          recycle = !process_alive(pid, slot.shared->owner_start_time.load(std::memory_order_acquire));
+          if (recycle) spdlog::info("channel {}: client pid {} is gone; recycling the channel", slot.index, pid);
+        }
       } else if (state != ChannelState::kFree && state != ChannelState::kDetaching) {
         recycle = true;  // a value no honest client writes
       }
       if (recycle) {
+        slot.ownerless_since_ns = 0;
         slot.recycle_requested.store(true, std::memory_order_relaxed);
         recycle_flagged_.fetch_add(1, std::memory_order_release);
         flagged = true;
@@ -473,6 +503,8 @@ void Server::recycle_flagged_channels() {
     }
     slot.poisoned = false;
     header.active_channels[slot.index / 64].fetch_and(~(1ull << (slot.index % 64)), std::memory_order_acq_rel);
+    // A client killed inside its wait leaves itself counted as a sleeper.
+    slot.shared->response_bell.sleepers.store(0, std::memory_order_relaxed);
     slot.shared->owner_pid.store(0, std::memory_order_relaxed);
     slot.shared->owner_start_time.store(0, std::memory_order_relaxed);
     slot.shared->generation.fetch_add(1, std::memory_order_relaxed);
@@ -486,7 +518,10 @@ void Server::answer_queued_with_shutdown() {
   for (auto& owned : channels_) {
     ChannelSlot& slot = *owned;
     if (slot.poisoned) continue;
-    while (const RequestDescriptor* front = slot.requests.front()) {
+    // At most one ring's worth: a client that keeps posting must not hold the shutdown up.
+    for (std::uint32_t answered = 0; answered < kRingCapacity; ++answered) {
+      const RequestDescriptor* front = slot.requests.front();
+      if (front == nullptr) break;
       ResponseDescriptor response;
       clear_response_header(response, front->request_id);
       response.status = static_cast<std::uint32_t>(Status::kShuttingDown);

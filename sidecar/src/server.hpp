@@ -60,6 +60,8 @@ class Server {
   bool lead_and_take(Work& work);
   bool poll_once(Work& work);
   bool any_request_waiting();
+  bool can_take_from(ChannelSlot& slot);
+  bool recycle_possible();
   void recycle_flagged_channels();
   void execute(Work& work);
   void answer_queued_with_shutdown();

@@ -145,6 +145,14 @@ TEST_F(TinySidecar, CApiRunsTheModel) {
   output_count = 2;
   EXPECT_EQ(sidecar_infer(client, &wrong, 1, outputs, &output_count, 5'000'000), SIDECAR_REJECTED);
   EXPECT_NE(std::string(sidecar_last_error(client)).find("expected [1, 64] float32"), std::string::npos);
+  // Bytes that disagree with the shape are refused here, and nothing half-built is sent.
+  const sidecar_tensor short_input{SIDECAR_FLOAT32, 2, kTinyShape, input.data(), 63 * sizeof(float)};
+  output_count = 2;
+  EXPECT_EQ(sidecar_infer(client, &short_input, 1, outputs, &output_count, 5'000'000), SIDECAR_INVALID_ARGUMENT);
+  output_count = 2;
+  ASSERT_EQ(sidecar_infer(client, &tensor, 1, outputs, &output_count, 5'000'000), SIDECAR_OK)
+      << sidecar_last_error(client);
+  EXPECT_EQ(output_count, 1u);
   sidecar_close(client);
 
   sidecar_client* missing = nullptr;
@@ -221,17 +229,22 @@ class RawChannel {
   explicit RawChannel(const std::string& instance) : segment_(SegmentMapping::open(segment_name(instance))) {
     SegmentHeader& header = *segment_.header();
     const auto geometry = SegmentGeometry::compute(header.channel_count, header.arena_bytes);
-    for (std::uint32_t i = 0; i < header.channel_count; ++i) {
-      auto* channel = reinterpret_cast<Channel*>(segment_.base() + geometry.channel_offset(i));
-      std::uint32_t expected = 0;
-      if (channel->state.compare_exchange_strong(expected, static_cast<std::uint32_t>(ChannelState::kClaimed))) {
-        channel->owner_start_time.store(process_start_time(::getpid()));
-        channel->owner_pid.store(::getpid());
-        channel_ = channel;
-        header.active_channels[i / 64].fetch_or(1ull << (i % 64));
-        arena_bytes_ = geometry.arena_bytes;
-        return;
+    // Channels of clients that just went away come back within the reaper's period.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      for (std::uint32_t i = 0; i < header.channel_count; ++i) {
+        auto* channel = reinterpret_cast<Channel*>(segment_.base() + geometry.channel_offset(i));
+        std::uint32_t expected = 0;
+        if (channel->state.compare_exchange_strong(expected, static_cast<std::uint32_t>(ChannelState::kClaimed))) {
+          channel->owner_start_time.store(process_start_time(::getpid()));
+          channel->owner_pid.store(::getpid());
+          channel_ = channel;
+          header.active_channels[i / 64].fetch_or(1ull << (i % 64));
+          arena_bytes_ = geometry.arena_bytes;
+          return;
+        }
       }
+      std::this_thread::sleep_for(5ms);
     }
     throw std::runtime_error("no free channel");
   }
@@ -376,6 +389,39 @@ TEST(Blocking, NoLostWakeupsWithoutSpinning) {
   }
   for (auto& thread : threads) thread.join();
   EXPECT_EQ(failures.load(), 0) << first_failure;
+  EXPECT_EQ(sidecar.stop(), 0);
+}
+
+// A request given up on (timed out) must not spoil the next one: the sidecar may still write the
+// late answer into the arena, so the next request's inputs must not be placed there until it came.
+TEST(Timeouts, ALateAnswerNeverLandsInTheNextRequest) {
+  SidecarProcess sidecar(unique_name("late"), {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224",
+                                               "--warmup-shape", "4x3x224x224", "--workers", "1",
+                                               "--warmup-iterations", "3", "--channels", "2"});
+  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  Client client = connect_or_fail(sidecar.name());
+  const auto small = ramp(3 * 224 * 224, 0.01f);
+  const auto large = ramp(4 * 3 * 224 * 224, 0.003f);
+  const std::int64_t small_shape[] = {1, 3, 224, 224};
+  const std::int64_t large_shape[] = {4, 3, 224, 224};
+  auto reference = client.infer(TensorView::of(large, large_shape), 60s);
+  ASSERT_TRUE(reference.ok()) << reference.message();
+  for (int round = 0; round < 5; ++round) {
+    auto abandoned = client.infer(TensorView::of(small, small_shape), 50us);
+    ASSERT_EQ(abandoned.code(), ErrorCode::kTimeout) << abandoned.message();
+    auto next = client.infer(TensorView::of(large, large_shape), 60s);
+    ASSERT_TRUE(next.ok()) << next.message();
+    EXPECT_EQ((*next)[0].data, (*reference)[0].data) << "round " << round;
+  }
+  // The zero-copy path refuses arena space while the late answer is still due, instead of
+  // handing out bytes the sidecar may write into.
+  auto abandoned = client.infer(TensorView::of(small, small_shape), 50us);
+  ASSERT_EQ(abandoned.code(), ErrorCode::kTimeout);
+  auto buffer = client.input_buffer(DType::kFloat32, large_shape);
+  if (!buffer.ok()) {
+    EXPECT_EQ(buffer.code(), ErrorCode::kBusy) << buffer.message();
+  }
+  client.reset_inputs();
   EXPECT_EQ(sidecar.stop(), 0);
 }
 

@@ -43,7 +43,7 @@ enum class ErrorCode {
   kDeadlineExceeded,
   kOverloaded,
   kCancelled,
-  kBusy,               // an earlier request that timed out is still running in the sidecar
+  kBusy,               // an earlier request that timed out is still running in the sidecar: retry
   kProtocolError,      // the sidecar answered with something malformed
 };
 
@@ -125,6 +125,8 @@ class Client {
   // shared memory, valid until the next call on this client.
   Result<std::span<std::byte>> input_buffer(DType dtype, std::span<const std::int64_t> shape);
   Result<std::span<const TensorView>> run(std::chrono::microseconds timeout);
+  // Forgets the inputs reserved by input_buffer() since the last run().
+  void reset_inputs() noexcept;
 
   const ModelInfo& model() const noexcept;
   std::uint32_t channel_index() const noexcept;
