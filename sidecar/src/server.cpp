@@ -181,6 +181,20 @@ void name_this_thread(const std::string& name) { ::pthread_setname_np(::pthread_
 Server::Server(SidecarOptions options, std::unique_ptr<ModelRunner> runner)
     : options_(std::move(options)), runner_(std::move(runner)) {
   spin_ns_ = static_cast<std::uint64_t>(options_.spin_us) * 1000u;
+  usable_cpus_ = usable_cpu_count();
+  // Sharing every CPU of the host with its clients, the sidecar keeps one for them (they spin
+  // too); pinned apart from them, it may use all of its own.
+  const auto online = static_cast<int>(std::thread::hardware_concurrency());
+  cpus_kept_for_clients_ = usable_cpus_ >= online ? 1 : 0;
+}
+
+// A spinning leader must not take a core from a worker that runs a forward, nor from a spinning
+// client: when the cores are all spoken for, the leader sleeps on the doorbell at once instead.
+// Measured on 2 CPUs: a leader spinning beside a running worker and a spinning client raised the
+// tiny model's p99 from ~15 us to ~4 ms.
+bool Server::spinning_fits() const noexcept {
+  const int busy = executing_.load(std::memory_order_relaxed) * options_.intra_op_threads;
+  return busy + 1 + cpus_kept_for_clients_ <= usable_cpus_;
 }
 
 Server::~Server() {
@@ -312,8 +326,10 @@ void Server::worker_main(int index) {
   while (true) {
     std::unique_lock lead(leader_mutex_);
     if (!lead_and_take(work)) break;
+    executing_.fetch_add(1, std::memory_order_relaxed);
     lead.unlock();  // a follower becomes the leader while this worker runs the request
     execute(work);
+    executing_.fetch_sub(1, std::memory_order_relaxed);
   }
 }
 
@@ -322,7 +338,7 @@ bool Server::lead_and_take(Work& work) {
   while (!stopping_.load(std::memory_order_acquire)) {
     if (recycle_possible()) recycle_flagged_channels();
     if (poll_once(work)) return true;
-    if (spin_ns_ != 0 && monotonic_ns() < spin_until) {
+    if (spin_ns_ != 0 && monotonic_ns() < spin_until && spinning_fits()) {
       cpu_relax();
       continue;
     }

@@ -58,6 +58,7 @@ class Server {
   void worker_main(int index);
   void reaper_main();
   bool lead_and_take(Work& work);
+  bool spinning_fits() const noexcept;
   bool poll_once(Work& work);
   bool any_request_waiting();
   bool can_take_from(ChannelSlot& slot);
@@ -81,6 +82,9 @@ class Server {
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint32_t> recycle_flagged_{0};
   std::uint64_t spin_ns_ = 0;
+  int usable_cpus_ = 1;
+  int cpus_kept_for_clients_ = 0;
+  std::atomic<int> executing_{0};  // workers running a request
 
   std::mutex warmup_mutex_;
   std::condition_variable warmup_done_;
