@@ -94,22 +94,14 @@ class SpscConsumer {
   // The slot lives in shared memory the producer can still write: copy what you need from it
   // before you trust it, then pop().
   [[nodiscard]] const typename Ring::slot_type* front() noexcept {
-    if (cached_tail_ == head_) {
-      cached_tail_ = ring_->tail.load(std::memory_order_acquire);
-      if (cached_tail_ < head_ || cached_tail_ - head_ > Ring::kCapacity) {
-        corrupt_ = true;
-        cached_tail_ = head_;
-        return nullptr;
-      }
-      if (cached_tail_ == head_) return nullptr;
-    }
-    return &ring_->slots[head_ % Ring::kCapacity];
+    return has_data() ? &ring_->slots[head_ % Ring::kCapacity] : nullptr;
   }
 
   // Release: our reads of the slot happen before the producer may reuse it.
   void pop() noexcept { ring_->head.store(++head_, std::memory_order_release); }
 
-  // True when there is something to read, without touching the slot.
+  // True when there is something to read, without touching the slot. The shared tail is reloaded
+  // only when the cached one says empty, and checked every time it is.
   [[nodiscard]] bool has_data() noexcept {
     if (cached_tail_ != head_) return true;
     cached_tail_ = ring_->tail.load(std::memory_order_acquire);
