@@ -406,17 +406,24 @@ TEST(Timeouts, ALateAnswerNeverLandsInTheNextRequest) {
   const std::int64_t large_shape[] = {4, 3, 224, 224};
   auto reference = client.infer(TensorView::of(large, large_shape), 60s);
   ASSERT_TRUE(reference.ok()) << reference.message();
+  // Giving up shows as our timeout, or as the sidecar's "deadline exceeded" when it saw the
+  // request only after its deadline; only the first leaves a late answer behind.
+  auto gave_up = [](ErrorCode code) { return code == ErrorCode::kTimeout || code == ErrorCode::kDeadlineExceeded; };
+  // 2 ms: long enough for the sidecar to pick the request up, far shorter than a forward (>= 6 ms).
+  int late_answers = 0;
   for (int round = 0; round < 5; ++round) {
-    auto abandoned = client.infer(TensorView::of(small, small_shape), 50us);
-    ASSERT_EQ(abandoned.code(), ErrorCode::kTimeout) << abandoned.message();
+    auto abandoned = client.infer(TensorView::of(small, small_shape), 2ms);
+    ASSERT_TRUE(gave_up(abandoned.code())) << error_code_name(abandoned.code()) << ": " << abandoned.message();
+    if (abandoned.code() == ErrorCode::kTimeout) ++late_answers;
     auto next = client.infer(TensorView::of(large, large_shape), 60s);
     ASSERT_TRUE(next.ok()) << next.message();
     EXPECT_EQ((*next)[0].data, (*reference)[0].data) << "round " << round;
   }
+  EXPECT_GT(late_answers, 0) << "no round left a late answer: the test did not exercise the case";
   // The zero-copy path refuses arena space while the late answer is still due, instead of
   // handing out bytes the sidecar may write into.
-  auto abandoned = client.infer(TensorView::of(small, small_shape), 50us);
-  ASSERT_EQ(abandoned.code(), ErrorCode::kTimeout);
+  auto abandoned = client.infer(TensorView::of(small, small_shape), 2ms);
+  ASSERT_TRUE(gave_up(abandoned.code())) << abandoned.message();
   auto buffer = client.input_buffer(DType::kFloat32, large_shape);
   if (!buffer.ok()) {
     EXPECT_EQ(buffer.code(), ErrorCode::kBusy) << buffer.message();
