@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "sidecar/client.hpp"
+#include "sidecar/shared/segment.hpp"
 #include "sidecar_process.hpp"
 
 namespace sidecar {
@@ -141,6 +142,35 @@ TEST(Lifecycle, ConnectWithoutASidecarSaysSoAfterTheTimeout) {
   auto client = Client::connect(unique_name("absent"), ConnectOptions{50ms, 0us});
   EXPECT_EQ(client.code(), ErrorCode::kNotRunning);
   EXPECT_NE(client.message().find("no sidecar named"), std::string::npos);
+}
+
+// A client refuses a segment of another layout version, naming both versions, without waiting.
+TEST(Lifecycle, ConnectRefusesAnotherLayoutVersion) {
+  const std::string name = unique_name("version");
+  const auto geometry = SegmentGeometry::compute(1, 4096);
+  SegmentMapping segment = SegmentMapping::create(segment_name(name), geometry.segment_bytes, 0600);
+  SegmentHeader* header = new (segment.base()) SegmentHeader;
+  header->layout_version = kLayoutVersion + 1;
+  header->magic.store(kSegmentMagic);
+  auto client = Client::connect(name, ConnectOptions{10s, 0us});
+  SegmentMapping::remove(segment_name(name));
+  EXPECT_EQ(client.code(), ErrorCode::kLayoutMismatch) << client.message();
+  EXPECT_NE(client.message().find("the sidecar speaks version " + std::to_string(kLayoutVersion + 1)), std::string::npos)
+      << client.message();
+  EXPECT_NE(client.message().find("this client speaks version " + std::to_string(kLayoutVersion)), std::string::npos)
+      << client.message();
+}
+
+// A sidecar still warming up is reported as not ready once the connect timeout passes.
+TEST(Lifecycle, ConnectDuringWarmupTimesOutAsNotReady) {
+  const std::string name = unique_name("notready");
+  SidecarProcess sidecar(name, {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224", "--workers", "1",
+                                "--warmup-iterations", "100000", "--channels", "2"});
+  while (!segment_exists(name) && !sidecar.has_exited()) std::this_thread::sleep_for(5ms);
+  auto client = Client::connect(name, ConnectOptions{200ms, 0us});
+  EXPECT_EQ(client.code(), ErrorCode::kNotReady) << client.message();
+  EXPECT_NE(client.message().find("is warming up, not ready"), std::string::npos) << client.message();
+  EXPECT_EQ(sidecar.stop(SIGTERM), 0);
 }
 
 // connect() waits through warm-up: it succeeds once the sidecar is ready, not before.
