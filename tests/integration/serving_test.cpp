@@ -35,22 +35,12 @@ Client connect_or_fail(const std::string& name, ConnectOptions options = {}) {
   return std::move(client).value();
 }
 
-// One tiny-model sidecar shared by the tests of this suite: starting LibTorch costs seconds.
-class TinySidecar : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    sidecar_ = new SidecarProcess(unique_name("tiny"), {"--model", model_path("tiny"), "--warmup-shape", "1x64",
-                                                        "--channels", "16", "--arena-bytes", "1M"});
-    ASSERT_TRUE(sidecar_->wait_ready()) << sidecar_->log();
+class TinySidecar : public testing::SuiteSidecar<TinySidecar> {
+ public:
+  static std::vector<std::string> sidecar_args() {
+    return {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels", "16", "--arena-bytes", "1M"};
   }
-  static void TearDownTestSuite() {
-    EXPECT_EQ(sidecar_->stop(), 0) << sidecar_->log();
-    delete sidecar_;
-    sidecar_ = nullptr;
-  }
-  static SidecarProcess* sidecar_;
 };
-SidecarProcess* TinySidecar::sidecar_ = nullptr;
 
 TEST_F(TinySidecar, AnswersARequestAndDescribesTheModel) {
   Client client = connect_or_fail(sidecar_->name());

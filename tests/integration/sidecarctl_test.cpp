@@ -145,23 +145,15 @@ std::vector<float> ramp(std::size_t count) {
   return values;
 }
 
-// One sidecar per suite: starting LibTorch costs seconds.
-class SidecarctlTiny : public ::testing::Test {
+class SidecarctlTiny : public testing::SuiteSidecar<SidecarctlTiny> {
+ public:
+  static std::vector<std::string> sidecar_args() {
+    return {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels", "8", "--arena-bytes", "1M"};
+  }
+
  protected:
-  static void SetUpTestSuite() {
-    sidecar_ = new SidecarProcess(unique_name("ctl-tiny"), {"--model", model_path("tiny"), "--warmup-shape", "1x64",
-                                                            "--channels", "8", "--arena-bytes", "1M"});
-    ASSERT_TRUE(sidecar_->wait_ready()) << sidecar_->log();
-  }
-  static void TearDownTestSuite() {
-    EXPECT_EQ(sidecar_->stop(), 0) << sidecar_->log();
-    delete sidecar_;
-    sidecar_ = nullptr;
-  }
-  static SidecarProcess* sidecar_;
   ScratchDirectory scratch_;
 };
-SidecarProcess* SidecarctlTiny::sidecar_ = nullptr;
 
 TEST_F(SidecarctlTiny, StatusShowsTheStateModelSignatureAndChannels) {
   // A client of our own holds a channel, which status counts without taking one.
@@ -251,18 +243,14 @@ TEST_F(SidecarctlTiny, TooManyOutputPathsIsAUsageError) {
   EXPECT_NE(infer.err.find("returns 1 output(s) but 2 --output paths"), std::string::npos) << infer.err;
 }
 
-class SidecarctlTwoInputs : public ::testing::Test {
+class SidecarctlTwoInputs : public testing::SuiteSidecar<SidecarctlTwoInputs> {
+ public:
+  static std::vector<std::string> sidecar_args() {
+    return {"--model", model_path("two_in_two_out"), "--warmup-shape", "2x3,2x3:int64", "--channels", "8",
+            "--arena-bytes", "1M"};
+  }
+
  protected:
-  static void SetUpTestSuite() {
-    sidecar_ = new SidecarProcess(unique_name("ctl-two"), {"--model", model_path("two_in_two_out"), "--warmup-shape",
-                                                           "2x3,2x3:int64", "--channels", "8", "--arena-bytes", "1M"});
-    ASSERT_TRUE(sidecar_->wait_ready()) << sidecar_->log();
-  }
-  static void TearDownTestSuite() {
-    EXPECT_EQ(sidecar_->stop(), 0) << sidecar_->log();
-    delete sidecar_;
-    sidecar_ = nullptr;
-  }
   void SetUp() override {
     write_test_npy(scratch_.file("x.npy"), "<f4", "(2, 3)", std::vector<float>{0.5f, 1, 2, 3, 4, -5});
     write_test_npy(scratch_.file("index.npy"), "<i8", "(2, 3)", std::vector<std::int64_t>{0, 1, 2, 3, 4, -5});
@@ -277,10 +265,8 @@ class SidecarctlTwoInputs : public ::testing::Test {
     EXPECT_NE(incremented.header.find("'shape': (2, 3)"), std::string::npos) << incremented.header;
     EXPECT_EQ(values_of<std::int64_t>(incremented.data), (std::vector<std::int64_t>{1, 2, 3, 4, 5, -4}));
   }
-  static SidecarProcess* sidecar_;
   ScratchDirectory scratch_;
 };
-SidecarProcess* SidecarctlTwoInputs::sidecar_ = nullptr;
 
 TEST_F(SidecarctlTwoInputs, TwoInputFilesGiveTwoOutputFiles) {
   const CommandResult infer = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input", scratch_.file("x.npy"),

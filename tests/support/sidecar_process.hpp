@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -133,6 +135,26 @@ class SidecarProcess {
   bool exited_ = false;
   int exit_code_ = -1;
   bool keep_log_ = false;
+};
+
+// One sidecar shared by all tests of a suite (starting LibTorch costs seconds):
+//   class MySuite : public SuiteSidecar<MySuite> {
+//    public:
+//     static std::vector<std::string> sidecar_args() { return {"--model", ...}; }
+//   };
+template <typename Suite>
+class SuiteSidecar : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    sidecar_ = new SidecarProcess(unique_name("suite"), Suite::sidecar_args());
+    ASSERT_TRUE(sidecar_->wait_ready()) << sidecar_->log();
+  }
+  static void TearDownTestSuite() {
+    EXPECT_EQ(sidecar_->stop(), 0) << sidecar_->log();
+    delete sidecar_;
+    sidecar_ = nullptr;
+  }
+  static inline SidecarProcess* sidecar_ = nullptr;
 };
 
 }  // namespace sidecar::testing
