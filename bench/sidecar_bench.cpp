@@ -176,7 +176,8 @@ class SidecarChild {
 
  private:
   pid_t pid_ = -1;
-  std::string log_path_ = "/tmp/sidecar-bench-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++) + ".log";
+  std::string log_path_ =
+      "/tmp/sidecar-bench-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++) + ".log";
   static inline int counter_ = 0;
 };
 
@@ -213,7 +214,8 @@ Row measure_sidecar(const std::string& row_name, const ModelCase& model, const s
     const auto start = Clock::now();
     for (std::size_t i = 0; i < inputs.size(); ++i) {
       const TensorShape& shape = model.signature[i];
-      auto buffer = client->input_buffer(static_cast<DType>(shape.dtype), std::span<const std::int64_t>(shape.dims, shape.rank));
+      auto buffer =
+          client->input_buffer(static_cast<DType>(shape.dtype), std::span<const std::int64_t>(shape.dims, shape.rank));
       if (!buffer.ok()) throw std::runtime_error(buffer.message());
       std::memcpy(buffer->data(), inputs[i].data(), buffer->size());
     }
@@ -250,9 +252,10 @@ void write_json(const std::string& path, const std::vector<Row>& rows) {
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const Row& row = rows[i];
     char line[512];
-    std::snprintf(line, sizeof line,
-                  "%s\n {\"name\":\"%s\",\"model\":\"%s\",\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"requests\":%zu}",
-                  i ? "," : "", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us, row.p999_us, row.requests);
+    std::snprintf(
+        line, sizeof line,
+        "%s\n {\"name\":\"%s\",\"model\":\"%s\",\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"requests\":%zu}",
+        i ? "," : "", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us, row.p999_us, row.requests);
     out << line;
   }
   out << "\n]}\n";
@@ -273,7 +276,8 @@ int run(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   placement = plan_placement(!no_pin);
   if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);
-  std::fprintf(stderr, "%s\n", placement.pinned ? "client pinned to the last CPU, sidecar to the others" : "not pinned");
+  std::fprintf(stderr, "%s\n",
+               placement.pinned ? "client pinned to the last CPU, sidecar to the others" : "not pinned");
 
   // As the sidecar's defaults, so that in_process does the same work and rows differ by transport.
   configure_torch_threads(1, 1);
@@ -287,7 +291,8 @@ int run(int argc, char** argv) {
     models.push_back({"tiny", scratch + "/tiny.pt", parse_signature("1x64"), requests ? requests : 20000});
     models.push_back({"demo", scratch + "/demo.pt", parse_signature("1x3x224x224"), requests ? requests : 300});
   } else {
-    models.push_back({std::filesystem::path(model_path).stem(), model_path, parse_signature(shape), requests ? requests : 300});
+    models.push_back(
+        {std::filesystem::path(model_path).stem(), model_path, parse_signature(shape), requests ? requests : 300});
   }
   for (const auto& model : models) {
     for (const TensorShape& input : model.signature) {

@@ -32,7 +32,8 @@ double percentile(std::vector<double> values, double quantile) {
 class KeepingSink final : public OutputSink {
  public:
   Status accept(std::span<const OutputView> outputs, std::string&) override {
-    bytes.assign(static_cast<const std::byte*>(outputs[0].data), static_cast<const std::byte*>(outputs[0].data) + outputs[0].bytes);
+    bytes.assign(static_cast<const std::byte*>(outputs[0].data),
+                 static_cast<const std::byte*>(outputs[0].data) + outputs[0].bytes);
     return Status::kOk;
   }
   std::vector<std::byte> bytes;
@@ -71,7 +72,8 @@ int main(int argc, char** argv) {
     KeepingSink local;
     InputView view{shape, input.data()};
     auto start = Clock::now();
-    if (runner->run(std::span<const InputView>(&view, 1), local).status != Status::kOk) throw std::runtime_error("forward failed");
+    if (runner->run(std::span<const InputView>(&view, 1), local).status != Status::kOk)
+      throw std::runtime_error("forward failed");
     const double cold_ms = ms_since(start);
     runner->warm_up({signature}, 10);
     std::vector<double> in_process;

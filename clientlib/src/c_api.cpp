@@ -1,11 +1,10 @@
-#include "sidecar/sidecar_client.h"
-
 #include <cstring>
 #include <new>
 #include <string>
 #include <vector>
 
 #include "sidecar/client.hpp"
+#include "sidecar/sidecar_client.h"
 
 struct sidecar_client {
   sidecar::Client client;
@@ -49,14 +48,16 @@ const char* sidecar_connect_error(void) { return connect_error.c_str(); }
 sidecar_status sidecar_infer(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
                              sidecar_tensor* outputs, size_t* output_count, int64_t timeout_us) {
   if (client == nullptr) return SIDECAR_INVALID_ARGUMENT;
-  if ((inputs == nullptr && input_count != 0) || output_count == nullptr || (outputs == nullptr && *output_count != 0)) {
+  if ((inputs == nullptr && input_count != 0) || output_count == nullptr ||
+      (outputs == nullptr && *output_count != 0)) {
     return fail(client, sidecar::ErrorCode::kInvalidArgument, "inputs, outputs and output_count must not be NULL");
   }
   for (size_t i = 0; i < input_count; ++i) {
     const sidecar_tensor& input = inputs[i];
     if (input.rank < 0 || (input.rank > 0 && input.shape == nullptr) || (input.bytes > 0 && input.data == nullptr) ||
         !sidecar::is_known_dtype(static_cast<std::uint8_t>(input.dtype)) || input.dtype > 255) {
-      return fail(client, sidecar::ErrorCode::kInvalidArgument, "input " + std::to_string(i) + ": bad dtype, rank, shape or data");
+      return fail(client, sidecar::ErrorCode::kInvalidArgument,
+                  "input " + std::to_string(i) + ": bad dtype, rank, shape or data");
     }
     auto buffer = client->client.input_buffer(static_cast<sidecar::DType>(input.dtype),
                                               std::span<const int64_t>(input.shape, static_cast<size_t>(input.rank)));

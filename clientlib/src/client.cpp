@@ -80,11 +80,11 @@ std::vector<std::pair<DType, std::vector<std::int64_t>>> to_pairs(const TensorSh
   std::vector<std::pair<DType, std::vector<std::int64_t>>> result;
   for (std::uint32_t i = 0; i < count && i < kMaxTensors; ++i) {
     const std::uint32_t rank = std::min<std::uint32_t>(shapes[i].rank, kMaxRank);
-    result.emplace_back(static_cast<DType>(shapes[i].dtype), std::vector<std::int64_t>(shapes[i].dims, shapes[i].dims + rank));
+    result.emplace_back(static_cast<DType>(shapes[i].dtype),
+                        std::vector<std::int64_t>(shapes[i].dims, shapes[i].dims + rank));
   }
   return result;
 }
-
 
 }  // namespace
 
@@ -152,14 +152,16 @@ struct Client::Impl {
       }
       if (responses.corrupt()) return {ErrorCode::kProtocolError, "the response ring's indices are corrupt"};
       const std::uint64_t now = monotonic_ns();
-      if (now >= deadline_ns) return {ErrorCode::kTimeout, "no answer from sidecar '" + instance + "' within the timeout"};
+      if (now >= deadline_ns)
+        return {ErrorCode::kTimeout, "no answer from sidecar '" + instance + "' within the timeout"};
       if (now < spin_until) {
         cpu_relax();
         continue;
       }
       if (now - last_liveness_check_ns >= kLivenessCheckNs) {
         last_liveness_check_ns = now;
-        if (!sidecar_alive()) return {ErrorCode::kSidecarGone, "sidecar '" + instance + "' stopped while the request was in flight"};
+        if (!sidecar_alive())
+          return {ErrorCode::kSidecarGone, "sidecar '" + instance + "' stopped while the request was in flight"};
       }
       const std::uint64_t sleep = std::min(deadline_ns - now, kLivenessCheckNs);
       channel->response_bell.wait([&] { return responses.has_data(); }, std::chrono::nanoseconds(sleep));
@@ -196,9 +198,10 @@ struct Client::Impl {
       }
       if (!problem.empty()) return {ErrorCode::kProtocolError, "output " + std::to_string(i) + ": " + problem};
       std::copy(tensor.shape.dims, tensor.shape.dims + tensor.shape.rank, output_dims.begin() + i * kMaxRank);
-      output_views.push_back(TensorView{static_cast<DType>(tensor.shape.dtype),
-                                        std::span<const std::int64_t>(output_dims.data() + i * kMaxRank, tensor.shape.rank),
-                                        arena + tensor.offset, tensor.bytes});
+      output_views.push_back(
+          TensorView{static_cast<DType>(tensor.shape.dtype),
+                     std::span<const std::int64_t>(output_dims.data() + i * kMaxRank, tensor.shape.rank),
+                     arena + tensor.offset, tensor.bytes});
     }
     return {ErrorCode::kOk, {}};
   }
@@ -227,7 +230,8 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
   std::string last_message = "no sidecar named '" + name + "' is running (no segment " + shm_name + ")";
   auto impl = std::make_unique<Impl>();
   impl->instance = name;
-  impl->spin_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count());
+  impl->spin_ns =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count());
 
   // Wait for a live, ready sidecar.
   while (true) {
@@ -241,7 +245,8 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
         last_message = problem;
       } else if (!process_alive(header.sidecar_pid, header.sidecar_start_time)) {
         last_code = ErrorCode::kNotRunning;
-        last_message = "sidecar '" + name + "' (pid " + std::to_string(header.sidecar_pid) + ") is gone; its segment is stale";
+        last_message =
+            "sidecar '" + name + "' (pid " + std::to_string(header.sidecar_pid) + ") is gone; its segment is stale";
       } else if (header.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SidecarState::kReady)) {
         last_code = ErrorCode::kNotReady;
         last_message = "sidecar '" + name + "' is " + sidecar_state_name(header.state.load(std::memory_order_acquire)) +
@@ -282,31 +287,31 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
   // When all are taken, wait (within the timeout) for the sidecar to recycle one of a client that
   // left: it checks every 100 ms.
   while (true) {
-  for (std::uint32_t i = 0; i < header.channel_count; ++i) {
-    auto* channel = reinterpret_cast<Channel*>(impl->segment.base() + geometry.channel_offset(i));
-    std::uint32_t expected = static_cast<std::uint32_t>(ChannelState::kFree);
-    if (channel->state.load(std::memory_order_relaxed) != expected) continue;
-    if (!channel->state.compare_exchange_strong(expected, static_cast<std::uint32_t>(ChannelState::kClaimed),
-                                                std::memory_order_acq_rel)) {
-      continue;
+    for (std::uint32_t i = 0; i < header.channel_count; ++i) {
+      auto* channel = reinterpret_cast<Channel*>(impl->segment.base() + geometry.channel_offset(i));
+      std::uint32_t expected = static_cast<std::uint32_t>(ChannelState::kFree);
+      if (channel->state.load(std::memory_order_relaxed) != expected) continue;
+      if (!channel->state.compare_exchange_strong(expected, static_cast<std::uint32_t>(ChannelState::kClaimed),
+                                                  std::memory_order_acq_rel)) {
+        continue;
+      }
+      // Read before the claim, so that the window in which a claimed channel has no owner is two stores.
+      channel->owner_start_time.store(own_start_time, std::memory_order_relaxed);
+      channel->owner_pid.store(::getpid(), std::memory_order_release);
+      impl->channel_index = i;
+      impl->channel = channel;
+      impl->arena = impl->segment.base() + geometry.arena_offset(i);
+      impl->arena_bytes = geometry.arena_bytes;
+      impl->requests = SpscProducer<RequestRing>(&channel->requests);
+      impl->responses = SpscConsumer<ResponseRing>(&channel->responses);
+      header.active_channels[i / 64].fetch_or(1ull << (i % 64), std::memory_order_acq_rel);
+      return Client(std::move(impl));
     }
-    // Read before the claim, so that the window in which a claimed channel has no owner is two stores.
-    channel->owner_start_time.store(own_start_time, std::memory_order_relaxed);
-    channel->owner_pid.store(::getpid(), std::memory_order_release);
-    impl->channel_index = i;
-    impl->channel = channel;
-    impl->arena = impl->segment.base() + geometry.arena_offset(i);
-    impl->arena_bytes = geometry.arena_bytes;
-    impl->requests = SpscProducer<RequestRing>(&channel->requests);
-    impl->responses = SpscConsumer<ResponseRing>(&channel->responses);
-    header.active_channels[i / 64].fetch_or(1ull << (i % 64), std::memory_order_acq_rel);
-    return Client(std::move(impl));
-  }
-  if (std::chrono::steady_clock::now() >= deadline) {
-    return {ErrorCode::kNoFreeChannel,
-            "all " + std::to_string(header.channel_count) + " channels of sidecar '" + name + "' are in use"};
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return {ErrorCode::kNoFreeChannel,
+              "all " + std::to_string(header.channel_count) + " channels of sidecar '" + name + "' are in use"};
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
 
@@ -342,7 +347,7 @@ Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const s
   const std::uint64_t offset = align_up(impl.arena_cursor, kTensorAlignment);
   if (offset > impl.arena_bytes || bytes > impl.arena_bytes - offset) {
     return refuse("the inputs need more than the channel's " + std::to_string(impl.arena_bytes) +
-                                             " bytes of shared memory (sidecar --arena-bytes)");
+                  " bytes of shared memory (sidecar --arena-bytes)");
   }
   tensor.offset = offset;
   tensor.bytes = bytes;

@@ -31,9 +31,8 @@ struct DescrEntry {
   char kind;  // NumPy's type character: 'f' float, 'i' signed, 'u' unsigned, 'b' bool
 };
 constexpr DescrEntry kDescrTable[] = {
-    {DType::kFloat32, 'f'}, {DType::kFloat64, 'f'}, {DType::kFloat16, 'f'}, {DType::kInt64, 'i'},
-    {DType::kInt32, 'i'},   {DType::kInt16, 'i'},   {DType::kInt8, 'i'},    {DType::kUInt8, 'u'},
-    {DType::kBool, 'b'},
+    {DType::kFloat32, 'f'}, {DType::kFloat64, 'f'}, {DType::kFloat16, 'f'}, {DType::kInt64, 'i'}, {DType::kInt32, 'i'},
+    {DType::kInt16, 'i'},   {DType::kInt8, 'i'},    {DType::kUInt8, 'u'},   {DType::kBool, 'b'},
 };
 
 std::string supported_descrs() {
@@ -105,8 +104,8 @@ class HeaderParser {
   char peek() const { return pos_ < text_.size() ? text_[pos_] : '\0'; }
 
   void skip_space() {
-    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' ||
-                                   text_[pos_] == '\r')) {
+    while (pos_ < text_.size() &&
+           (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' || text_[pos_] == '\r')) {
       ++pos_;
     }
   }
@@ -314,16 +313,19 @@ Tensor parse_npy(std::span<const std::byte> bytes, const std::string& source) {
   const std::optional<DType> dtype = dtype_for_descr(*descr);
   if (!dtype) {
     if (!descr->empty() && (*descr)[0] == '>') {
-      throw fail("big-endian data ('" + *descr + "') is not supported; save a little-endian copy with a.astype(a.dtype.newbyteorder('<'))");
+      throw fail("big-endian data ('" + *descr +
+                 "') is not supported; save a little-endian copy with a.astype(a.dtype.newbyteorder('<'))");
     }
     throw fail("unsupported dtype '" + *descr + "'; supported: " + supported_descrs());
   }
   if (*fortran_order) {
-    throw fail("the array is in Fortran order (fortran_order: True), only C order is supported; save np.ascontiguousarray(a)");
+    throw fail(
+        "the array is in Fortran order (fortran_order: True), only C order is supported; save np.ascontiguousarray(a)");
   }
 
   std::uint64_t data_bytes = 0;
-  if (!data_byte_size(*shape, dtype_size(*dtype), data_bytes)) throw fail("shape " + shape_repr(*shape) + " is too large");
+  if (!data_byte_size(*shape, dtype_size(*dtype), data_bytes))
+    throw fail("shape " + shape_repr(*shape) + " is too large");
   const std::uint64_t available = bytes.size() - header_start - header_bytes;
   if (available != data_bytes) {
     throw fail(std::string(available < data_bytes ? "truncated: " : "data size mismatch: ") + "shape " +
@@ -363,14 +365,16 @@ std::vector<std::byte> encode_npy(const TensorView& tensor) {
   const std::string descr = descr_for(tensor.dtype);
   std::uint64_t data_bytes = 0;
   if (!data_byte_size(tensor.shape, dtype_size(tensor.dtype), data_bytes)) {
-    throw std::runtime_error("shape " + describe(tensor.dtype, tensor.shape) + " has a negative dimension or is too large");
+    throw std::runtime_error("shape " + describe(tensor.dtype, tensor.shape) +
+                             " has a negative dimension or is too large");
   }
   if (data_bytes != tensor.bytes || (tensor.bytes != 0 && tensor.data == nullptr)) {
     throw std::runtime_error("tensor " + describe(tensor.dtype, tensor.shape) + " needs " + std::to_string(data_bytes) +
                              " bytes, the view has " + std::to_string(tensor.bytes));
   }
 
-  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape_repr(tensor.shape) + ", }";
+  std::string header =
+      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape_repr(tensor.shape) + ", }";
   if (!tensor.shape.empty()) header.append(kGrowthAxisMaxDigits - std::to_string(tensor.shape[0]).size(), ' ');
   // The header ends with '\n' and is padded with spaces so that the data starts aligned.
   std::size_t length_bytes = 2;
@@ -382,7 +386,8 @@ std::vector<std::byte> encode_npy(const TensorView& tensor) {
     length_bytes = 4;
     header_bytes = header.size() + 1;
     header_bytes += kArrayAlign - (kMagicBytes + 2 + length_bytes + header_bytes) % kArrayAlign;
-    if (header_bytes > std::numeric_limits<std::uint32_t>::max()) throw std::runtime_error("the .npy header is too large");
+    if (header_bytes > std::numeric_limits<std::uint32_t>::max())
+      throw std::runtime_error("the .npy header is too large");
   }
   header.append(header_bytes - header.size() - 1, ' ');
   header += '\n';
@@ -396,7 +401,8 @@ std::vector<std::byte> encode_npy(const TensorView& tensor) {
   append(kMagic, kMagicBytes);
   bytes.push_back(static_cast<std::byte>(major));
   bytes.push_back(std::byte{0});
-  for (std::size_t i = 0; i < length_bytes; ++i) bytes.push_back(static_cast<std::byte>((header_bytes >> (8 * i)) & 0xff));
+  for (std::size_t i = 0; i < length_bytes; ++i)
+    bytes.push_back(static_cast<std::byte>((header_bytes >> (8 * i)) & 0xff));
   append(header.data(), header.size());
   if (tensor.bytes) append(tensor.data, tensor.bytes);
   return bytes;

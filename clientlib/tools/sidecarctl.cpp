@@ -6,9 +6,8 @@
 // infer goes through the client library like any service would. status reads the segment header
 // without claiming a channel, so it works while the sidecar is still warming up and even when every
 // channel is taken.
-#include <boost/interprocess/exceptions.hpp>
-
 #include <CLI/CLI.hpp>
+#include <boost/interprocess/exceptions.hpp>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -162,7 +161,8 @@ int run_infer(const InferArgs& args) {
   for (const sidecar::Tensor& input : inputs) views.push_back(input.view());
   const auto started = std::chrono::steady_clock::now();
   auto outputs = client->infer(views, std::chrono::milliseconds(args.timeout_ms));
-  const auto latency = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
+  const auto latency =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
   if (!outputs.ok()) return fail(outputs.code(), outputs.message());
   if (std::string problem = check_output_paths(args.outputs.size(), outputs->size()); !problem.empty()) {
     return fail(kExitUsage, "usage: " + problem);
@@ -182,7 +182,6 @@ int run_infer(const InferArgs& args) {
   std::cout << "outputs: " << summary << "; latency: " << latency.count() << " us" << std::endl;
   return kExitOk;
 }
-
 
 // "(a, b) -> (c)" for one signature; counts come from the segment, so they are clamped.
 std::string describe_signature(const sidecar::ModelSignature& signature, std::uint32_t input_count,
@@ -259,7 +258,8 @@ int run_status(const std::string& name) {
   }
 
   const auto now_ns = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
 
   std::cout << "name: " << name << "\n";
   std::cout << "state: " << sidecar::sidecar_state_name(state) << "\n";
@@ -296,7 +296,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   InferArgs infer;
-  CLI::App* infer_command = app.add_subcommand("infer", "run the model once on .npy inputs and save its outputs as .npy");
+  CLI::App* infer_command =
+      app.add_subcommand("infer", "run the model once on .npy inputs and save its outputs as .npy");
   infer_command->add_option("--name", infer.name, "sidecar instance name (inference-sidecar --name)")->required();
   infer_command->add_option("--input", infer.inputs, "a .npy file per model input, in forward()'s order")
       ->required()
@@ -322,8 +323,8 @@ int main(int argc, char** argv) {
       std::string(kExitCodeHelp));
 
   std::string status_name;
-  CLI::App* status_command =
-      app.add_subcommand("status", "show a sidecar's state, model, accepted shapes and channels (works while warming up)");
+  CLI::App* status_command = app.add_subcommand(
+      "status", "show a sidecar's state, model, accepted shapes and channels (works while warming up)");
   status_command->add_option("--name", status_name, "sidecar instance name (inference-sidecar --name)")->required();
   status_command->footer(kExitCodeHelp);
   app.footer(kExitCodeHelp);
@@ -340,7 +341,9 @@ int main(int argc, char** argv) {
 
   const std::string& name = infer_command->parsed() ? infer.name : status_name;
   if (!sidecar::is_valid_instance_name(name)) {
-    return fail(kExitUsage, "usage: '" + name + "' is not a valid sidecar name: 1-64 letters, digits, '-', '_' or '.', not starting with '.'");
+    return fail(kExitUsage,
+                "usage: '" + name +
+                    "' is not a valid sidecar name: 1-64 letters, digits, '-', '_' or '.', not starting with '.'");
   }
   try {
     return infer_command->parsed() ? run_infer(infer) : run_status(status_name);

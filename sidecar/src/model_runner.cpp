@@ -1,13 +1,13 @@
 #include "model_runner.hpp"
 
 #include <ATen/Parallel.h>
+#include <malloc.h>
 #include <torch/script.h>
 
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <limits>
-#include <malloc.h>
 #include <stdexcept>
 
 #include "sidecar/shared/descriptor_check.hpp"
@@ -41,7 +41,8 @@ std::string error_summary(const std::string& text) {
   std::size_t end = text.find_last_not_of(" \n");
   if (end == std::string::npos) return first_line(text);
   const std::size_t start = text.rfind('\n', end);
-  return text.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+  return text.substr(start == std::string::npos ? 0 : start + 1,
+                     end - (start == std::string::npos ? 0 : start + 1) + 1);
 }
 
 // For a client: the summary first, so that it survives the response's 512-byte message limit,
@@ -85,8 +86,8 @@ bool collect_outputs(const c10::IValue& result, std::vector<torch::Tensor>& tens
     return add(result, "");
   }
   if (tensors.size() > kMaxTensors) {
-    why = "the model returned " + std::to_string(tensors.size()) + " tensors; at most " +
-          std::to_string(kMaxTensors) + " can be sent back";
+    why = "the model returned " + std::to_string(tensors.size()) + " tensors; at most " + std::to_string(kMaxTensors) +
+          " can be sent back";
     return false;
   }
   return true;
@@ -137,7 +138,8 @@ class TorchScriptRunner final : public ModelRunner {
           throw std::runtime_error("warm-up on input " + describe_signature(signature) +
                                    " failed: " + error_summary(error.what()));
         }
-        latencies.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+        latencies.push_back(
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
       }
       std::vector<torch::Tensor> tensors;
       std::string why;
@@ -215,10 +217,11 @@ std::unique_ptr<ModelRunner> ModelRunner::load(const std::string& path, const Lo
   try {
     module = torch::jit::load(path);
   } catch (const c10::Error& error) {
-    throw std::runtime_error("model file " + path + " is not a loadable TorchScript module: " +
-                             first_line(error.what_without_backtrace()));
+    throw std::runtime_error("model file " + path +
+                             " is not a loadable TorchScript module: " + first_line(error.what_without_backtrace()));
   } catch (const std::exception& error) {
-    throw std::runtime_error("model file " + path + " is not a loadable TorchScript module: " + first_line(error.what()));
+    throw std::runtime_error("model file " + path +
+                             " is not a loadable TorchScript module: " + first_line(error.what()));
   }
   auto forward = module.find_method("forward");
   if (!forward) throw std::runtime_error("model file " + path + " has no forward() method");
@@ -227,8 +230,8 @@ std::unique_ptr<ModelRunner> ModelRunner::load(const std::string& path, const Lo
   const std::size_t input_count = arguments.empty() ? 0 : arguments.size() - 1;
   for (std::size_t i = 1; i < arguments.size(); ++i) {
     if (!arguments[i].type()->isSubtypeOf(*c10::TensorType::get())) {
-      throw std::runtime_error("model file " + path + ": forward() argument '" + arguments[i].name() +
-                               "' is " + arguments[i].type()->annotation_str() + "; only Tensor arguments are supported");
+      throw std::runtime_error("model file " + path + ": forward() argument '" + arguments[i].name() + "' is " +
+                               arguments[i].type()->annotation_str() + "; only Tensor arguments are supported");
     }
   }
   if (input_count == 0 || input_count > kMaxTensors) {

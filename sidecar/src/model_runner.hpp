@@ -76,8 +76,7 @@ class ModelRunner {
   // Runs forward `iterations` times on each signature on the calling thread, with deterministic
   // inputs, so that this thread's profiling executor has specialized the graph for each shape.
   // Throws std::runtime_error naming the signature when the model fails on it.
-  virtual std::vector<WarmupResult> warm_up(const std::vector<InputSignature>& signatures,
-                                            int iterations) = 0;
+  virtual std::vector<WarmupResult> warm_up(const std::vector<InputSignature>& signatures, int iterations) = 0;
 
   // One forward on the calling thread, under inference mode. Never throws: the model's exceptions
   // come back as Status::kModelError with TorchScript's text.

@@ -68,11 +68,16 @@ std::uint64_t parse_byte_size(const std::string& text) {
   if (error != std::errc() || end == text.data()) throw std::invalid_argument("'" + text + "' is not a byte size");
   const std::string suffix(end, text.data() + text.size());
   unsigned shift = 0;
-  if (suffix.empty() || suffix == "B") shift = 0;
-  else if (suffix == "K" || suffix == "KiB") shift = 10;
-  else if (suffix == "M" || suffix == "MiB") shift = 20;
-  else if (suffix == "G" || suffix == "GiB") shift = 30;
-  else throw std::invalid_argument("'" + text + "': unknown size suffix '" + suffix + "' (use K, M or G)");
+  if (suffix.empty() || suffix == "B")
+    shift = 0;
+  else if (suffix == "K" || suffix == "KiB")
+    shift = 10;
+  else if (suffix == "M" || suffix == "MiB")
+    shift = 20;
+  else if (suffix == "G" || suffix == "GiB")
+    shift = 30;
+  else
+    throw std::invalid_argument("'" + text + "': unknown size suffix '" + suffix + "' (use K, M or G)");
   if (shift && value > (~0ull >> shift)) throw std::invalid_argument("'" + text + "' is too large");
   return value << shift;
 }
@@ -94,7 +99,8 @@ ParsedOptions parse_command_line(int argc, char** argv) {
   bool no_optimize = false;
 
   CLI::App app{"inference-sidecar: serves a TorchScript model to processes on this host through shared memory"};
-  app.add_option("--model", options.model_path, "TorchScript file (torch.jit.script / torch.jit.save output)")->required();
+  app.add_option("--model", options.model_path, "TorchScript file (torch.jit.script / torch.jit.save output)")
+      ->required();
   app.add_option("--name", options.name, "instance name; the segment is /dev/shm/sidecar.NAME")->required();
   app.add_option("--warmup-shape", shapes,
                  "input shapes to warm up and accept, e.g. 1x3x224x224 or 1x8:int64,1x8:int64 for two inputs; "
@@ -106,7 +112,8 @@ ParsedOptions parse_command_line(int argc, char** argv) {
       ->check(CLI::Range(0, 256));
   app.add_option("--intra-op-threads", options.intra_op_threads, "LibTorch threads inside one forward")
       ->check(CLI::Range(1, 256));
-  app.add_option("--inter-op-threads", options.inter_op_threads, "LibTorch inter-op threads")->check(CLI::Range(1, 256));
+  app.add_option("--inter-op-threads", options.inter_op_threads, "LibTorch inter-op threads")
+      ->check(CLI::Range(1, 256));
   app.add_option("--channels", options.channels, "client connections the segment holds")
       ->check(CLI::Range(1u, kMaxChannels));
   app.add_option("--arena-bytes", arena, "tensor space per channel (K, M, G suffixes)");
@@ -120,8 +127,8 @@ ParsedOptions parse_command_line(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (!is_valid_instance_name(options.name)) {
-      throw CLI::ValidationError("--name", "'" + options.name +
-                                               "' must be 1-64 letters, digits, '-', '_' or '.', not starting with '.'");
+      throw CLI::ValidationError(
+          "--name", "'" + options.name + "' must be 1-64 letters, digits, '-', '_' or '.', not starting with '.'");
     }
     for (const std::string& shape : shapes) {
       try {

@@ -90,13 +90,15 @@ std::string match_signature(const RequestDescriptor& request, const std::vector<
   if (accepted.empty()) return {};
   for (const InputSignature& signature : accepted) {
     bool match = signature.size() == request.input_count;
-    for (std::size_t i = 0; match && i < signature.size(); ++i) match = same_shape(signature[i], request.inputs[i].shape);
+    for (std::size_t i = 0; match && i < signature.size(); ++i)
+      match = same_shape(signature[i], request.inputs[i].shape);
     if (match) return {};
   }
   if (accepted.size() == 1 && accepted[0].size() == 1) {
     return "input 0: expected " + describe_shape(accepted[0][0]) + ", got " + describe_shape(request.inputs[0].shape);
   }
-  std::string text = "inputs (" + describe_inputs(request.inputs, request.input_count) + ") match no accepted signature; expected ";
+  std::string text =
+      "inputs (" + describe_inputs(request.inputs, request.input_count) + ") match no accepted signature; expected ";
   for (std::size_t i = 0; i < accepted.size(); ++i) {
     if (i) text += " or ";
     text += "(" + describe_signature(accepted[i]) + ")";
@@ -197,9 +199,7 @@ bool Server::spinning_fits() const noexcept {
   return busy + 1 + cpus_kept_for_clients_ <= usable_cpus_;
 }
 
-Server::~Server() {
-  stop();
-}
+Server::~Server() { stop(); }
 
 void Server::create_segment() {
   const std::string name = sidecar::segment_name(options_.name);
@@ -242,7 +242,8 @@ void Server::create_segment() {
   header->sidecar_pid = ::getpid();
   header->sidecar_start_time = process_start_time(::getpid());
   header->started_unix_ns = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
   header->start_generation = previous_generation + 1;
   header->state.store(static_cast<std::uint32_t>(SidecarState::kStarting), std::memory_order_relaxed);
   // What is loading is visible (sidecarctl status) while it warms up; shapes follow at ready.
@@ -310,8 +311,8 @@ void Server::worker_main(int index) {
     try {
       auto results = runner_->warm_up(options_.warmup_signatures, options_.warmup_iterations);
       for (const WarmupResult& result : results) {
-        spdlog::info("worker {} warmed ({}): first call {:.1f} us, warmed {:.1f} us", index, describe_signature(result.inputs),
-                     result.first_call_us, result.warmed_call_us);
+        spdlog::info("worker {} warmed ({}): first call {:.1f} us, warmed {:.1f} us", index,
+                     describe_signature(result.inputs), result.first_call_us, result.warmed_call_us);
       }
       if (warmup_results_.empty()) warmup_results_ = std::move(results);
       ++warmed_workers_;
@@ -343,9 +344,7 @@ bool Server::lead_and_take(Work& work) {
       continue;
     }
     segment_.header()->request_bell.wait(
-        [&] {
-          return stopping_.load(std::memory_order_acquire) || recycle_possible() || any_request_waiting();
-        },
+        [&] { return stopping_.load(std::memory_order_acquire) || recycle_possible() || any_request_waiting(); },
         kIdleSleepLimit);
     spin_until = monotonic_ns() + spin_ns_;
   }
@@ -387,12 +386,14 @@ bool Server::poll_once(Work& work) {
 // share this test: a wait that wakes for a request poll_once would skip spins the leader.
 bool Server::can_take_from(ChannelSlot& slot) {
   if (slot.poisoned || slot.recycle_requested.load(std::memory_order_relaxed)) return false;
-  if (slot.shared->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(ChannelState::kClaimed)) return false;
+  if (slot.shared->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(ChannelState::kClaimed))
+    return false;
   if (!slot.requests.has_data()) {
     if (slot.requests.corrupt()) {
       slot.poisoned = true;
-      client_fault_warning("channel {} (pid {}): request ring indices corrupt; ignoring the channel until its client goes",
-                           slot.index, slot.shared->owner_pid.load());
+      client_fault_warning(
+          "channel {} (pid {}): request ring indices corrupt; ignoring the channel until its client goes", slot.index,
+          slot.shared->owner_pid.load());
     }
     return false;
   }
@@ -406,7 +407,8 @@ bool Server::can_take_from(ChannelSlot& slot) {
 bool Server::recycle_possible() {
   if (recycle_flagged_.load(std::memory_order_acquire) == 0) return false;
   for (auto& owned : channels_) {
-    if (owned->recycle_requested.load(std::memory_order_relaxed) && owned->in_flight.load(std::memory_order_acquire) == 0) {
+    if (owned->recycle_requested.load(std::memory_order_relaxed) &&
+        owned->in_flight.load(std::memory_order_acquire) == 0) {
       return true;
     }
   }
@@ -445,8 +447,8 @@ void Server::execute(Work& work) {
   } else if (request.deadline_ns != 0 && monotonic_ns() > request.deadline_ns) {
     fail(Status::kDeadlineExceeded, "the deadline passed before the request ran");
   } else if (request.input_count != runner_->input_count()) {
-    fail(Status::kInvalidRequest, "the model takes " + std::to_string(runner_->input_count()) + " input tensor(s), the request has " +
-                                      std::to_string(request.input_count));
+    fail(Status::kInvalidRequest, "the model takes " + std::to_string(runner_->input_count()) +
+                                      " input tensor(s), the request has " + std::to_string(request.input_count));
   } else if (problem = match_signature(request, options_.warmup_signatures); !problem.empty()) {
     fail(Status::kInvalidRequest, problem);
   } else {
@@ -461,7 +463,8 @@ void Server::execute(Work& work) {
   }
   post_response(slot, response);
   // The last answer of a channel waiting to be recycled: wake the leader to recycle it.
-  if (slot.in_flight.fetch_sub(1, std::memory_order_acq_rel) == 1 && slot.recycle_requested.load(std::memory_order_acquire)) {
+  if (slot.in_flight.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+      slot.recycle_requested.load(std::memory_order_acquire)) {
     segment_.header()->request_bell.ring();
   }
 }

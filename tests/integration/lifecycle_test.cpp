@@ -19,8 +19,9 @@ using testing::SidecarProcess;
 using testing::unique_name;
 using namespace std::chrono_literals;
 
-const std::vector<std::string> kTinyArgs = {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--workers", "1",
-                                            "--channels", "4", "--arena-bytes", "64K"};
+const std::vector<std::string> kTinyArgs = {
+    "--model", model_path("tiny"), "--warmup-shape", "1x64", "--workers", "1", "--channels", "4", "--arena-bytes",
+    "64K"};
 constexpr std::int64_t kTinyShape[] = {1, 64};
 
 std::vector<std::string> error_lines(const std::string& log) {
@@ -155,7 +156,8 @@ TEST(Lifecycle, ConnectRefusesAnotherLayoutVersion) {
   auto client = Client::connect(name, ConnectOptions{10s, 0us});
   SegmentMapping::remove(segment_name(name));
   EXPECT_EQ(client.code(), ErrorCode::kLayoutMismatch) << client.message();
-  EXPECT_NE(client.message().find("the sidecar speaks version " + std::to_string(kLayoutVersion + 1)), std::string::npos)
+  EXPECT_NE(client.message().find("the sidecar speaks version " + std::to_string(kLayoutVersion + 1)),
+            std::string::npos)
       << client.message();
   EXPECT_NE(client.message().find("this client speaks version " + std::to_string(kLayoutVersion)), std::string::npos)
       << client.message();
@@ -214,9 +216,12 @@ TEST(Lifecycle, SigtermFinishesTheRequestInFlight) {
   std::thread sender([&] {
     for (int i = 0; i < 20; ++i) {
       auto outputs = client->infer(TensorView::of(image, shape), 60s);
-      if (outputs.ok()) ++answered;
-      else if (outputs.code() == ErrorCode::kShuttingDown || outputs.code() == ErrorCode::kSidecarGone) ++refused;
-      else ++other;
+      if (outputs.ok())
+        ++answered;
+      else if (outputs.code() == ErrorCode::kShuttingDown || outputs.code() == ErrorCode::kSidecarGone)
+        ++refused;
+      else
+        ++other;
       if (!outputs.ok()) break;
     }
   });

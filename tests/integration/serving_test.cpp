@@ -8,9 +8,9 @@
 #include <thread>
 
 #include "sidecar/client.hpp"
-#include "sidecar/sidecar_client.h"
 #include "sidecar/shared/process_identity.hpp"
 #include "sidecar/shared/segment.hpp"
+#include "sidecar/sidecar_client.h"
 #include "sidecar_process.hpp"
 
 namespace sidecar {
@@ -349,8 +349,8 @@ TEST_F(TinySidecar, CorruptRingIndicesCostOnlyTheirOwner) {
 // With no spinning on either side every request goes through a futex sleep and wake; under load
 // from several threads none may be lost (a lost wake-up shows as a timeout).
 TEST(Blocking, NoLostWakeupsWithoutSpinning) {
-  SidecarProcess sidecar(unique_name("block"), {"--model", model_path("tiny"), "--warmup-shape", "1x64",
-                                                "--spin-us", "0", "--channels", "8", "--arena-bytes", "64K"});
+  SidecarProcess sidecar(unique_name("block"), {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--spin-us",
+                                                "0", "--channels", "8", "--arena-bytes", "64K"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   constexpr int kThreads = 4;
   constexpr int kRequests = 1500;
@@ -385,9 +385,9 @@ TEST(Blocking, NoLostWakeupsWithoutSpinning) {
 // A request given up on (timed out) must not spoil the next one: the sidecar may still write the
 // late answer into the arena, so the next request's inputs must not be placed there until it came.
 TEST(Timeouts, ALateAnswerNeverLandsInTheNextRequest) {
-  SidecarProcess sidecar(unique_name("late"), {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224",
-                                               "--warmup-shape", "4x3x224x224", "--workers", "1",
-                                               "--warmup-iterations", "3", "--channels", "2"});
+  SidecarProcess sidecar(unique_name("late"),
+                         {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224", "--warmup-shape",
+                          "4x3x224x224", "--workers", "1", "--warmup-iterations", "3", "--channels", "2"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   Client client = connect_or_fail(sidecar.name());
   const auto small = ramp(3 * 224 * 224, 0.01f);
@@ -424,8 +424,9 @@ TEST(Timeouts, ALateAnswerNeverLandsInTheNextRequest) {
 
 // Models with several inputs and outputs, list outputs, and outputs that cannot be sent back.
 TEST(ModelKinds, TwoInputsOfDifferentDtypesAndATupleOfOutputs) {
-  SidecarProcess sidecar(unique_name("two"), {"--model", model_path("two_in_two_out"), "--warmup-shape", "2x3,2x3:int64",
-                                              "--workers", "1", "--channels", "4", "--arena-bytes", "64K"});
+  SidecarProcess sidecar(unique_name("two"),
+                         {"--model", model_path("two_in_two_out"), "--warmup-shape", "2x3,2x3:int64", "--workers", "1",
+                          "--channels", "4", "--arena-bytes", "64K"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   Client client = connect_or_fail(sidecar.name());
   const std::vector<float> x{1, 2, 3, 4, 5, 6};
@@ -447,7 +448,8 @@ TEST(ModelKinds, TwoInputsOfDifferentDtypesAndATupleOfOutputs) {
   const TensorView swapped[] = {TensorView::of(index, shape), TensorView::of(x, shape)};
   auto rejected = client.infer(swapped, 5s);
   ASSERT_EQ(rejected.code(), ErrorCode::kRejected);
-  EXPECT_NE(rejected.message().find("expected ([2, 3] float32, [2, 3] int64)"), std::string::npos) << rejected.message();
+  EXPECT_NE(rejected.message().find("expected ([2, 3] float32, [2, 3] int64)"), std::string::npos)
+      << rejected.message();
   EXPECT_EQ(sidecar.stop(), 0);
 }
 
@@ -483,8 +485,8 @@ TEST(ModelKinds, DictOutputIsAnsweredWithAnErrorNamingTheType) {
 }
 
 TEST(ModelKinds, AModelThatRaisesIsAnsweredWithTorchScriptsMessage) {
-  SidecarProcess sidecar(unique_name("raises"), {"--model", model_path("raises"), "--warmup-shape", "4",
-                                                 "--workers", "1", "--channels", "4", "--arena-bytes", "64K"});
+  SidecarProcess sidecar(unique_name("raises"), {"--model", model_path("raises"), "--warmup-shape", "4", "--workers",
+                                                 "1", "--channels", "4", "--arena-bytes", "64K"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   Client client = connect_or_fail(sidecar.name());
   const std::int64_t shape[] = {4};

@@ -1,7 +1,7 @@
 // sidecarctl against the real inference-sidecar: status (ready, warming, gone), infer with .npy
 // files, and the one-line errors and exit codes that scripts rely on.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -181,7 +181,8 @@ TEST_F(SidecarctlTiny, InferWritesTheOutputAsNpyMatchingTheClientLibrary) {
       {"infer", "--name", sidecar_->name(), "--input", scratch_.file("x.npy"), "--output", scratch_.file("y.npy")});
   ASSERT_EQ(infer.exit_code, 0) << describe(infer);
   EXPECT_EQ(infer.err, "");
-  EXPECT_EQ(infer.out.rfind("outputs: [1, 10] float32 -> " + scratch_.file("y.npy") + "; latency: ", 0), 0u) << infer.out;
+  EXPECT_EQ(infer.out.rfind("outputs: [1, 10] float32 -> " + scratch_.file("y.npy") + "; latency: ", 0), 0u)
+      << infer.out;
   EXPECT_EQ(infer.out.substr(infer.out.size() - 4), " us\n") << infer.out;
 
   const NpyContents output = read_test_npy(scratch_.file("y.npy"));
@@ -196,14 +197,14 @@ TEST_F(SidecarctlTiny, InferWritesTheOutputAsNpyMatchingTheClientLibrary) {
   const std::int64_t shape[] = {1, 64};
   auto expected = client->infer(TensorView::of(input, shape), 5s);
   ASSERT_TRUE(expected.ok()) << expected.message();
-  EXPECT_EQ(values_of<float>(output.data), std::vector<float>((*expected)[0].values<float>().begin(),
-                                                              (*expected)[0].values<float>().end()));
+  EXPECT_EQ(values_of<float>(output.data),
+            std::vector<float>((*expected)[0].values<float>().begin(), (*expected)[0].values<float>().end()));
 }
 
 TEST_F(SidecarctlTiny, WrongShapeFailsWithOneLineNamingTheExpectedShape) {
   write_test_npy(scratch_.file("wide.npy"), "<f4", "(2, 64)", std::vector<float>(128, 1.0f));
-  const CommandResult infer = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input",
-                                              scratch_.file("wide.npy"), "--output", scratch_.file("y.npy")});
+  const CommandResult infer = run_sidecarctl(
+      {"infer", "--name", sidecar_->name(), "--input", scratch_.file("wide.npy"), "--output", scratch_.file("y.npy")});
   EXPECT_EQ(infer.exit_code, 5) << describe(infer);
   EXPECT_TRUE(is_one_error_line(infer.err)) << infer.err;
   EXPECT_EQ(infer.err.rfind("sidecarctl: rejected: ", 0), 0u) << infer.err;
@@ -215,13 +216,14 @@ TEST_F(SidecarctlTiny, WrongShapeFailsWithOneLineNamingTheExpectedShape) {
   const CommandResult wrong_dtype = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input",
                                                     scratch_.file("double.npy"), "--output", scratch_.file("y.npy")});
   EXPECT_EQ(wrong_dtype.exit_code, 5) << describe(wrong_dtype);
-  EXPECT_NE(wrong_dtype.err.find("expected [1, 64] float32, got [1, 64] float64"), std::string::npos) << wrong_dtype.err;
+  EXPECT_NE(wrong_dtype.err.find("expected [1, 64] float32, got [1, 64] float64"), std::string::npos)
+      << wrong_dtype.err;
 }
 
 TEST_F(SidecarctlTiny, UnreadableInputFailsWithOneLineNamingTheFile) {
   std::ofstream(scratch_.file("text.npy")) << "not numpy\n";
-  const CommandResult bad_magic = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input",
-                                                  scratch_.file("text.npy"), "--output", scratch_.file("y.npy")});
+  const CommandResult bad_magic = run_sidecarctl(
+      {"infer", "--name", sidecar_->name(), "--input", scratch_.file("text.npy"), "--output", scratch_.file("y.npy")});
   EXPECT_EQ(bad_magic.exit_code, 4) << describe(bad_magic);
   EXPECT_TRUE(is_one_error_line(bad_magic.err)) << bad_magic.err;
   EXPECT_EQ(bad_magic.err.rfind("sidecarctl: " + scratch_.file("text.npy") + ": not a .npy file", 0), 0u)
@@ -235,9 +237,8 @@ TEST_F(SidecarctlTiny, UnreadableInputFailsWithOneLineNamingTheFile) {
 
 TEST_F(SidecarctlTiny, TooManyOutputPathsIsAUsageError) {
   write_test_npy(scratch_.file("x.npy"), "<f4", "(1, 64)", ramp(64));
-  const CommandResult infer =
-      run_sidecarctl({"infer", "--name", sidecar_->name(), "--input", scratch_.file("x.npy"), "--output",
-                      scratch_.file("a.npy"), "--output", scratch_.file("b.npy")});
+  const CommandResult infer = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input", scratch_.file("x.npy"),
+                                              "--output", scratch_.file("a.npy"), "--output", scratch_.file("b.npy")});
   EXPECT_EQ(infer.exit_code, 2) << describe(infer);
   EXPECT_TRUE(is_one_error_line(infer.err)) << infer.err;
   EXPECT_NE(infer.err.find("returns 1 output(s) but 2 --output paths"), std::string::npos) << infer.err;
@@ -246,8 +247,9 @@ TEST_F(SidecarctlTiny, TooManyOutputPathsIsAUsageError) {
 class SidecarctlTwoInputs : public testing::SuiteSidecar<SidecarctlTwoInputs> {
  public:
   static std::vector<std::string> sidecar_args() {
-    return {"--model", model_path("two_in_two_out"), "--warmup-shape", "2x3,2x3:int64", "--channels", "8",
-            "--arena-bytes", "1M"};
+    return {
+        "--model", model_path("two_in_two_out"), "--warmup-shape", "2x3,2x3:int64", "--channels", "8", "--arena-bytes",
+        "1M"};
   }
 
  protected:
@@ -281,8 +283,9 @@ TEST_F(SidecarctlTwoInputs, TwoInputFilesGiveTwoOutputFiles) {
 }
 
 TEST_F(SidecarctlTwoInputs, OneOutputPathIsNumberedForTheOtherOutputs) {
-  const CommandResult infer = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input", scratch_.file("x.npy"),
-                                              "--input", scratch_.file("index.npy"), "--output", scratch_.file("y.npy")});
+  const CommandResult infer =
+      run_sidecarctl({"infer", "--name", sidecar_->name(), "--input", scratch_.file("x.npy"), "--input",
+                      scratch_.file("index.npy"), "--output", scratch_.file("y.npy")});
   ASSERT_EQ(infer.exit_code, 0) << describe(infer);
   expect_outputs(scratch_.file("y.npy"), scratch_.file("y_1.npy"));
 }
@@ -294,9 +297,9 @@ TEST_F(SidecarctlTwoInputs, MissingOrSwappedInputsAreRefused) {
   EXPECT_TRUE(is_one_error_line(one_input.err)) << one_input.err;
   EXPECT_NE(one_input.err.find("the model takes 2 input(s), 1 --input given"), std::string::npos) << one_input.err;
 
-  const CommandResult swapped = run_sidecarctl({"infer", "--name", sidecar_->name(), "--input",
-                                                scratch_.file("index.npy"), "--input", scratch_.file("x.npy"),
-                                                "--output", scratch_.file("y.npy")});
+  const CommandResult swapped =
+      run_sidecarctl({"infer", "--name", sidecar_->name(), "--input", scratch_.file("index.npy"), "--input",
+                      scratch_.file("x.npy"), "--output", scratch_.file("y.npy")});
   EXPECT_EQ(swapped.exit_code, 5) << describe(swapped);
   EXPECT_NE(swapped.err.find("expected ([2, 3] float32, [2, 3] int64)"), std::string::npos) << swapped.err;
 }
@@ -328,8 +331,11 @@ TEST(SidecarctlNoSidecar, StatusAndInferExitOneWithOneLine) {
 }
 
 TEST(SidecarctlNoSidecar, BadCommandLinesExitTwoWithOneLine) {
-  for (const std::vector<std::string>& args : {std::vector<std::string>{}, {"status"}, {"infer", "--name", "x"},
-                                               {"status", "--name", "../etc"}, {"frobnicate"}}) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{},
+                                               {"status"},
+                                               {"infer", "--name", "x"},
+                                               {"status", "--name", "../etc"},
+                                               {"frobnicate"}}) {
     const CommandResult result = run_sidecarctl(args);
     EXPECT_EQ(result.exit_code, 2) << describe(result);
     EXPECT_TRUE(is_one_error_line(result.err)) << result.err;

@@ -38,9 +38,18 @@ const std::string kSysusersPath = std::string(SIDECAR_SOURCE_DIR) + "/systemd/in
 
 constexpr int kWorkers = 2;
 // The demo CNN with a small segment: 2 channels of 1 MiB hold a 1x3x224x224 float32 input.
-const std::vector<std::string> kDemoArgs = {
-    "--model",    model_path("demo"), "--warmup-shape", "1x3x224x224", "--workers",           std::to_string(kWorkers),
-    "--channels", "2",                "--arena-bytes",  "1M",          "--warmup-iterations", "2"};
+const std::vector<std::string> kDemoArgs = {"--model",
+                                            model_path("demo"),
+                                            "--warmup-shape",
+                                            "1x3x224x224",
+                                            "--workers",
+                                            std::to_string(kWorkers),
+                                            "--channels",
+                                            "2",
+                                            "--arena-bytes",
+                                            "1M",
+                                            "--warmup-iterations",
+                                            "2"};
 
 // A fresh directory under /tmp, removed with everything in it when the test ends.
 class TemporaryDirectory {
@@ -198,8 +207,8 @@ TEST(SystemdNotify, ReadyOnlyAfterEveryWorkerWarmedAndStoppingOnSigterm) {
   SidecarProcess sidecar(name, kDemoArgs, {"NOTIFY_SOCKET=" + socket_path});
 
   std::vector<Observation> observations;
-  ASSERT_TRUE(read_until(socket, sidecar, "READY=1", observations))
-      << "no READY=1; messages:\n" << describe(observations) << sidecar.log();
+  ASSERT_TRUE(read_until(socket, sidecar, "READY=1", observations)) << "no READY=1; messages:\n"
+                                                                    << describe(observations) << sidecar.log();
 
   // read_until stopped at the first READY=1, observed as it was read: by then every worker had
   // logged its warm-up, the ready line was out, and the segment said ready.
@@ -215,8 +224,8 @@ TEST(SystemdNotify, ReadyOnlyAfterEveryWorkerWarmedAndStoppingOnSigterm) {
 
   EXPECT_EQ(sidecar.stop(SIGTERM), 0) << sidecar.log();
   std::vector<Observation> after_stop;
-  EXPECT_TRUE(read_until(socket, sidecar, "STOPPING=1", after_stop))
-      << "no STOPPING=1; messages:\n" << describe(after_stop) << sidecar.log();
+  EXPECT_TRUE(read_until(socket, sidecar, "STOPPING=1", after_stop)) << "no STOPPING=1; messages:\n"
+                                                                     << describe(after_stop) << sidecar.log();
   EXPECT_FALSE(segment_exists(sidecar.name()));
 }
 

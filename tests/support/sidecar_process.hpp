@@ -2,12 +2,11 @@
 #pragma once
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <fstream>
@@ -40,8 +39,7 @@ inline bool segment_exists(const std::string& name) {
 class SidecarProcess {
  public:
   // Starts `inference-sidecar --name NAME ARGS...`; stderr and stdout go to a log file.
-  SidecarProcess(std::string name, const std::vector<std::string>& args,
-                 const std::vector<std::string>& extra_env = {})
+  SidecarProcess(std::string name, const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {})
       : name_(std::move(name)), log_path_(unique_log_path(name_)) {
     std::vector<std::string> argv_strings{sidecar_binary(), "--name", name_};
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "sidecar/shared/descriptor_check.hpp"
+
+#include <gtest/gtest.h>
 
 namespace sidecar {
 namespace {

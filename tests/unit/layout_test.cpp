@@ -1,8 +1,9 @@
 // Pins the shared-memory layout. When a test here fails because a struct changed on purpose, bump
 // kLayoutVersion and update the numbers: clients built against the old layout must refuse the new.
+#include "sidecar/shared/layout.hpp"
+
 #include <gtest/gtest.h>
 
-#include "sidecar/shared/layout.hpp"
 #include "sidecar/shared/segment.hpp"
 
 namespace sidecar {

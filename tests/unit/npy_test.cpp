@@ -130,7 +130,8 @@ std::vector<std::byte> npy_with_header(std::string header, const std::vector<std
   for (char c : std::string("\x93NUMPY")) bytes.push_back(static_cast<std::byte>(c));
   bytes.push_back(static_cast<std::byte>(major));
   bytes.push_back(std::byte{0});
-  for (std::size_t i = 0; i < prefix - 8; ++i) bytes.push_back(static_cast<std::byte>((header.size() >> (8 * i)) & 0xff));
+  for (std::size_t i = 0; i < prefix - 8; ++i)
+    bytes.push_back(static_cast<std::byte>((header.size() >> (8 * i)) & 0xff));
   for (char c : header) bytes.push_back(static_cast<std::byte>(c));
   bytes.insert(bytes.end(), data.begin(), data.end());
   return bytes;
@@ -325,7 +326,8 @@ TEST_F(NpyFileTest, WritesVersion2WhenTheHeaderDoesNotFitVersion1) {
   EXPECT_EQ(back.shape, shape);
   EXPECT_EQ(values_of<float>(back), (std::vector<float>{4.0f}));
 
-  const std::vector<std::byte> short_header = encode_npy(TensorView{DType::kFloat32, std::vector<std::int64_t>{1}, &value, sizeof(value)});
+  const std::vector<std::byte> short_header =
+      encode_npy(TensorView{DType::kFloat32, std::vector<std::int64_t>{1}, &value, sizeof(value)});
   EXPECT_EQ(static_cast<int>(short_header[6]), 1);
 }
 
@@ -345,7 +347,8 @@ TEST(NpyHeader, AcceptsAnyKeyOrderQuotingSpacingAndTrailingComma) {
     EXPECT_EQ(tensor.shape, (std::vector<std::int64_t>{2}));
     EXPECT_EQ(values_of<float>(tensor), (std::vector<float>{1.0f, 2.0f}));
   }
-  const Tensor scalar = parse_npy(npy_with_header("{'descr':'<f4','fortran_order':False,'shape':()}", float32_bytes({7.0f})), "s");
+  const Tensor scalar =
+      parse_npy(npy_with_header("{'descr':'<f4','fortran_order':False,'shape':()}", float32_bytes({7.0f})), "s");
   EXPECT_TRUE(scalar.shape.empty());
   const Tensor matrix = parse_npy(npy_with_header("{'descr':'<f4','fortran_order':False,'shape':(1,2,)}", data), "m");
   EXPECT_EQ(matrix.shape, (std::vector<std::int64_t>{1, 2}));

@@ -12,9 +12,9 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
@@ -38,13 +38,13 @@ enum class ErrorCode {
   kUnsupportedOutput,  // the model returned something other than tensors
   kOutputTooLarge,
   kTimeout,
-  kSidecarGone,        // the sidecar stopped or crashed while this client was connected
+  kSidecarGone,  // the sidecar stopped or crashed while this client was connected
   kShuttingDown,
   kDeadlineExceeded,
   kOverloaded,
   kCancelled,
-  kBusy,               // an earlier request that timed out is still running in the sidecar: retry
-  kProtocolError,      // the sidecar answered with something malformed
+  kBusy,           // an earlier request that timed out is still running in the sidecar: retry
+  kProtocolError,  // the sidecar answered with something malformed
 };
 
 const char* error_code_name(ErrorCode code) noexcept;

@@ -50,12 +50,11 @@ inline std::string check_tensor(const TensorDescriptor& tensor, std::uint64_t ar
     return "shape " + describe_shape(tensor.shape) + " has a negative dimension or overflows";
   }
   if (tensor.bytes != expected) {
-    return "byte count " + std::to_string(tensor.bytes) + " does not match shape " +
-           describe_shape(tensor.shape) + ", which needs " + std::to_string(expected);
+    return "byte count " + std::to_string(tensor.bytes) + " does not match shape " + describe_shape(tensor.shape) +
+           ", which needs " + std::to_string(expected);
   }
   if (tensor.offset % kTensorAlignment != 0) {
-    return "offset " + std::to_string(tensor.offset) + " is not " + std::to_string(kTensorAlignment) +
-           "-byte aligned";
+    return "offset " + std::to_string(tensor.offset) + " is not " + std::to_string(kTensorAlignment) + "-byte aligned";
   }
   if (tensor.offset > arena_bytes || tensor.bytes > arena_bytes - tensor.offset) {
     return "bytes [" + std::to_string(tensor.offset) + ", +" + std::to_string(tensor.bytes) +
@@ -74,9 +73,8 @@ inline std::string check_request(const RequestDescriptor& request, std::uint64_t
   }
   if (request.output_offset % kTensorAlignment != 0 || request.output_offset > arena_bytes ||
       request.output_capacity > arena_bytes - request.output_offset) {
-    return "output region [" + std::to_string(request.output_offset) + ", +" +
-           std::to_string(request.output_capacity) + ") is unaligned or outside the channel's arena of " +
-           std::to_string(arena_bytes) + " bytes";
+    return "output region [" + std::to_string(request.output_offset) + ", +" + std::to_string(request.output_capacity) +
+           ") is unaligned or outside the channel's arena of " + std::to_string(arena_bytes) + " bytes";
   }
   return {};
 }

@@ -26,26 +26,20 @@ enum class DType : std::uint8_t {
 constexpr std::size_t dtype_size(DType dtype) noexcept {
   switch (dtype) {
     case DType::kFloat64:
-    case DType::kInt64:
-      return 8;
+    case DType::kInt64: return 8;
     case DType::kFloat32:
-    case DType::kInt32:
-      return 4;
+    case DType::kInt32: return 4;
     case DType::kFloat16:
     case DType::kBFloat16:
-    case DType::kInt16:
-      return 2;
+    case DType::kInt16: return 2;
     case DType::kInt8:
     case DType::kUInt8:
-    case DType::kBool:
-      return 1;
+    case DType::kBool: return 1;
   }
   return 0;
 }
 
-constexpr bool is_known_dtype(std::uint8_t raw) noexcept {
-  return dtype_size(static_cast<DType>(raw)) != 0;
-}
+constexpr bool is_known_dtype(std::uint8_t raw) noexcept { return dtype_size(static_cast<DType>(raw)) != 0; }
 
 constexpr std::string_view dtype_name(DType dtype) noexcept {
   switch (dtype) {

@@ -28,14 +28,12 @@ inline bool futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
     ts.tv_nsec = static_cast<long>(timeout.count() % 1'000'000'000);
     tsp = &ts;
   }
-  const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT, expected,
-                            tsp, nullptr, 0);
+  const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT, expected, tsp, nullptr, 0);
   return !(rc == -1 && errno == ETIMEDOUT);
 }
 
 inline void futex_wake_all(std::atomic<std::uint32_t>* word) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr,
-            nullptr, 0);
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
 }
 
 inline std::uint64_t monotonic_ns() noexcept {

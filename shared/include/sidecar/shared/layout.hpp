@@ -32,11 +32,11 @@ inline constexpr std::uint64_t kSegmentMagic = 0x3152414345444953ull;  // "SIDEC
 inline constexpr std::uint32_t kLayoutVersion = 1;
 
 inline constexpr std::uint32_t kMaxRank = 8;
-inline constexpr std::uint32_t kMaxTensors = 8;       // inputs per request, outputs per response
-inline constexpr std::uint32_t kMaxSignatures = 8;    // warmed input shapes the header describes
+inline constexpr std::uint32_t kMaxTensors = 8;     // inputs per request, outputs per response
+inline constexpr std::uint32_t kMaxSignatures = 8;  // warmed input shapes the header describes
 inline constexpr std::uint32_t kMaxChannels = 256;
-inline constexpr std::uint32_t kRingCapacity = 16;    // descriptors in flight per channel
-inline constexpr std::uint32_t kMessageBytes = 512;   // error text carried in a response
+inline constexpr std::uint32_t kRingCapacity = 16;   // descriptors in flight per channel
+inline constexpr std::uint32_t kMessageBytes = 512;  // error text carried in a response
 inline constexpr std::uint32_t kModelPathBytes = 256;
 inline constexpr std::uint64_t kArenaAlignment = 4096;
 inline constexpr std::uint64_t kTensorAlignment = 64;
@@ -255,12 +255,8 @@ struct SegmentGeometry {
     return g;
   }
 
-  std::uint64_t channel_offset(std::uint32_t index) const noexcept {
-    return channels_offset + channel_stride * index;
-  }
-  std::uint64_t arena_offset(std::uint32_t index) const noexcept {
-    return arenas_offset + arena_bytes * index;
-  }
+  std::uint64_t channel_offset(std::uint32_t index) const noexcept { return channels_offset + channel_stride * index; }
+  std::uint64_t arena_offset(std::uint32_t index) const noexcept { return arenas_offset + arena_bytes * index; }
 };
 
 // "/sidecar.NAME": the name passed to shm_open. Instance names are checked by is_valid_instance_name.
@@ -271,8 +267,8 @@ inline std::string segment_name(const std::string& instance) { return "/sidecar.
 inline bool is_valid_instance_name(const std::string& name) noexcept {
   if (name.empty() || name.size() > 64 || name[0] == '.') return false;
   for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '-' || c == '_' || c == '.';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
     if (!ok) return false;
   }
   return true;

@@ -4,7 +4,6 @@
 
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
-
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -68,8 +67,8 @@ class SegmentMapping {
 // formula and the mapped size.
 inline std::string check_segment_layout(const SegmentMapping& mapping) {
   if (mapping.size() < sizeof(SegmentHeader)) {
-    return "segment " + mapping.name() + " is " + std::to_string(mapping.size()) +
-           " bytes, smaller than a header (" + std::to_string(sizeof(SegmentHeader)) + ")";
+    return "segment " + mapping.name() + " is " + std::to_string(mapping.size()) + " bytes, smaller than a header (" +
+           std::to_string(sizeof(SegmentHeader)) + ")";
   }
   const SegmentHeader& header = *mapping.header();
   const std::uint64_t magic = header.magic.load(std::memory_order_acquire);
@@ -77,8 +76,7 @@ inline std::string check_segment_layout(const SegmentMapping& mapping) {
   if (magic != kSegmentMagic) return "segment " + mapping.name() + " is not an inference-sidecar segment (bad magic)";
   if (header.layout_version != kLayoutVersion) {
     return "layout version mismatch: the sidecar speaks version " + std::to_string(header.layout_version) +
-           ", this client speaks version " + std::to_string(kLayoutVersion) +
-           "; upgrade the older side";
+           ", this client speaks version " + std::to_string(kLayoutVersion) + "; upgrade the older side";
   }
   if (header.header_bytes != sizeof(SegmentHeader) || header.ring_capacity != kRingCapacity ||
       header.channel_count == 0 || header.channel_count > kMaxChannels) {
