@@ -212,10 +212,10 @@ std::string describe_duration(std::uint64_t nanoseconds) {
 int run_status(const std::string& name) {
   namespace bip = boost::interprocess;
   const std::string shm_name = sidecar::segment_name(name);
-  // SegmentMapping maps read-write; nothing below writes through it.
+  // Read-only: watching a sidecar needs no write permission on its segment.
   sidecar::SegmentMapping segment;
   try {
-    segment = sidecar::SegmentMapping::open(shm_name);
+    segment = sidecar::SegmentMapping::open(shm_name, /*read_only=*/true);
   } catch (const bip::interprocess_exception& error) {
     if (error.get_error_code() == bip::not_found_error) {
       return fail(ErrorCode::kNotRunning,

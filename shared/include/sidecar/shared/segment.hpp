@@ -35,16 +35,17 @@ class SegmentMapping {
     return mapping;
   }
 
-  // Maps an existing segment read-write. Throws boost::interprocess::interprocess_exception when
-  // there is none.
-  static SegmentMapping open(const std::string& shm_name) {
+  // Maps an existing segment read-write, or read-only (enough to watch it: sidecarctl status needs
+  // no write permission). Throws boost::interprocess::interprocess_exception when there is none.
+  static SegmentMapping open(const std::string& shm_name, bool read_only = false) {
     namespace bip = boost::interprocess;
+    const bip::mode_t mode = read_only ? bip::read_only : bip::read_write;
     SegmentMapping mapping;
     mapping.name_ = shm_name;
-    bip::shared_memory_object object(bip::open_only, shm_name.c_str(), bip::read_write);
+    bip::shared_memory_object object(bip::open_only, shm_name.c_str(), mode);
     bip::offset_t size = 0;
     if (!object.get_size(size) || size <= 0) throw std::runtime_error("segment " + shm_name + " is empty");
-    mapping.region_ = bip::mapped_region(object, bip::read_write);
+    mapping.region_ = bip::mapped_region(object, mode);
     return mapping;
   }
 
