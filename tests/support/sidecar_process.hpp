@@ -2,6 +2,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -62,8 +63,10 @@ class SidecarProcess {
 
   ~SidecarProcess() {
     if (pid_ > 0 && !exited_) {
+      // A test that failed half-way: the killed sidecar's segment must not outlive the test run.
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
+      ::shm_unlink(segment_name(name_).c_str());
     }
     if (!keep_log_) ::unlink(log_path_.c_str());
   }
