@@ -1,5 +1,6 @@
 // Pins the shared-memory layout. When a test here fails because a struct changed on purpose, bump
 // kLayoutVersion and update the numbers: clients built against the old layout must refuse the new.
+#include "sidecar/shared/cache_layout.hpp"
 #include "sidecar/shared/layout.hpp"
 
 #include <gtest/gtest.h>
@@ -10,7 +11,7 @@ namespace sidecar {
 namespace {
 
 TEST(Layout, DescriptorSizesArePinned) {
-  EXPECT_EQ(kLayoutVersion, 1u);
+  EXPECT_EQ(kLayoutVersion, 2u);
   EXPECT_EQ(sizeof(TensorShape), 72u);
   EXPECT_EQ(sizeof(TensorDescriptor), 96u);
   EXPECT_EQ(sizeof(RequestDescriptor), 832u);
@@ -18,6 +19,26 @@ TEST(Layout, DescriptorSizesArePinned) {
   EXPECT_EQ(offsetof(RequestDescriptor, inputs), 64u);
   EXPECT_EQ(offsetof(ResponseDescriptor, outputs), 64u);
   EXPECT_EQ(offsetof(ResponseDescriptor, message), 64u + 8 * 96u);
+  EXPECT_EQ(offsetof(ResponseDescriptor, flags), 16u);
+  EXPECT_EQ(sizeof(CacheHitRecord), 16u);
+}
+
+TEST(Layout, CacheLayoutIsPinned) {
+  EXPECT_EQ(sizeof(CacheSlot), 64u);
+  EXPECT_EQ(sizeof(CacheTensor), 88u);
+  EXPECT_EQ(sizeof(CacheRecordHeader), 16u);
+  EXPECT_EQ(offsetof(CacheHeader, generation), 128u);
+  EXPECT_EQ(offsetof(CacheHeader, counters), 192u);
+  EXPECT_EQ(sizeof(CacheHeader), 320u);
+  // The budget bounds the whole segment; metadata is about 1/64 of it.
+  for (std::uint64_t budget : {kCacheMinimumBytes, std::uint64_t{1} << 20, std::uint64_t{64} << 20, std::uint64_t{3} << 30}) {
+    const CacheGeometry geometry = CacheGeometry::compute(budget);
+    EXPECT_EQ(geometry.heap_offset + geometry.heap_bytes, budget);
+    EXPECT_EQ(geometry.heap_offset % kCacheRecordAlignment, 0u);
+    EXPECT_GE(geometry.heap_offset, geometry.slots_offset + geometry.slot_count() * sizeof(CacheSlot));
+    EXPECT_LE(geometry.metadata_bytes(), budget / 32) << budget;
+    EXPECT_EQ(std::popcount(geometry.bucket_count), 1);
+  }
 }
 
 TEST(Layout, RingIndicesSitOnTheirOwnCacheLines) {
@@ -32,7 +53,8 @@ TEST(Layout, ChannelAndHeaderArePinned) {
   EXPECT_EQ(alignof(Channel), 64u);
   EXPECT_EQ(offsetof(Channel, response_bell), 64u);
   EXPECT_EQ(offsetof(Channel, requests), 128u);
-  EXPECT_EQ(sizeof(Channel), 128u + sizeof(RequestRing) + sizeof(ResponseRing));
+  EXPECT_EQ(offsetof(Channel, cache_hit_log), 128u + sizeof(RequestRing) + sizeof(ResponseRing));
+  EXPECT_EQ(sizeof(Channel), 128u + sizeof(RequestRing) + sizeof(ResponseRing) + sizeof(HitLogRing));
   EXPECT_EQ(offsetof(SegmentHeader, magic), 0u);
   EXPECT_EQ(offsetof(SegmentHeader, layout_version), 8u);
   EXPECT_EQ(offsetof(SegmentHeader, request_bell) % 64, 0u);

@@ -29,7 +29,7 @@
 namespace sidecar {
 
 inline constexpr std::uint64_t kSegmentMagic = 0x3152414345444953ull;  // "SIDECAR1", little-endian
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;
 
 inline constexpr std::uint32_t kMaxRank = 8;
 inline constexpr std::uint32_t kMaxTensors = 8;     // inputs per request, outputs per response
@@ -80,6 +80,18 @@ enum class Status : std::uint32_t {
 
 // Request flags.
 inline constexpr std::uint32_t kRequestFlagNone = 0;
+// Neither look the inputs up in the result cache nor store the result.
+inline constexpr std::uint32_t kRequestFlagBypassCache = 1u << 0;
+// The client looked the inputs up itself and missed: the sidecar stores the result but does not
+// look again. Only saves work; the sidecar trusts nothing else about it.
+inline constexpr std::uint32_t kRequestFlagCacheChecked = 1u << 1;
+// A control request with no inputs: empty the result cache. The answer's message says how much.
+inline constexpr std::uint32_t kRequestFlagFlushCache = 1u << 2;
+inline constexpr std::uint32_t kRequestFlagsKnown =
+    kRequestFlagBypassCache | kRequestFlagCacheChecked | kRequestFlagFlushCache;
+
+// Response flags.
+inline constexpr std::uint32_t kResponseFlagFromCache = 1u << 0;  // the sidecar answered from its cache
 
 // dtype + shape of one tensor, as stored in descriptors and in the model description.
 struct TensorShape {
@@ -120,8 +132,10 @@ struct ResponseDescriptor {
   std::uint64_t request_id;
   std::uint32_t status;  // a Status value
   std::uint16_t output_count;
-  std::uint16_t message_length;  // bytes of `message` used, 0 when status is kOk
-  std::uint64_t reserved[6];
+  std::uint16_t message_length;  // bytes of `message` used
+  std::uint32_t flags;           // kResponseFlag*
+  std::uint32_t reserved0;
+  std::uint64_t reserved[5];
   TensorDescriptor outputs[kMaxTensors];
   char message[kMessageBytes];
 };
@@ -130,8 +144,19 @@ static_assert(sizeof(ResponseDescriptor) == 64 + kMaxTensors * sizeof(TensorDesc
 static_assert(std::is_trivially_copyable_v<RequestDescriptor> && std::is_standard_layout_v<RequestDescriptor>);
 static_assert(std::is_trivially_copyable_v<ResponseDescriptor> && std::is_standard_layout_v<ResponseDescriptor>);
 
+// A client's hit in the result cache, reported back so that the sidecar's eviction order (LRU) sees
+// it: the slot and the slot's sequence when it was read, so a report about an entry replaced since
+// then is ignored.
+struct CacheHitRecord {
+  std::uint32_t slot;
+  std::uint32_t reserved;
+  std::uint64_t sequence;
+};
+inline constexpr std::uint32_t kHitLogCapacity = 64;  // hits beyond this between two drains are not reported
+
 using RequestRing = SpscRing<RequestDescriptor, kRingCapacity>;
 using ResponseRing = SpscRing<ResponseDescriptor, kRingCapacity>;
+using HitLogRing = SpscRing<CacheHitRecord, kHitLogCapacity>;
 
 // Wakes a waiter in another process without losing the wake-up:
 //   waiter: s = sequence; ++sleepers; if (!condition) futex_wait(sequence, s); --sleepers
@@ -170,11 +195,15 @@ struct alignas(kCacheLine) Channel {
   // The owner's start time (field 22 of /proc/PID/stat): with the pid, it names one process even
   // after the pid is reused.
   std::atomic<std::uint64_t> owner_start_time;
-  std::uint64_t reserved2[4];
+  // Hits this channel's client found in the result cache by itself (client-written; only counted
+  // in the statistics, so a lying client fools nobody but the statistics).
+  std::atomic<std::uint64_t> cache_hits;
+  std::uint64_t reserved2[3];
 
   Doorbell response_bell;  // the sidecar rings it after posting a response
   RequestRing requests;
   ResponseRing responses;
+  HitLogRing cache_hit_log;  // client -> sidecar: which entries its own lookups hit
 };
 static_assert(std::atomic<std::int32_t>::is_always_lock_free);
 static_assert(offsetof(Channel, response_bell) == kCacheLine);

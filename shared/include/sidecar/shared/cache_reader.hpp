@@ -1,0 +1,195 @@
+// Reading the result cache: the key of a request, and the lookup both sides use (a client in its
+// read-only mapping, the sidecar when a client leaves the lookup to it). See cache_layout.hpp.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "sidecar/shared/cache_layout.hpp"
+#include "sidecar/shared/descriptor_check.hpp"
+
+// xxHash (Debian's libxxhash-dev) inlined: XXH3 is as fast as memcpy on large inputs here, and
+// inlining keeps a 256-byte key at ~0.1 us and the client library free of a runtime dependency.
+#ifndef XXH_INLINE_ALL
+#define XXH_INLINE_ALL
+#endif
+#include <xxhash.h>
+
+namespace sidecar {
+
+struct CacheKey {
+  std::uint64_t low = 0;
+  std::uint64_t high = 0;
+  friend bool operator==(const CacheKey&, const CacheKey&) = default;
+};
+
+// A tensor's dtype, shape and bytes, wherever they are: an input as a key sees it, or an output to store.
+struct TensorBytes {
+  TensorShape shape;
+  const void* data = nullptr;
+  std::uint64_t bytes = 0;
+};
+
+// XXH3-128 over the generation, each input's dtype and dims (only the used ones: reserved fields
+// and dims past the rank are not part of an input's identity) and then every input byte.
+inline CacheKey compute_cache_key(std::uint64_t generation, std::span<const TensorBytes> inputs) {
+  // generation, count, then per input: dtype, rank, dims.
+  std::uint8_t prefix[16 + kMaxTensors * (8 + 8 * kMaxRank)];
+  std::size_t used = 0;
+  auto put = [&](const void* bytes, std::size_t size) {
+    std::memcpy(prefix + used, bytes, size);
+    used += size;
+  };
+  const std::uint64_t count = std::min<std::uint64_t>(inputs.size(), kMaxTensors);
+  put(&generation, 8);
+  put(&count, 8);
+  for (std::size_t i = 0; i < count; ++i) {
+    const TensorShape& shape = inputs[i].shape;
+    const std::uint64_t kind = std::uint64_t{shape.dtype} | std::uint64_t{shape.rank} << 8;
+    put(&kind, 8);
+    put(shape.dims, 8 * std::min<std::uint32_t>(shape.rank, kMaxRank));
+  }
+  XXH3_state_t state;
+  XXH3_128bits_reset(&state);
+  XXH3_128bits_update(&state, prefix, used);
+  for (std::size_t i = 0; i < count; ++i) XXH3_128bits_update(&state, inputs[i].data, inputs[i].bytes);
+  const XXH128_hash_t hash = XXH3_128bits_digest(&state);
+  return CacheKey{hash.low64, hash.high64};
+}
+
+inline bool same_dims(const TensorShape& a, const TensorShape& b) noexcept {
+  if (a.dtype != b.dtype || a.rank != b.rank || a.rank > kMaxRank) return false;
+  return std::equal(a.dims, a.dims + a.rank, b.dims);
+}
+
+// Why a mapped cache segment cannot be used, or "" when it can.
+inline std::string check_cache_layout(const std::uint8_t* base, std::uint64_t size, const std::string& name) {
+  if (size < sizeof(CacheHeader)) return "cache segment " + name + " is smaller than its header";
+  const auto& header = *reinterpret_cast<const CacheHeader*>(base);
+  const std::uint64_t magic = header.magic.load(std::memory_order_acquire);
+  if (magic == 0) return "cache segment " + name + " is still being created";
+  if (magic != kCacheMagic) return "cache segment " + name + " is not an inference-sidecar cache (bad magic)";
+  if (header.layout_version != kLayoutVersion) {
+    return "layout version mismatch: the sidecar's cache speaks version " + std::to_string(header.layout_version) +
+           ", this client speaks version " + std::to_string(kLayoutVersion) + "; upgrade the older side";
+  }
+  if (header.segment_bytes < kCacheMinimumBytes) return "cache segment " + name + " has an impossible size";
+  const CacheGeometry geometry = CacheGeometry::compute(header.segment_bytes);
+  if (header.header_bytes != sizeof(CacheHeader) || header.ways != kCacheWays ||
+      header.bucket_count != geometry.bucket_count || header.slots_offset != geometry.slots_offset ||
+      header.heap_offset != geometry.heap_offset || header.heap_bytes != geometry.heap_bytes ||
+      header.segment_bytes != size) {
+    return "cache segment " + name + " has an inconsistent geometry";
+  }
+  return {};
+}
+
+// A hit: which slot, and its sequence when read (for the recency report to the sidecar).
+struct CacheHit {
+  std::uint32_t slot = 0;
+  std::uint64_t sequence = 0;
+};
+
+// The read side of a cache segment, valid while the mapping is. Construct only over a segment that
+// passed check_cache_layout. Lookups are lock-free and never write to the segment.
+class CacheView {
+ public:
+  CacheView() = default;
+  explicit CacheView(const std::uint8_t* base) noexcept
+      : header_(reinterpret_cast<const CacheHeader*>(base)),
+        slots_(reinterpret_cast<const CacheSlot*>(base + header_->slots_offset)),
+        heap_(base + header_->heap_offset),
+        heap_bytes_(header_->heap_bytes),
+        bucket_mask_(header_->bucket_count - 1) {}
+
+  bool attached() const noexcept { return header_ != nullptr; }
+  const CacheHeader& header() const noexcept { return *header_; }
+  // 0 when the cache is closed.
+  std::uint64_t generation() const noexcept { return header_->generation.load(std::memory_order_acquire); }
+  std::uint32_t bucket_of(const CacheKey& key) const noexcept {
+    return static_cast<std::uint32_t>(key.low) & bucket_mask_;
+  }
+
+  // Looks `inputs` up under `key` (computed with `generation`). On a hash match it compares the
+  // stored dtypes, shapes and bytes with the inputs, asks `destination` where to put the outputs,
+  // copies them there, and returns the hit only if the slot did not change meanwhile. A nullopt
+  // means a miss; `destination` may then hold partial bytes, which the caller must not use.
+  //
+  // destination: bool(std::uint32_t count, const CacheTensor* outputs, std::uint8_t** where)
+  // fills where[0..count) with room for each output's bytes, or returns false (no room: a miss).
+  template <typename Destination>
+  std::optional<CacheHit> lookup(const CacheKey& key, std::uint64_t generation, std::span<const TensorBytes> inputs,
+                                 Destination&& destination) const {
+    if (generation == 0 || inputs.size() > kMaxTensors) return std::nullopt;
+    const std::uint32_t first = bucket_of(key) * kCacheWays;
+    for (std::uint32_t way = 0; way < kCacheWays; ++way) {
+      const CacheSlot& slot = slots_[first + way];
+      const std::uint64_t sequence = slot.sequence.load(std::memory_order_acquire);
+      if (sequence & 1) continue;
+      if (slot.key_low.load(std::memory_order_relaxed) != key.low ||
+          slot.key_high.load(std::memory_order_relaxed) != key.high ||
+          slot.generation.load(std::memory_order_relaxed) != generation) {
+        continue;
+      }
+      const std::uint64_t offset = slot.record_offset.load(std::memory_order_relaxed);
+      const std::uint64_t bytes = slot.record_bytes.load(std::memory_order_relaxed);
+      if (copy_if_same(offset, bytes, inputs, destination) && unchanged(slot, sequence)) {
+        return CacheHit{first + way, sequence};
+      }
+      // Keys are unique per bucket: a record that differs or changed underneath is a miss.
+      return std::nullopt;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  static bool unchanged(const CacheSlot& slot, std::uint64_t sequence) noexcept {
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return slot.sequence.load(std::memory_order_relaxed) == sequence;
+  }
+
+  // Compares the record's inputs and copies its outputs out, trusting nothing in it: the writer may
+  // be rewriting it, so every count and offset is checked before it is followed.
+  template <typename Destination>
+  bool copy_if_same(std::uint64_t offset, std::uint64_t bytes, std::span<const TensorBytes> inputs,
+                    Destination& destination) const {
+    if (offset > heap_bytes_ || bytes > heap_bytes_ - offset || bytes < sizeof(CacheRecordHeader)) return false;
+    const std::uint8_t* record = heap_ + offset;
+    CacheRecordHeader header;
+    std::memcpy(&header, record, sizeof header);
+    if (header.input_count != inputs.size() || header.output_count > kMaxTensors) return false;
+    if (cache_record_table_bytes(header.input_count, header.output_count) > bytes) return false;
+    CacheTensor tensors[2 * kMaxTensors];
+    std::memcpy(tensors, record + sizeof header, sizeof(CacheTensor) * (header.input_count + header.output_count));
+    for (std::uint32_t i = 0; i < header.input_count + header.output_count; ++i) {
+      if (tensors[i].offset > bytes || tensors[i].bytes > bytes - tensors[i].offset) return false;
+    }
+    for (std::uint32_t i = 0; i < header.input_count; ++i) {
+      if (!same_dims(tensors[i].shape, inputs[i].shape) || tensors[i].bytes != inputs[i].bytes) return false;
+      if (std::memcmp(record + tensors[i].offset, inputs[i].data, inputs[i].bytes) != 0) return false;
+    }
+    const CacheTensor* outputs = tensors + header.input_count;
+    for (std::uint32_t i = 0; i < header.output_count; ++i) {
+      std::uint64_t expected = 0;
+      if (!shape_byte_size(outputs[i].shape, expected) || expected != outputs[i].bytes) return false;
+    }
+    std::uint8_t* where[kMaxTensors] = {};
+    if (!destination(header.output_count, outputs, where)) return false;
+    for (std::uint32_t i = 0; i < header.output_count; ++i) {
+      std::memcpy(where[i], record + outputs[i].offset, outputs[i].bytes);
+    }
+    return true;
+  }
+
+  const CacheHeader* header_ = nullptr;
+  const CacheSlot* slots_ = nullptr;
+  const std::uint8_t* heap_ = nullptr;
+  std::uint64_t heap_bytes_ = 0;
+  std::uint32_t bucket_mask_ = 0;
+};
+
+}  // namespace sidecar
