@@ -1,5 +1,18 @@
 // sidecar-bench: round-trip latency of a model called in-process and through a real sidecar
-// process, spinning and blocking. Prints a table; --json writes the rows for later comparison.
+// process, spinning and blocking, and of the result cache's hits and misses. Prints a table; --json
+// writes the rows for later comparison.
+//
+// Rows:
+//   in_process        the frozen model called in this process (the floor)
+//   sidecar_spin      through the sidecar, cache bypassed, both sides polling
+//   sidecar_block     the same, both sides sleeping at once
+//   cache_miss        a new input every call, cache on: the client's lookup misses, the sidecar
+//                     runs the model and stores the result
+//   cache_hit_client  the same input every call, looked up by the client in shared memory
+//   cache_hit_sidecar the same input every call, looked up by the sidecar
+//   key_hash, memcmp, memcpy   the pieces of a hit on the model's input bytes, for GB/s
+// The sidecar rows use the zero-copy path (inputs written in place); the cache rows use infer(),
+// whose lookup reads the caller's buffer, so a client-side hit copies nothing into shared memory.
 //
 //   sidecar-bench                                  # makes and measures "tiny" and "demo"
 //   sidecar-bench --model m.pt --shape 1x3x224x224 --json out.json
@@ -26,6 +39,7 @@
 #include "model_zoo.hpp"
 #include "options.hpp"
 #include "sidecar/client.hpp"
+#include "sidecar/shared/cache_reader.hpp"
 
 extern char** environ;
 
@@ -41,6 +55,7 @@ struct Row {
   double p99_us = 0;
   double p999_us = 0;
   std::size_t requests = 0;
+  std::uint64_t bytes = 0;  // input bytes, for the rows that report GB/s
 };
 
 struct ModelCase {
@@ -56,7 +71,7 @@ Row summarize(std::string name, const std::string& model, std::vector<double> la
     const auto index = static_cast<std::size_t>(quantile * static_cast<double>(latencies_us.size() - 1));
     return latencies_us[index];
   };
-  return Row{std::move(name), model, at(0.50), at(0.99), at(0.999), latencies_us.size()};
+  return Row{std::move(name), model, at(0.50), at(0.99), at(0.999), latencies_us.size(), 0};
 }
 
 std::vector<float> random_input(std::uint64_t elements) {
@@ -219,7 +234,7 @@ Row measure_sidecar(const std::string& row_name, const ModelCase& model, const s
       if (!buffer.ok()) throw std::runtime_error(buffer.message());
       std::memcpy(buffer->data(), inputs[i].data(), buffer->size());
     }
-    auto outputs = client->run(std::chrono::seconds(60));
+    auto outputs = client->run(std::chrono::seconds(60), CachePolicy::kBypass);
     if (!outputs.ok()) throw std::runtime_error(row_name + ": " + outputs.message());
     checksum += (*outputs)[0].values<float>()[0];
     const auto end = Clock::now();
@@ -229,19 +244,135 @@ Row measure_sidecar(const std::string& row_name, const ModelCase& model, const s
   return summarize(row_name, model.name, std::move(latencies));
 }
 
+enum class CacheRow { kMiss, kHitInClient, kHitInSidecar };
+
+Row measure_cache(CacheRow kind, const ModelCase& model, const std::string& binary) {
+  const char* row_name = kind == CacheRow::kMiss           ? "cache_miss"
+                         : kind == CacheRow::kHitInClient ? "cache_hit_client"
+                                                          : "cache_hit_sidecar";
+  const std::string name = "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + model.name;
+  SidecarChild child(binary, {"--model", model.path, "--name", name, "--warmup-shape", signature_text(model.signature),
+                              "--workers", "1", "--spin-us", "1000000", "--channels", "2", "--warmup-iterations", "20",
+                              "--cache-bytes", "256M"});
+  ConnectOptions options;
+  options.timeout = std::chrono::minutes(5);
+  options.spin = std::chrono::seconds(1);
+  options.cache_lookup = kind == CacheRow::kHitInSidecar ? CacheLookup::kInSidecar : CacheLookup::kInClient;
+  auto client = Client::connect(name, options);
+  if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child.log());
+
+  std::vector<std::vector<float>> inputs;
+  std::vector<TensorView> views;
+  for (const TensorShape& shape : model.signature) inputs.push_back(random_input(element_count_of(shape)));
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const TensorShape& shape = model.signature[i];
+    views.push_back(TensorView::of(inputs[i], std::span<const std::int64_t>(shape.dims, shape.rank)));
+  }
+  const CacheOutcome expected = kind == CacheRow::kMiss          ? CacheOutcome::kMiss
+                                : kind == CacheRow::kHitInClient ? CacheOutcome::kHitInClient
+                                                                 : CacheOutcome::kHitInSidecar;
+  std::vector<double> latencies;
+  const std::size_t skip = discarded(model.requests);
+  float checksum = 0;
+  for (std::size_t r = 0; r < model.requests + skip; ++r) {
+    // A miss needs an input never seen before: change one element, outside the timed part.
+    if (kind == CacheRow::kMiss) inputs[0][r % inputs[0].size()] += 1.0f;
+    const auto start = Clock::now();
+    auto outputs = client->infer(views, std::chrono::seconds(60));
+    const auto end = Clock::now();
+    if (!outputs.ok()) throw std::runtime_error(std::string(row_name) + ": " + outputs.message());
+    checksum += (*outputs)[0].values<float>()[0];
+    // The first call of a hit row stores the result; every measured call must be what the row says.
+    if (r >= skip && client->last_cache_outcome() != expected) {
+      throw std::runtime_error(std::string(row_name) + ": call " + std::to_string(r) + " was a " +
+                               cache_outcome_name(client->last_cache_outcome()));
+    }
+    if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+  }
+  if (checksum != checksum) std::cerr << "(NaN outputs)\n";
+  return summarize(row_name, model.name, std::move(latencies));
+}
+
+// What a client-side hit is made of, on the model's input bytes: hashing them once, comparing them
+// with the stored copy, and, for scale, copying them. All in cache-warm buffers, as in the hit rows.
+std::vector<Row> measure_hit_parts(const ModelCase& model) {
+  std::uint64_t bytes = 0;
+  for (const TensorShape& shape : model.signature) bytes += element_count_of(shape) * sizeof(float);
+  std::vector<std::uint8_t> input(bytes), stored(bytes), copy(bytes);
+  for (std::size_t i = 0; i < bytes; ++i) input[i] = stored[i] = static_cast<std::uint8_t>(i * 131);
+  TensorShape flat{};
+  flat.dtype = static_cast<std::uint8_t>(DType::kUInt8);
+  flat.rank = 1;
+  flat.dims[0] = static_cast<std::int64_t>(bytes);
+  const TensorBytes keyed[] = {TensorBytes{flat, input.data(), bytes}};
+  const std::size_t calls = std::max<std::size_t>(model.requests, 2000);
+  std::uint64_t sink = 0;
+  auto time = [&](const char* name, auto&& body) {
+    std::vector<double> latencies;
+    for (std::size_t r = 0; r < calls; ++r) {
+      const auto start = Clock::now();
+      body();
+      latencies.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+    }
+    return summarize(name, model.name, std::move(latencies));
+  };
+  std::vector<Row> rows;
+  rows.push_back(time("key_hash", [&] { sink += compute_cache_key(1, keyed).low; }));
+  rows.push_back(time("memcmp", [&] { sink += std::memcmp(input.data(), stored.data(), bytes) == 0; }));
+  rows.push_back(time("memcpy", [&] {
+    std::memcpy(copy.data(), input.data(), bytes);
+    sink += copy[bytes / 2];
+  }));
+  if (sink == 42) std::fprintf(stderr, " ");
+  for (Row& row : rows) row.bytes = bytes;
+  return rows;
+}
+
 void print_table(const std::vector<Row>& rows) {
-  std::printf("%-14s %-8s %12s %12s %12s %10s\n", "row", "model", "p50_us", "p99_us", "p99.9_us", "requests");
+  std::printf("%-18s %-8s %12s %12s %12s %10s\n", "row", "model", "p50_us", "p99_us", "p99.9_us", "requests");
   for (const Row& row : rows) {
-    std::printf("%-14s %-8s %12.2f %12.2f %12.2f %10zu\n", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us,
+    std::printf("%-18s %-8s %12.2f %12.2f %12.2f %10zu\n", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us,
                 row.p999_us, row.requests);
   }
   // The sidecar's cost over calling the model in-process, per model.
   for (const Row& in_process : rows) {
     if (in_process.name != "in_process") continue;
     for (const Row& row : rows) {
-      if (row.model != in_process.model || row.name == "in_process") continue;
-      std::printf("added by %-13s on %-6s p50 %+9.2f us   p99 %+9.2f us\n", row.name.c_str(), row.model.c_str(),
+      if (row.model != in_process.model || row.name == "in_process" || row.bytes != 0) continue;
+      std::printf("added by %-17s on %-6s p50 %+9.2f us   p99 %+9.2f us\n", row.name.c_str(), row.model.c_str(),
                   row.p50_us - in_process.p50_us, row.p99_us - in_process.p99_us);
+    }
+  }
+}
+
+// A client-side hit against the model's forward, and its pieces in GB/s of input.
+void print_cache_summary(const std::vector<Row>& rows) {
+  auto find = [&](const std::string& name, const std::string& model) -> const Row* {
+    for (const Row& row : rows)
+      if (row.name == name && row.model == model) return &row;
+    return nullptr;
+  };
+  for (const Row& hit : rows) {
+    if (hit.name != "cache_hit_client") continue;
+    const Row* forward = find("in_process", hit.model);
+    const Row* miss = find("cache_miss", hit.model);
+    if (forward) {
+      std::printf("cache_hit_client on %-6s p50 %.2f us = 1/%.0f of the in-process forward", hit.model.c_str(),
+                  hit.p50_us, forward->p50_us / hit.p50_us);
+      if (miss) std::printf(", 1/%.0f of a miss", miss->p50_us / hit.p50_us);
+      std::printf("\n");
+    }
+    const Row* hash = find("key_hash", hit.model);
+    const Row* compare = find("memcmp", hit.model);
+    const Row* copy = find("memcpy", hit.model);
+    if (hash && compare && copy) {
+      const double bytes = static_cast<double>(hash->bytes);
+      auto gbps = [&](double us) { return bytes / (us * 1e3); };
+      std::printf(
+          "  on its %.0f input bytes: whole hit %.1f GB/s of input; hash %.2f us (%.1f GB/s), compare %.2f us "
+          "(%.1f GB/s), memcpy %.2f us (%.1f GB/s)\n",
+          bytes, gbps(hit.p50_us), hash->p50_us, gbps(hash->p50_us), compare->p50_us, gbps(compare->p50_us),
+          copy->p50_us, gbps(copy->p50_us));
     }
   }
 }
@@ -254,8 +385,10 @@ void write_json(const std::string& path, const std::vector<Row>& rows) {
     char line[512];
     std::snprintf(
         line, sizeof line,
-        "%s\n {\"name\":\"%s\",\"model\":\"%s\",\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"requests\":%zu}",
-        i ? "," : "", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us, row.p999_us, row.requests);
+        "%s\n {\"name\":\"%s\",\"model\":\"%s\",\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"requests\":%zu,"
+        "\"input_bytes\":%llu}",
+        i ? "," : "", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us, row.p999_us, row.requests,
+        static_cast<unsigned long long>(row.bytes));
     out << line;
   }
   out << "\n]}\n";
@@ -273,6 +406,8 @@ int run(int argc, char** argv) {
   app.add_option("--sidecar", sidecar_binary, "inference-sidecar binary");
   bool no_pin = false;
   app.add_flag("--no-pin", no_pin, "let the scheduler place the client and the sidecar");
+  bool no_cache = false;
+  app.add_flag("--no-cache-rows", no_cache, "skip the cache rows");
   CLI11_PARSE(app, argc, argv);
   placement = plan_placement(!no_pin);
   if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);
@@ -309,9 +444,16 @@ int run(int argc, char** argv) {
     // Spinning: both sides poll for a second before they would sleep, i.e. never under load.
     rows.push_back(measure_sidecar("sidecar_spin", model, sidecar_binary, std::chrono::seconds(1)));
     rows.push_back(measure_sidecar("sidecar_block", model, sidecar_binary, std::chrono::microseconds(0)));
+    if (!no_cache) {
+      rows.push_back(measure_cache(CacheRow::kMiss, model, sidecar_binary));
+      rows.push_back(measure_cache(CacheRow::kHitInClient, model, sidecar_binary));
+      rows.push_back(measure_cache(CacheRow::kHitInSidecar, model, sidecar_binary));
+      for (Row& row : measure_hit_parts(model)) rows.push_back(std::move(row));
+    }
   }
   if (model_path.empty()) std::filesystem::remove_all(scratch);
   print_table(rows);
+  print_cache_summary(rows);
   if (!json_path.empty()) write_json(json_path, rows);
   return 0;
 }

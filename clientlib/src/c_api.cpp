@@ -87,6 +87,21 @@ sidecar_status sidecar_infer(sidecar_client* client, const sidecar_tensor* input
   return SIDECAR_OK;
 }
 
+sidecar_status sidecar_set_cache_lookup(sidecar_client* client, sidecar_cache_lookup lookup) {
+  if (client == nullptr) return SIDECAR_INVALID_ARGUMENT;
+  if (lookup != SIDECAR_CACHE_IN_CLIENT && lookup != SIDECAR_CACHE_IN_SIDECAR && lookup != SIDECAR_CACHE_OFF) {
+    return fail(client, sidecar::ErrorCode::kInvalidArgument, "unknown cache lookup " + std::to_string(lookup));
+  }
+  client->client.set_cache_lookup(static_cast<sidecar::CacheLookup>(lookup));
+  return SIDECAR_OK;
+}
+
+int sidecar_last_call_cached(const sidecar_client* client) {
+  if (client == nullptr) return 0;
+  const sidecar::CacheOutcome outcome = client->client.last_cache_outcome();
+  return outcome == sidecar::CacheOutcome::kHitInClient || outcome == sidecar::CacheOutcome::kHitInSidecar;
+}
+
 const char* sidecar_last_error(const sidecar_client* client) { return client ? client->last_error.c_str() : ""; }
 
 const char* sidecar_status_name(sidecar_status status) {

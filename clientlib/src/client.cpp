@@ -7,7 +7,9 @@
 #include <cstring>
 #include <thread>
 
+#include "sidecar/shared/cache_reader.hpp"
 #include "sidecar/shared/descriptor_check.hpp"
+#include "sidecar/shared/output_region.hpp"
 #include "sidecar/shared/process_identity.hpp"
 #include "sidecar/shared/segment.hpp"
 
@@ -42,6 +44,16 @@ const char* error_code_name(ErrorCode code) noexcept {
     case ErrorCode::kCancelled: return "cancelled";
     case ErrorCode::kBusy: return "busy";
     case ErrorCode::kProtocolError: return "protocol error";
+  }
+  return "unknown";
+}
+
+const char* cache_outcome_name(CacheOutcome outcome) noexcept {
+  switch (outcome) {
+    case CacheOutcome::kNotUsed: return "not used";
+    case CacheOutcome::kMiss: return "miss";
+    case CacheOutcome::kHitInClient: return "hit in client";
+    case CacheOutcome::kHitInSidecar: return "hit in sidecar";
   }
   return "unknown";
 }
@@ -100,6 +112,13 @@ struct Client::Impl {
   SpscConsumer<ResponseRing> responses;
   std::uint64_t spin_ns = 0;
 
+  // The sidecar's result cache, mapped read-only; not attached when it has none.
+  SegmentMapping cache_segment;
+  CacheView cache;
+  CacheLookup cache_lookup = CacheLookup::kInClient;
+  CacheOutcome last_cache_outcome = CacheOutcome::kNotUsed;
+  SpscProducer<HitLogRing> hit_log;
+
   std::uint64_t next_request_id = 1;
   // A request that timed out: the sidecar may still write its outputs into the arena, so the arena
   // is not reused until its answer arrives.
@@ -139,6 +158,131 @@ struct Client::Impl {
     responses.pop();
     unanswered_request_id = 0;
     return {ErrorCode::kOk, {}};
+  }
+
+  // Maps the sidecar's cache read-only, if it has one. Without it, the sidecar does the lookups.
+  std::pair<ErrorCode, std::string> attach_cache() {
+    const std::string name = cache_segment_name(instance);
+    try {
+      cache_segment = SegmentMapping::open(name, /*read_only=*/true);
+    } catch (const std::exception&) {
+      return {ErrorCode::kOk, {}};  // no cache (--cache-bytes 0)
+    }
+    const std::string problem = check_cache_layout(cache_segment.base(), cache_segment.size(), name);
+    if (problem.rfind("layout version mismatch", 0) == 0) return {ErrorCode::kLayoutMismatch, problem};
+    const auto& cache_header = *reinterpret_cast<const CacheHeader*>(cache_segment.base());
+    const SegmentHeader& header = *segment.header();
+    // A cache left by an earlier sidecar of this name holds another model's results.
+    if (!problem.empty() || cache_header.sidecar_pid != header.sidecar_pid ||
+        cache_header.sidecar_start_time != header.sidecar_start_time) {
+      cache_segment = SegmentMapping();
+      return {ErrorCode::kOk, {}};
+    }
+    cache = CacheView(cache_segment.base());
+    return {ErrorCode::kOk, {}};
+  }
+
+  bool looks_up_here(CachePolicy policy) const noexcept {
+    return policy == CachePolicy::kUse && cache_lookup == CacheLookup::kInClient && cache.attached();
+  }
+
+  // Flags for a request that missed (or skipped) the lookup here.
+  std::uint32_t cache_flags(CachePolicy policy) {
+    if (!cache.attached()) {
+      // The sidecar has no cache (or one this client cannot read, and then it looks up itself).
+      last_cache_outcome = CacheOutcome::kNotUsed;
+      return policy == CachePolicy::kBypass || cache_lookup == CacheLookup::kOff ? kRequestFlagBypassCache
+                                                                                 : kRequestFlagNone;
+    }
+    if (policy == CachePolicy::kBypass || cache_lookup == CacheLookup::kOff) {
+      last_cache_outcome = CacheOutcome::kNotUsed;
+      return kRequestFlagBypassCache;
+    }
+    last_cache_outcome = CacheOutcome::kMiss;  // until the sidecar says it answered from its cache
+    return looks_up_here(policy) ? kRequestFlagCacheChecked : kRequestFlagNone;
+  }
+
+  // A hit found here: counted, and reported so that the sidecar keeps the entry warm. Reports that
+  // do not fit the log are dropped; they only inform the eviction order.
+  void record_client_hit(const CacheHit& hit) {
+    last_cache_outcome = CacheOutcome::kHitInClient;
+    channel->cache_hits.store(channel->cache_hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    if (CacheHitRecord* record = hit_log.try_claim()) {
+      *record = CacheHitRecord{hit.slot, 0, hit.sequence};
+      hit_log.publish();
+    }
+  }
+
+  // A hit needs no answer from the sidecar, so this is where a client notices a dead sidecar whose
+  // cache it still maps: at most every kLivenessCheckNs.
+  bool sidecar_alive_for_hits() {
+    const std::uint64_t now = monotonic_ns();
+    if (now - last_liveness_check_ns < kLivenessCheckNs) return true;
+    last_liveness_check_ns = now;
+    return sidecar_alive();
+  }
+
+  // Looks the pending request's inputs (in the arena) up and, on a hit, places the outputs in the
+  // arena's output region as the sidecar would and points output_views at them.
+  bool answer_pending_from_cache(const RequestDescriptor& request) {
+    TensorBytes inputs[kMaxTensors];
+    for (std::uint32_t i = 0; i < request.input_count; ++i) {
+      inputs[i] = TensorBytes{request.inputs[i].shape, arena + request.inputs[i].offset, request.inputs[i].bytes};
+    }
+    const std::span<const TensorBytes> keyed(inputs, request.input_count);
+    const OutputRegion region{request.output_offset, request.output_capacity};
+    TensorDescriptor outputs[kMaxTensors];
+    std::uint32_t output_count = 0;
+    const std::uint64_t generation = cache.generation();
+    const auto hit = cache.lookup(compute_cache_key(generation, keyed), generation, keyed,
+                                  [&](std::uint32_t count, const CacheTensor* found, std::uint8_t** where) {
+                                    std::uint64_t sizes[kMaxTensors];
+                                    std::uint64_t offsets[kMaxTensors];
+                                    for (std::uint32_t i = 0; i < count; ++i) sizes[i] = found[i].bytes;
+                                    if (!region.place(sizes, count, offsets)) return false;
+                                    for (std::uint32_t i = 0; i < count; ++i) {
+                                      outputs[i] = TensorDescriptor{};
+                                      outputs[i].shape = found[i].shape;
+                                      outputs[i].offset = offsets[i];
+                                      outputs[i].bytes = found[i].bytes;
+                                      where[i] = arena + offsets[i];
+                                    }
+                                    output_count = count;
+                                    return true;
+                                  });
+    if (!hit) return false;
+    record_client_hit(*hit);
+    set_output_views(outputs, output_count);
+    return true;
+  }
+
+  void set_output_views(const TensorDescriptor* outputs, std::uint32_t count) {
+    output_dims.assign(static_cast<std::size_t>(count) * kMaxRank, 0);
+    output_views.clear();
+    for (std::uint32_t i = 0; i < count; ++i) {
+      const TensorDescriptor& tensor = outputs[i];
+      std::copy(tensor.shape.dims, tensor.shape.dims + tensor.shape.rank, output_dims.begin() + i * kMaxRank);
+      output_views.push_back(
+          TensorView{static_cast<DType>(tensor.shape.dtype),
+                     std::span<const std::int64_t>(output_dims.data() + i * kMaxRank, tensor.shape.rank),
+                     arena + tensor.offset, tensor.bytes});
+    }
+  }
+
+  // Posts `request` and waits for its answer, which is then at responses.front().
+  std::pair<ErrorCode, std::string> post_and_await(RequestDescriptor& request, std::uint64_t deadline_ns) {
+    request.request_id = next_request_id++;
+    // The sidecar drops the request unrun once this passes: an abandoned request costs no forward.
+    request.deadline_ns = deadline_ns;
+    RequestDescriptor* slot = requests.try_claim();
+    if (slot == nullptr) return {ErrorCode::kProtocolError, "the request ring is full or corrupt"};
+    // Only the used part of the 832-byte descriptor: this is the hot path.
+    std::memcpy(slot, &request, offsetof(RequestDescriptor, inputs) + sizeof(TensorDescriptor) * request.input_count);
+    requests.publish();
+    segment.header()->request_bell.ring();
+    auto [code, message] = await_response(request.request_id, deadline_ns);
+    if (code == ErrorCode::kTimeout) unanswered_request_id = request.request_id;
+    return {code, message};
   }
 
   // Waits for the answer to `request_id`; on success the response is at responses.front().
@@ -187,8 +331,6 @@ struct Client::Impl {
     }
     std::memcpy(response.outputs, shared->outputs, sizeof(TensorDescriptor) * count);
     responses.pop();
-    output_dims.assign(static_cast<std::size_t>(count) * kMaxRank, 0);
-    output_views.clear();
     for (std::uint32_t i = 0; i < count; ++i) {
       const TensorDescriptor& tensor = response.outputs[i];
       std::string problem = check_tensor(tensor, arena_bytes);
@@ -197,12 +339,9 @@ struct Client::Impl {
         problem = "outside the output region";
       }
       if (!problem.empty()) return {ErrorCode::kProtocolError, "output " + std::to_string(i) + ": " + problem};
-      std::copy(tensor.shape.dims, tensor.shape.dims + tensor.shape.rank, output_dims.begin() + i * kMaxRank);
-      output_views.push_back(
-          TensorView{static_cast<DType>(tensor.shape.dtype),
-                     std::span<const std::int64_t>(output_dims.data() + i * kMaxRank, tensor.shape.rank),
-                     arena + tensor.offset, tensor.bytes});
     }
+    if (response.flags & kResponseFlagFromCache) last_cache_outcome = CacheOutcome::kHitInSidecar;
+    set_output_views(response.outputs, count);
     return {ErrorCode::kOk, {}};
   }
 };
@@ -213,6 +352,8 @@ Client& Client::operator=(Client&&) noexcept = default;
 Client::~Client() = default;
 
 const ModelInfo& Client::model() const noexcept { return impl_->model; }
+CacheOutcome Client::last_cache_outcome() const noexcept { return impl_->last_cache_outcome; }
+void Client::set_cache_lookup(CacheLookup lookup) noexcept { impl_->cache_lookup = lookup; }
 
 void Client::reset_inputs() noexcept {
   impl_->pending.input_count = 0;
@@ -281,6 +422,8 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
   model.started_unix_ns = header.started_unix_ns;
   model.channel_count = header.channel_count;
   model.arena_bytes = geometry.arena_bytes;
+  impl->cache_lookup = options.cache_lookup;
+  if (auto [code, message] = impl->attach_cache(); code != ErrorCode::kOk) return {code, message};
 
   const std::uint64_t own_start_time = process_start_time(::getpid());
   // Claim a free channel: the CAS makes it ours; the sidecar recycles it when we detach or die.
@@ -304,6 +447,7 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
       impl->arena_bytes = geometry.arena_bytes;
       impl->requests = SpscProducer<RequestRing>(&channel->requests);
       impl->responses = SpscConsumer<ResponseRing>(&channel->responses);
+      impl->hit_log = SpscProducer<HitLogRing>(&channel->cache_hit_log);
       header.active_channels[i / 64].fetch_or(1ull << (i % 64), std::memory_order_acq_rel);
       return Client(std::move(impl));
     }
@@ -356,11 +500,15 @@ Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const s
   return std::span<std::byte>(reinterpret_cast<std::byte*>(impl.arena + offset), bytes);
 }
 
-Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeout) {
+Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeout, CachePolicy policy) {
+  return send_pending(timeout, policy, /*looked_up=*/false);
+}
+
+Result<std::span<const TensorView>> Client::send_pending(std::chrono::microseconds timeout, CachePolicy policy,
+                                                         bool looked_up) {
   Impl& impl = *impl_;
   const std::uint64_t deadline_ns = deadline_after(timeout);
-  // The request is taken over from `pending`, which is left empty for the next one. Only the used
-  // part of the 832-byte descriptor is ever copied: this is the hot path.
+  // The request is taken over from `pending`, which is left empty for the next one.
   RequestDescriptor& request = impl.pending;
   impl.arena_cursor = 0;
   struct ResetPending {
@@ -374,33 +522,40 @@ Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeou
   for (std::uint32_t i = 0; i < request.input_count; ++i) {
     inputs_end = std::max(inputs_end, request.inputs[i].offset + request.inputs[i].bytes);
   }
-  request.request_id = impl.next_request_id++;
-  // The sidecar drops the request unrun once this passes: an abandoned request costs no forward.
-  request.deadline_ns = deadline_ns;
   request.output_offset = align_up(inputs_end, kTensorAlignment);
   request.output_capacity = request.output_offset < impl.arena_bytes ? impl.arena_bytes - request.output_offset : 0;
   if (request.output_capacity == 0) request.output_offset = 0;
 
-  RequestDescriptor* slot = impl.requests.try_claim();
-  if (slot == nullptr) return {ErrorCode::kProtocolError, "the request ring is full or corrupt"};
-  std::memcpy(slot, &request, offsetof(RequestDescriptor, inputs) + sizeof(TensorDescriptor) * request.input_count);
-  impl.requests.publish();
-  impl.segment.header()->request_bell.ring();
-
-  auto [code, message] = impl.await_response(request.request_id, deadline_ns);
-  if (code != ErrorCode::kOk) {
-    if (code == ErrorCode::kTimeout) impl.unanswered_request_id = request.request_id;
-    return {code, message};
+  request.flags = impl.cache_flags(policy);
+  if (impl.looks_up_here(policy) && !looked_up) {
+    if (!impl.sidecar_alive_for_hits()) {
+      return {ErrorCode::kSidecarGone, "sidecar '" + impl.instance + "' is gone"};
+    }
+    if (impl.answer_pending_from_cache(request)) return std::span<const TensorView>(impl.output_views);
   }
+
+  auto [code, message] = impl.post_and_await(request, deadline_ns);
+  if (code != ErrorCode::kOk) return {code, message};
   auto [taken, problem] = impl.take_response(request);
   if (taken != ErrorCode::kOk) return {taken, problem};
   return std::span<const TensorView>(impl.output_views);
 }
 
-Result<std::vector<Tensor>> Client::infer(std::span<const TensorView> inputs, std::chrono::microseconds timeout) {
+Result<std::vector<Tensor>> Client::infer(std::span<const TensorView> inputs, std::chrono::microseconds timeout,
+                                          CachePolicy policy) {
+  Impl& impl = *impl_;
   reset_inputs();
-  if (auto [code, message] = impl_->settle_unanswered(deadline_after(timeout)); code != ErrorCode::kOk) {
+  if (auto [code, message] = impl.settle_unanswered(deadline_after(timeout)); code != ErrorCode::kOk) {
     return {code, message};
+  }
+  bool looked_up = false;
+  if (impl.looks_up_here(policy) && inputs.size() <= kMaxTensors) {
+    // Looked up in the caller's own buffers: a hit does not even copy the inputs to shared memory.
+    if (auto hit = lookup_in_client(inputs); hit.has_value()) {
+      if (!hit->ok()) return {hit->code(), hit->message()};
+      return std::move(*hit);
+    }
+    looked_up = true;
   }
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const TensorView& input = inputs[i];
@@ -414,12 +569,128 @@ Result<std::vector<Tensor>> Client::infer(std::span<const TensorView> inputs, st
     }
     if (input.bytes) std::memcpy(buffer->data(), input.data, input.bytes);
   }
-  auto outputs = run(timeout);
+  auto outputs = send_pending(timeout, policy, looked_up);
   if (!outputs.ok()) return {outputs.code(), outputs.message()};
   std::vector<Tensor> copies;
   copies.reserve(outputs->size());
   for (const TensorView& view : *outputs) copies.push_back(Tensor::copy_of(view));
   return copies;
+}
+
+// nullopt: a miss (or inputs the normal path must refuse); else the hit's outputs, or an error.
+std::optional<Result<std::vector<Tensor>>> Client::lookup_in_client(std::span<const TensorView> inputs) {
+  Impl& impl = *impl_;
+  TensorBytes keyed[kMaxTensors];
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const TensorView& input = inputs[i];
+    if (input.shape.size() > kMaxRank) return std::nullopt;
+    TensorShape shape{};
+    shape.dtype = static_cast<std::uint8_t>(input.dtype);
+    shape.rank = static_cast<std::uint8_t>(input.shape.size());
+    std::copy(input.shape.begin(), input.shape.end(), shape.dims);
+    std::uint64_t bytes = 0;
+    if (!shape_byte_size(shape, bytes) || bytes != input.bytes) return std::nullopt;
+    keyed[i] = TensorBytes{shape, input.data, input.bytes};
+  }
+  if (!impl.sidecar_alive_for_hits()) {
+    return Result<std::vector<Tensor>>{ErrorCode::kSidecarGone, "sidecar '" + impl.instance + "' is gone"};
+  }
+  const std::span<const TensorBytes> key_inputs(keyed, inputs.size());
+  std::vector<Tensor> outputs;
+  const std::uint64_t generation = impl.cache.generation();
+  const auto hit = impl.cache.lookup(compute_cache_key(generation, key_inputs), generation, key_inputs,
+                                     [&](std::uint32_t count, const CacheTensor* found, std::uint8_t** where) {
+                                       outputs.resize(count);
+                                       for (std::uint32_t i = 0; i < count; ++i) {
+                                         outputs[i].dtype = static_cast<DType>(found[i].shape.dtype);
+                                         outputs[i].shape.assign(found[i].shape.dims,
+                                                                 found[i].shape.dims + found[i].shape.rank);
+                                         outputs[i].data.resize(found[i].bytes);
+                                         where[i] = reinterpret_cast<std::uint8_t*>(outputs[i].data.data());
+                                       }
+                                       return true;
+                                     });
+  if (!hit) return std::nullopt;
+  impl.record_client_hit(*hit);
+  return Result<std::vector<Tensor>>(std::move(outputs));
+}
+
+namespace {
+CacheStats stats_of(const CacheHeader& header) {
+  CacheStats stats;
+  const CacheCounters& counters = header.counters;
+  stats.enabled = true;
+  stats.budget_bytes = header.segment_bytes;
+  stats.max_entry_bytes = header.max_entry_bytes;
+  stats.generation = header.generation.load(std::memory_order_acquire);
+  stats.bytes_used = counters.bytes_used.load(std::memory_order_relaxed);
+  stats.entries = counters.entries.load(std::memory_order_relaxed);
+  stats.client_hits = counters.client_hits.load(std::memory_order_relaxed);
+  stats.sidecar_hits = counters.sidecar_hits.load(std::memory_order_relaxed);
+  stats.misses = counters.misses.load(std::memory_order_relaxed);
+  stats.inserts = counters.inserts.load(std::memory_order_relaxed);
+  stats.evictions = counters.evictions.load(std::memory_order_relaxed);
+  stats.too_large = counters.too_large.load(std::memory_order_relaxed);
+  stats.flushes = counters.flushes.load(std::memory_order_relaxed);
+  return stats;
+}
+}  // namespace
+
+CacheStats Client::cache_stats() const {
+  if (!impl_->cache.attached()) return CacheStats{};
+  return stats_of(impl_->cache.header());
+}
+
+Result<CacheStats> read_cache_stats(const std::string& name) {
+  if (!is_valid_instance_name(name)) return {ErrorCode::kInvalidArgument, "'" + name + "' is not a valid sidecar name"};
+  SegmentMapping main_segment;
+  try {
+    main_segment = SegmentMapping::open(segment_name(name), /*read_only=*/true);
+  } catch (const std::exception&) {
+    return {ErrorCode::kNotRunning, "no sidecar named '" + name + "' is running (no segment " + segment_name(name) + ")"};
+  }
+  if (std::string problem = check_segment_layout(main_segment); !problem.empty()) {
+    return {problem.rfind("layout version mismatch", 0) == 0 ? ErrorCode::kLayoutMismatch : ErrorCode::kNotReady,
+            problem};
+  }
+  const SegmentHeader& header = *main_segment.header();
+  if (!process_alive(header.sidecar_pid, header.sidecar_start_time)) {
+    return {ErrorCode::kNotRunning, "sidecar '" + name + "' (pid " + std::to_string(header.sidecar_pid) + ") is gone"};
+  }
+  const std::string cache_name = cache_segment_name(name);
+  SegmentMapping cache_segment;
+  try {
+    cache_segment = SegmentMapping::open(cache_name, /*read_only=*/true);
+  } catch (const std::exception&) {
+    return CacheStats{};  // running without a cache
+  }
+  if (std::string problem = check_cache_layout(cache_segment.base(), cache_segment.size(), cache_name);
+      !problem.empty()) {
+    return {problem.rfind("layout version mismatch", 0) == 0 ? ErrorCode::kLayoutMismatch : ErrorCode::kNotReady,
+            problem};
+  }
+  const auto& cache_header = *reinterpret_cast<const CacheHeader*>(cache_segment.base());
+  if (cache_header.sidecar_pid != header.sidecar_pid || cache_header.sidecar_start_time != header.sidecar_start_time) {
+    return CacheStats{};  // a stale cache of an earlier sidecar; this one runs without
+  }
+  return stats_of(cache_header);
+}
+
+Result<std::string> Client::flush_cache(std::chrono::microseconds timeout) {
+  Impl& impl = *impl_;
+  reset_inputs();
+  const std::uint64_t deadline_ns = deadline_after(timeout);
+  if (auto [code, message] = impl.settle_unanswered(deadline_ns); code != ErrorCode::kOk) return {code, message};
+  RequestDescriptor request{};
+  request.flags = kRequestFlagFlushCache;
+  auto [code, message] = impl.post_and_await(request, deadline_ns);
+  if (code != ErrorCode::kOk) return {code, message};
+  const ResponseDescriptor* response = impl.responses.front();
+  const auto status = static_cast<Status>(response->status);
+  std::string text(response->message, std::min<std::size_t>(response->message_length, kMessageBytes));
+  impl.responses.pop();
+  if (status != Status::kOk) return {error_code_for(status), text};
+  return text;
 }
 
 }  // namespace sidecar

@@ -2,6 +2,7 @@
 //
 //   sidecarctl infer --name resnet --input image.npy --output logits.npy
 //   sidecarctl status --name resnet
+//   sidecarctl cache --name resnet [--flush]
 //
 // infer goes through the client library like any service would. status reads the segment header
 // without claiming a channel, so it works while the sidecar is still warming up and even when every
@@ -18,6 +19,7 @@
 
 #include "npy.hpp"
 #include "sidecar/client.hpp"
+#include "sidecar/shared/cache_layout.hpp"
 #include "sidecar/shared/descriptor_check.hpp"
 #include "sidecar/shared/process_identity.hpp"
 #include "sidecar/shared/segment.hpp"
@@ -289,10 +291,58 @@ int run_status(const std::string& name) {
   return kExitOk;
 }
 
+std::string mebibytes(std::uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return text;
+}
+
+struct CacheArgs {
+  std::string name;
+  bool flush = false;
+  int timeout_ms = 5000;
+};
+
+int run_cache(const CacheArgs& args) {
+  if (args.flush) {
+    sidecar::ConnectOptions options;
+    options.timeout = std::chrono::milliseconds(args.timeout_ms);
+    auto client = sidecar::Client::connect(args.name, options);
+    if (!client.ok()) return fail(client.code(), client.message());
+    auto flushed = client->flush_cache(std::chrono::milliseconds(args.timeout_ms));
+    if (!flushed.ok()) return fail(flushed.code(), flushed.message());
+    std::cout << *flushed << "\n";
+  }
+  auto stats = sidecar::read_cache_stats(args.name);
+  if (!stats.ok()) return fail(stats.code(), stats.message());
+  if (!stats->enabled) {
+    std::cout << "cache: off (the sidecar runs with --cache-bytes 0)" << std::endl;
+    return kExitOk;
+  }
+  const sidecar::CacheStats& c = *stats;
+  std::cout << "cache: /dev/shm" << sidecar::cache_segment_name(args.name) << "\n";
+  std::cout << "budget: " << c.budget_bytes << " bytes (" << mebibytes(c.budget_bytes) << ")\n";
+  char share[32];
+  std::snprintf(share, sizeof(share), "%.1f%%", 100.0 * static_cast<double>(c.bytes_used) / c.budget_bytes);
+  std::cout << "bytes: " << c.bytes_used << " (" << share << " of the budget, metadata included)\n";
+  std::cout << "entries: " << c.entries << "\n";
+  std::cout << "hits: " << c.hits() << " (" << c.client_hits << " in clients, " << c.sidecar_hits << " in the sidecar)\n";
+  std::cout << "misses: " << c.misses << "\n";
+  char ratio[32];
+  std::snprintf(ratio, sizeof(ratio), "%.3f", c.hit_ratio());
+  std::cout << "hit ratio: " << ratio << "\n";
+  std::cout << "inserts: " << c.inserts << "\n";
+  std::cout << "evictions: " << c.evictions << "\n";
+  std::cout << "not cached, over " << c.max_entry_bytes << " bytes: " << c.too_large << "\n";
+  std::cout << "flushes: " << c.flushes << "\n";
+  std::cout << "generation: " << c.generation << std::endl;
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"sidecarctl: run an inference sidecar's model on .npy files, and show a sidecar's status"};
+  CLI::App app{"sidecarctl: run an inference sidecar's model on .npy files, show its status and its cache"};
   app.require_subcommand(1);
 
   InferArgs infer;
@@ -327,6 +377,16 @@ int main(int argc, char** argv) {
       "status", "show a sidecar's state, model, accepted shapes and channels (works while warming up)");
   status_command->add_option("--name", status_name, "sidecar instance name (inference-sidecar --name)")->required();
   status_command->footer(kExitCodeHelp);
+
+  CacheArgs cache;
+  CLI::App* cache_command = app.add_subcommand(
+      "cache", "show a sidecar's result cache: entries, bytes, hits, misses, evictions, hit ratio");
+  cache_command->add_option("--name", cache.name, "sidecar instance name (inference-sidecar --name)")->required();
+  cache_command->add_flag("--flush", cache.flush, "empty the cache first (takes a channel for the request)");
+  cache_command->add_option("--timeout-ms", cache.timeout_ms, "how long --flush waits to connect and for the answer")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cache_command->footer("Client-side hits reach the statistics within ~100 ms.\n\n" + std::string(kExitCodeHelp));
   app.footer(kExitCodeHelp);
 
   try {
@@ -339,14 +399,16 @@ int main(int argc, char** argv) {
     return fail(kExitUsage, "usage: " + std::string(error.what()) + " (see sidecarctl --help)");
   }
 
-  const std::string& name = infer_command->parsed() ? infer.name : status_name;
+  const std::string& name = infer_command->parsed() ? infer.name : cache_command->parsed() ? cache.name : status_name;
   if (!sidecar::is_valid_instance_name(name)) {
     return fail(kExitUsage,
                 "usage: '" + name +
                     "' is not a valid sidecar name: 1-64 letters, digits, '-', '_' or '.', not starting with '.'");
   }
   try {
-    return infer_command->parsed() ? run_infer(infer) : run_status(status_name);
+    if (infer_command->parsed()) return run_infer(infer);
+    if (cache_command->parsed()) return run_cache(cache);
+    return run_status(status_name);
   } catch (const std::exception& error) {
     // Only allocation failures reach here: the client library and npy report everything else.
     return fail(kExitProtocol, error.what());

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <stdexcept>
 
+#include "sidecar/shared/cache_layout.hpp"
 #include "sidecar/shared/layout.hpp"
 
 namespace sidecar {
@@ -95,6 +96,8 @@ ParsedOptions parse_command_line(int argc, char** argv) {
   std::vector<std::string> shapes;
   std::string arena = "8M";
   std::string mode = "0660";
+  std::string cache_bytes = "64M";
+  std::string cache_max_entry = "0";
   bool no_freeze = false;
   bool no_optimize = false;
 
@@ -118,6 +121,11 @@ ParsedOptions parse_command_line(int argc, char** argv) {
       ->check(CLI::Range(1u, kMaxChannels));
   app.add_option("--arena-bytes", arena, "tensor space per channel (K, M, G suffixes)");
   app.add_option("--segment-mode", mode, "permissions of the shared-memory segment, octal");
+  app.add_option("--cache-bytes", cache_bytes,
+                 "size of the result cache in shared memory, metadata included (K, M, G suffixes; 0: no cache). "
+                 "Cache only deterministic models");
+  app.add_option("--cache-max-entry-bytes", cache_max_entry,
+                 "results whose entry (inputs + outputs) is larger are not cached (default: an eighth of the cache)");
   app.add_flag("--no-freeze", no_freeze, "do not freeze the module (for models that freezing breaks)");
   app.add_flag("--no-optimize", no_optimize, "do not apply optimize_for_inference");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")
@@ -145,6 +153,15 @@ ParsedOptions parse_command_line(int argc, char** argv) {
       options.segment_mode = static_cast<unsigned>(std::stoul(mode, nullptr, 8));
     } catch (const std::exception& error) {
       throw CLI::ValidationError("--arena-bytes/--segment-mode", error.what());
+    }
+    try {
+      options.cache_bytes = parse_byte_size(cache_bytes);
+      options.cache_max_entry_bytes = parse_byte_size(cache_max_entry);
+    } catch (const std::exception& error) {
+      throw CLI::ValidationError("--cache-bytes/--cache-max-entry-bytes", error.what());
+    }
+    if (options.cache_bytes != 0 && options.cache_bytes < kCacheMinimumBytes) {
+      throw CLI::ValidationError("--cache-bytes", "must be 0 (no cache) or at least 64K");
     }
     if (options.arena_bytes < kArenaAlignment || options.arena_bytes > (1ull << 32)) {
       throw CLI::ValidationError("--arena-bytes", "must be between 4K and 4G");

@@ -24,6 +24,10 @@ struct SidecarOptions {
   std::uint32_t channels = 64;
   std::uint64_t arena_bytes = 8ull << 20;
   unsigned segment_mode = 0660;
+  // The result cache's whole size, metadata included; 0 turns it off. Results of a model that is
+  // not deterministic (dropout left on, sampling) must not be cached: run such a model with 0.
+  std::uint64_t cache_bytes = 64ull << 20;
+  std::uint64_t cache_max_entry_bytes = 0;  // 0: an eighth of cache_bytes
   bool freeze = true;
   bool optimize_for_inference = true;
   std::string log_level = "info";

@@ -64,6 +64,7 @@ class ResultCache {
 
   void count_sidecar_hit() noexcept { bump(header_->counters.sidecar_hits); }
   void count_miss() noexcept { bump(header_->counters.misses); }
+  void count_too_large() noexcept { bump(header_->counters.too_large); }
   void set_client_hits(std::uint64_t total) noexcept {
     header_->counters.client_hits.store(total, std::memory_order_relaxed);
   }
@@ -76,9 +77,7 @@ class ResultCache {
   static constexpr std::uint32_t kNone = ~0u;
 
   ResultCache() = default;
-  static void bump(std::atomic<std::uint64_t>& counter) noexcept {
-    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
+  static void bump(std::atomic<std::uint64_t>& counter) noexcept { counter.fetch_add(1, std::memory_order_relaxed); }
   bool in_use(std::uint32_t slot) const noexcept { return records_[slot] != nullptr; }
   void evict(std::uint32_t slot);
   std::uint32_t choose_way(std::uint32_t bucket);

@@ -9,7 +9,9 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "result_cache.hpp"
 #include "sidecar/shared/descriptor_check.hpp"
+#include "sidecar/shared/output_region.hpp"
 #include "sidecar/shared/process_identity.hpp"
 
 namespace sidecar {
@@ -28,15 +30,32 @@ struct ChannelSlot {
   std::mutex response_mutex;
   SpscProducer<ResponseRing> responses;
 
+  // Guarded by Server::hit_log_mutex_: drained by the reaper, reset when the channel is recycled.
+  SpscConsumer<HitLogRing> hit_log;
+
   std::atomic<std::uint32_t> in_flight{0};  // taken from the ring, not yet answered
   std::atomic<bool> recycle_requested{false};
   // Reaper only: when it first saw this channel claimed with no owner pid yet.
   std::uint64_t ownerless_since_ns = 0;
 };
 
+namespace {
+// Private copies of a call's outputs, for the cache.
+struct CapturedOutputs {
+  std::vector<std::uint8_t> bytes;
+  TensorBytes tensors[kMaxTensors];
+  std::uint32_t count = 0;
+};
+}  // namespace
+
 struct Server::Work {
   std::uint32_t channel = 0;
   RequestDescriptor request;  // a private copy: the client cannot change it under us
+  // A request whose result will be cached runs on a private copy of its inputs, so that what is
+  // stored is exactly what the model saw: the client can rewrite its arena at any moment.
+  std::vector<std::uint8_t> staged_bytes;
+  TensorBytes staged[kMaxTensors];
+  CapturedOutputs outputs;
 };
 
 namespace {
@@ -106,41 +125,54 @@ std::string match_signature(const RequestDescriptor& request, const std::vector<
   return text;
 }
 
-// Writes a call's outputs into the client's output region, packed at kTensorAlignment.
+// Writes a call's outputs into the client's output region; with `capture`, also keeps a private
+// copy of them for the cache (the arena is the client's to change once the answer is posted).
 class ArenaOutputSink final : public OutputSink {
  public:
-  ArenaOutputSink(std::uint8_t* arena, std::uint64_t region_offset, std::uint64_t region_capacity,
-                  ResponseDescriptor& response)
-      : arena_(arena), region_offset_(region_offset), region_capacity_(region_capacity), response_(response) {}
+  ArenaOutputSink(std::uint8_t* arena, OutputRegion region, ResponseDescriptor& response, CapturedOutputs* capture)
+      : arena_(arena), region_(region), response_(response), capture_(capture) {}
 
   Status accept(std::span<const OutputView> outputs, std::string& message) override {
-    std::uint64_t needed = 0;
-    for (const OutputView& output : outputs) needed = align_up(needed, kTensorAlignment) + output.bytes;
-    if (needed > region_capacity_) {
-      message = "the outputs need " + std::to_string(needed) + " bytes; the request reserved " +
-                std::to_string(region_capacity_);
+    std::uint64_t sizes[kMaxTensors];
+    std::uint64_t offsets[kMaxTensors];
+    const auto count = static_cast<std::uint32_t>(outputs.size());
+    for (std::uint32_t i = 0; i < count; ++i) sizes[i] = outputs[i].bytes;
+    if (!region_.place(sizes, count, offsets)) {
+      message = "the outputs need " + std::to_string(OutputRegion::packed_bytes(sizes, count)) +
+                " bytes; the request reserved " + std::to_string(region_.capacity);
       return Status::kOutputTooLarge;
     }
-    std::uint64_t cursor = 0;
-    for (std::size_t i = 0; i < outputs.size(); ++i) {
-      cursor = align_up(cursor, kTensorAlignment);
+    for (std::uint32_t i = 0; i < count; ++i) {
       TensorDescriptor& descriptor = response_.outputs[i];
       descriptor = TensorDescriptor{};
       descriptor.shape = outputs[i].shape;
-      descriptor.offset = region_offset_ + cursor;
+      descriptor.offset = offsets[i];
       descriptor.bytes = outputs[i].bytes;
       std::memcpy(arena_ + descriptor.offset, outputs[i].data, outputs[i].bytes);
-      cursor += outputs[i].bytes;
     }
-    response_.output_count = static_cast<std::uint16_t>(outputs.size());
+    response_.output_count = static_cast<std::uint16_t>(count);
+    if (capture_ != nullptr) capture(outputs);
     return Status::kOk;
   }
 
  private:
+  void capture(std::span<const OutputView> outputs) {
+    std::uint64_t total = 0;
+    for (const OutputView& output : outputs) total += output.bytes;
+    capture_->bytes.resize(total);
+    std::uint64_t cursor = 0;
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      std::memcpy(capture_->bytes.data() + cursor, outputs[i].data, outputs[i].bytes);
+      capture_->tensors[i] = TensorBytes{outputs[i].shape, capture_->bytes.data() + cursor, outputs[i].bytes};
+      cursor += outputs[i].bytes;
+    }
+    capture_->count = static_cast<std::uint32_t>(outputs.size());
+  }
+
   std::uint8_t* arena_;
-  std::uint64_t region_offset_;
-  std::uint64_t region_capacity_;
+  OutputRegion region_;
   ResponseDescriptor& response_;
+  CapturedOutputs* capture_;
 };
 
 // Zeroes the fixed part only: the tensor table and message are copied out up to their used length.
@@ -255,6 +287,7 @@ void Server::create_segment() {
     Channel* shared = new (segment_.base() + geometry_.channel_offset(i)) Channel;
     shared->requests.reset();
     shared->responses.reset();
+    shared->cache_hit_log.reset();
     auto slot = std::make_unique<ChannelSlot>();
     slot->index = i;
     slot->shared = shared;
@@ -262,11 +295,32 @@ void Server::create_segment() {
     slot->arena_bytes = geometry_.arena_bytes;
     slot->requests = SpscConsumer<RequestRing>(&shared->requests);
     slot->responses = SpscProducer<ResponseRing>(&shared->responses);
+    slot->hit_log = SpscConsumer<HitLogRing>(&shared->cache_hit_log);
     channels_.push_back(std::move(slot));
   }
+  create_cache();
   header->magic.store(kSegmentMagic, std::memory_order_release);
   spdlog::info("segment {}: {} channels, {} bytes of tensor arena each, {} MiB in all", name, options_.channels,
                geometry_.arena_bytes, geometry_.segment_bytes >> 20);
+}
+
+void Server::create_cache() {
+  if (options_.cache_bytes == 0) {
+    // A cache left by an earlier sidecar of this name must not be found by clients of this one.
+    SegmentMapping::remove(cache_segment_name(options_.name));
+    spdlog::info("result cache off (--cache-bytes 0)");
+    return;
+  }
+  CacheSettings settings;
+  settings.budget_bytes = options_.cache_bytes;
+  settings.max_entry_bytes = options_.cache_max_entry_bytes;
+  // Whoever may use the sidecar may read the cache; only the sidecar may write it.
+  settings.mode = (options_.segment_mode & 0444) | 0600;
+  cache_ = ResultCache::create(options_.name, settings);
+  const CacheHeader& header = cache_->view().header();
+  spdlog::info("result cache {}: {} bytes, {} slots, {} bytes of metadata, entries up to {} bytes",
+               cache_->segment_name(), header.segment_bytes, header.bucket_count * kCacheWays, header.heap_offset,
+               header.max_entry_bytes);
 }
 
 void Server::start() {
@@ -441,8 +495,16 @@ void Server::execute(Work& work) {
     set_message(response, message);
   };
 
-  std::string problem = check_request(request, slot.arena_bytes);
-  if (!problem.empty()) {
+  bool store_result = false;
+  CacheKey key;
+  std::uint64_t generation = 0;
+  std::string problem;
+  if (request.flags & ~kRequestFlagsKnown) {
+    fail(Status::kInvalidRequest, "unknown request flags " + std::to_string(request.flags & ~kRequestFlagsKnown) +
+                                      " (this sidecar speaks layout version " + std::to_string(kLayoutVersion) + ")");
+  } else if (request.flags & kRequestFlagFlushCache) {
+    flush_cache(response);
+  } else if (problem = check_request(request, slot.arena_bytes); !problem.empty()) {
     fail(Status::kInvalidRequest, problem);
   } else if (request.deadline_ns != 0 && monotonic_ns() > request.deadline_ns) {
     fail(Status::kDeadlineExceeded, "the deadline passed before the request ran");
@@ -452,21 +514,139 @@ void Server::execute(Work& work) {
   } else if (problem = match_signature(request, options_.warmup_signatures); !problem.empty()) {
     fail(Status::kInvalidRequest, problem);
   } else {
-    InputView inputs[kMaxTensors];
-    for (std::uint32_t i = 0; i < request.input_count; ++i) {
-      inputs[i].shape = request.inputs[i].shape;
-      inputs[i].data = slot.arena + request.inputs[i].offset;
+    const OutputRegion region{request.output_offset, request.output_capacity};
+    const bool use_cache = cache_ != nullptr && !(request.flags & kRequestFlagBypassCache);
+    const bool client_looked = request.flags & kRequestFlagCacheChecked;
+    if (!(use_cache && !client_looked && answer_from_cache(slot, request, region, response))) {
+      InputView inputs[kMaxTensors];
+      if (use_cache) {
+        cache_->count_miss();
+        store_result = stage_inputs(work, slot);
+      }
+      for (std::uint32_t i = 0; i < request.input_count; ++i) {
+        inputs[i].shape = request.inputs[i].shape;
+        inputs[i].data = store_result ? const_cast<void*>(work.staged[i].data) : slot.arena + request.inputs[i].offset;
+      }
+      if (store_result) {
+        generation = cache_->generation();
+        key = compute_cache_key(generation, std::span<const TensorBytes>(work.staged, request.input_count));
+      }
+      ArenaOutputSink sink(slot.arena, region, response, store_result ? &work.outputs : nullptr);
+      CallOutcome outcome = runner_->run(std::span<const InputView>(inputs, request.input_count), sink);
+      if (outcome.status != Status::kOk) {
+        fail(outcome.status, outcome.message);
+        store_result = false;
+      }
     }
-    ArenaOutputSink sink(slot.arena, request.output_offset, request.output_capacity, response);
-    CallOutcome outcome = runner_->run(std::span<const InputView>(inputs, request.input_count), sink);
-    if (outcome.status != Status::kOk) fail(outcome.status, outcome.message);
   }
+  // Stored before the answer goes out: a client that sends the same inputs again as soon as it has
+  // the answer finds them. Costs a copy of inputs and outputs into the cache on a miss.
+  if (store_result) store_in_cache(work, key, generation);
   post_response(slot, response);
   // The last answer of a channel waiting to be recycled: wake the leader to recycle it.
   if (slot.in_flight.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
       slot.recycle_requested.load(std::memory_order_acquire)) {
     segment_.header()->request_bell.ring();
   }
+}
+
+// The client left the lookup to us. Its inputs are read where they are, in its arena: a client that
+// changes them meanwhile can only get itself a wrong answer, never put one in the cache.
+bool Server::answer_from_cache(ChannelSlot& slot, const RequestDescriptor& request, const OutputRegion& region,
+                               ResponseDescriptor& response) {
+  TensorBytes inputs[kMaxTensors];
+  for (std::uint32_t i = 0; i < request.input_count; ++i) {
+    inputs[i] = TensorBytes{request.inputs[i].shape, slot.arena + request.inputs[i].offset, request.inputs[i].bytes};
+  }
+  const std::span<const TensorBytes> keyed(inputs, request.input_count);
+  const std::uint64_t generation = cache_->generation();
+  const auto hit = cache_->view().lookup(
+      compute_cache_key(generation, keyed), generation, keyed,
+      [&](std::uint32_t count, const CacheTensor* outputs, std::uint8_t** where) {
+        std::uint64_t sizes[kMaxTensors];
+        std::uint64_t offsets[kMaxTensors];
+        for (std::uint32_t i = 0; i < count; ++i) sizes[i] = outputs[i].bytes;
+        if (!region.place(sizes, count, offsets)) return false;
+        for (std::uint32_t i = 0; i < count; ++i) {
+          response.outputs[i] = TensorDescriptor{};
+          response.outputs[i].shape = outputs[i].shape;
+          response.outputs[i].offset = offsets[i];
+          response.outputs[i].bytes = outputs[i].bytes;
+          where[i] = slot.arena + offsets[i];
+        }
+        response.output_count = static_cast<std::uint16_t>(count);
+        return true;
+      });
+  if (!hit) {
+    response.output_count = 0;
+    return false;
+  }
+  response.flags |= kResponseFlagFromCache;
+  cache_->count_sidecar_hit();
+  cache_->touch(hit->slot, hit->sequence);
+  return true;
+}
+
+// Copies the inputs out of the client's arena for a result that will be cached. False when the
+// entry would exceed the size cap anyway: then there is nothing to copy for.
+bool Server::stage_inputs(Work& work, ChannelSlot& slot) {
+  const RequestDescriptor& request = work.request;
+  std::uint64_t total = 0;
+  for (std::uint32_t i = 0; i < request.input_count; ++i) total += request.inputs[i].bytes;
+  if (total + cache_record_table_bytes(request.input_count, 0) > cache_->max_entry_bytes()) {
+    cache_->count_too_large();
+    return false;
+  }
+  work.staged_bytes.resize(total);
+  std::uint64_t cursor = 0;
+  for (std::uint32_t i = 0; i < request.input_count; ++i) {
+    const TensorDescriptor& input = request.inputs[i];
+    std::memcpy(work.staged_bytes.data() + cursor, slot.arena + input.offset, input.bytes);
+    work.staged[i] = TensorBytes{input.shape, work.staged_bytes.data() + cursor, input.bytes};
+    cursor += input.bytes;
+  }
+  return true;
+}
+
+void Server::store_in_cache(Work& work, const CacheKey& key, std::uint64_t generation) {
+  const std::span<const TensorBytes> inputs(work.staged, work.request.input_count);
+  // A model may write into its inputs (in-place ops): then the result does not belong to the key.
+  if (compute_cache_key(generation, inputs) != key) return;
+  cache_->insert(key, generation, inputs, std::span<const TensorBytes>(work.outputs.tensors, work.outputs.count));
+}
+
+void Server::flush_cache(ResponseDescriptor& response) {
+  if (cache_ == nullptr) {
+    response.status = static_cast<std::uint32_t>(Status::kInvalidRequest);
+    set_message(response, "this sidecar has no result cache (--cache-bytes 0)");
+    return;
+  }
+  const ResultCache::Flushed flushed = cache_->flush();
+  spdlog::info("result cache flushed on request: {} entries, {} bytes", flushed.entries, flushed.bytes);
+  set_message(response, "flushed " + std::to_string(flushed.entries) + " entries (" + std::to_string(flushed.bytes) +
+                            " bytes); cache generation is now " + std::to_string(cache_->generation()));
+}
+
+// Recency from the clients' own hits, and their hit counts for the statistics.
+void Server::drain_cache_hit_logs() {
+  if (cache_ == nullptr) return;
+  std::lock_guard lock(hit_log_mutex_);
+  std::uint64_t client_hits = client_hits_of_recycled_channels_;
+  for (auto& owned : channels_) {
+    ChannelSlot& slot = *owned;
+    if (slot.shared->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(ChannelState::kClaimed))
+      continue;
+    client_hits += slot.shared->cache_hits.load(std::memory_order_relaxed);
+    // One ring's worth at most: a client that keeps reporting cannot keep the reaper here.
+    for (std::uint32_t n = 0; n < kHitLogCapacity; ++n) {
+      const CacheHitRecord* record = slot.hit_log.front();
+      if (record == nullptr) break;
+      const CacheHitRecord hit = *record;
+      slot.hit_log.pop();
+      cache_->touch(hit.slot, hit.sequence);
+    }
+  }
+  cache_->set_client_hits(client_hits);
 }
 
 void Server::reaper_main() {
@@ -503,6 +683,9 @@ void Server::reaper_main() {
       }
     }
     if (flagged) segment_.header()->request_bell.ring();
+    lock.unlock();
+    drain_cache_hit_logs();
+    lock.lock();
   }
 }
 
@@ -519,6 +702,13 @@ void Server::recycle_flagged_channels() {
       slot.shared->responses.reset();
       slot.requests = SpscConsumer<RequestRing>(&slot.shared->requests);
       slot.responses = SpscProducer<ResponseRing>(&slot.shared->responses);
+    }
+    {
+      std::lock_guard lock(hit_log_mutex_);
+      client_hits_of_recycled_channels_ += slot.shared->cache_hits.load(std::memory_order_relaxed);
+      slot.shared->cache_hits.store(0, std::memory_order_relaxed);
+      slot.shared->cache_hit_log.reset();
+      slot.hit_log = SpscConsumer<HitLogRing>(&slot.shared->cache_hit_log);
     }
     slot.poisoned = false;
     header.active_channels[slot.index / 64].fetch_and(~(1ull << (slot.index % 64)), std::memory_order_acq_rel);
@@ -557,6 +747,8 @@ void Server::stop() {
     segment_.header()->state.store(static_cast<std::uint32_t>(SidecarState::kStopping), std::memory_order_release);
   }
   stopping_.store(true, std::memory_order_release);
+  // Clients stop finding results the moment the sidecar stops, not when its segment goes.
+  if (cache_) cache_->close();
   if (owns_segment_) segment_.header()->request_bell.ring();
   for (auto& worker : workers_) {
     if (worker.joinable()) worker.join();
@@ -572,6 +764,7 @@ void Server::stop() {
     SegmentMapping::remove(segment_.name());
     owns_segment_ = false;
   }
+  cache_.reset();  // removes the cache segment
 }
 
 }  // namespace sidecar

@@ -21,11 +21,13 @@
 
 #include "model_runner.hpp"
 #include "options.hpp"
+#include "result_cache.hpp"
 #include "sidecar/shared/segment.hpp"
 
 namespace sidecar {
 
 struct ChannelSlot;
+struct OutputRegion;
 
 class Server {
  public:
@@ -65,6 +67,13 @@ class Server {
   bool recycle_possible();
   void recycle_flagged_channels();
   void execute(Work& work);
+  void create_cache();
+  bool answer_from_cache(ChannelSlot& slot, const RequestDescriptor& request, const OutputRegion& region,
+                         ResponseDescriptor& response);
+  bool stage_inputs(Work& work, ChannelSlot& slot);
+  void store_in_cache(Work& work, const CacheKey& key, std::uint64_t generation);
+  void flush_cache(ResponseDescriptor& response);
+  void drain_cache_hit_logs();
   void answer_queued_with_shutdown();
   void publish_model_description();
 
@@ -74,6 +83,9 @@ class Server {
   SegmentGeometry geometry_;
   bool owns_segment_ = false;
   std::vector<std::unique_ptr<ChannelSlot>> channels_;
+  std::unique_ptr<ResultCache> cache_;  // null when --cache-bytes is 0
+  std::mutex hit_log_mutex_;            // the channels' hit-log consumers, and:
+  std::uint64_t client_hits_of_recycled_channels_ = 0;
 
   std::vector<std::thread> workers_;
   std::thread reaper_;

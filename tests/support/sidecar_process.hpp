@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "sidecar/shared/cache_layout.hpp"
 #include "sidecar/shared/layout.hpp"
 
 namespace sidecar::testing {
@@ -67,6 +68,7 @@ class SidecarProcess {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
       ::shm_unlink(segment_name(name_).c_str());
+      ::shm_unlink(cache_segment_name(name_).c_str());
     }
     if (!keep_log_) ::unlink(log_path_.c_str());
   }

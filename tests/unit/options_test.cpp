@@ -46,6 +46,24 @@ TEST(Options, CommandLineRequiresModelAndValidName) {
   ASSERT_TRUE(ok.options.has_value());
   EXPECT_GE(ok.options->workers, 1);
   EXPECT_EQ(ok.options->warmup_signatures.size(), 1u);
+  EXPECT_EQ(ok.options->cache_bytes, 64ull << 20);
+}
+
+TEST(Options, CacheBytesZeroTurnsTheCacheOffAndTinyBudgetsAreRefused) {
+  const char* off[] = {"inference-sidecar", "--name", "x", "--model", "m.pt", "--cache-bytes", "0"};
+  const auto parsed_off = parse_command_line(7, const_cast<char**>(off));
+  ASSERT_TRUE(parsed_off.options.has_value());
+  EXPECT_EQ(parsed_off.options->cache_bytes, 0u);
+  const char* sized[] = {"inference-sidecar", "--name", "x", "--model", "m.pt", "--cache-bytes", "1G",
+                         "--cache-max-entry-bytes", "2M"};
+  const auto parsed_sized = parse_command_line(9, const_cast<char**>(sized));
+  ASSERT_TRUE(parsed_sized.options.has_value());
+  EXPECT_EQ(parsed_sized.options->cache_bytes, 1ull << 30);
+  EXPECT_EQ(parsed_sized.options->cache_max_entry_bytes, 2ull << 20);
+  const char* tiny[] = {"inference-sidecar", "--name", "x", "--model", "m.pt", "--cache-bytes", "1000"};
+  const auto parsed_tiny = parse_command_line(7, const_cast<char**>(tiny));
+  EXPECT_FALSE(parsed_tiny.options.has_value());
+  EXPECT_NE(parsed_tiny.exit_code, 0);
 }
 
 }  // namespace

@@ -80,11 +80,52 @@ class [[nodiscard]] Result {
   std::string message_;
 };
 
+// Where requests are looked up in the sidecar's result cache (when it has one).
+enum class CacheLookup {
+  kInClient,   // here, in a read-only mapping of the cache: a hit costs no round trip and wakes nobody
+  kInSidecar,  // by the sidecar, when the request arrives
+  kOff,        // never: every request runs the model and nothing is stored
+};
+
+// Per call: kBypass neither looks the inputs up nor stores the result.
+enum class CachePolicy { kUse, kBypass };
+
+// What the cache did for the last call.
+enum class CacheOutcome { kNotUsed, kMiss, kHitInClient, kHitInSidecar };
+const char* cache_outcome_name(CacheOutcome outcome) noexcept;
+
+// The sidecar's cache statistics, read from shared memory.
+struct CacheStats {
+  bool enabled = false;  // false: the sidecar runs without a cache (--cache-bytes 0)
+  std::uint64_t budget_bytes = 0;
+  std::uint64_t bytes_used = 0;  // metadata included; never above budget_bytes
+  std::uint64_t entries = 0;
+  std::uint64_t client_hits = 0;  // found by clients themselves (reported every ~100 ms)
+  std::uint64_t sidecar_hits = 0;
+  std::uint64_t misses = 0;
+  std::uint64_t inserts = 0;
+  std::uint64_t evictions = 0;
+  std::uint64_t too_large = 0;  // results not cached: entry over the size cap
+  std::uint64_t flushes = 0;
+  std::uint64_t generation = 0;
+  std::uint64_t max_entry_bytes = 0;
+  std::uint64_t hits() const noexcept { return client_hits + sidecar_hits; }
+  double hit_ratio() const noexcept {
+    const std::uint64_t lookups = hits() + misses;
+    return lookups ? static_cast<double>(hits()) / static_cast<double>(lookups) : 0.0;
+  }
+};
+
+// The statistics of sidecar NAME's cache, read from shared memory without connecting (so it works
+// while every channel is taken). enabled is false when the sidecar runs without a cache.
+Result<CacheStats> read_cache_stats(const std::string& name);
+
 struct ConnectOptions {
   // How long connect() waits for the sidecar to exist and be ready.
   std::chrono::milliseconds timeout{5000};
   // How long a call polls for its answer before it sleeps (waking costs ~45 us; polling burns a core).
   std::chrono::microseconds spin{50};
+  CacheLookup cache_lookup = CacheLookup::kInClient;
 };
 
 // What the sidecar serves, read from its segment at connect time.
@@ -115,18 +156,28 @@ class Client {
   ~Client();  // gives the channel back
 
   // Copies the inputs into shared memory, runs the model, copies the outputs out.
-  Result<std::vector<Tensor>> infer(std::span<const TensorView> inputs, std::chrono::microseconds timeout);
-  Result<std::vector<Tensor>> infer(const TensorView& input, std::chrono::microseconds timeout) {
-    return infer(std::span<const TensorView>(&input, 1), timeout);
+  // With the cache looked up here, a hit copies the outputs straight from the cache.
+  Result<std::vector<Tensor>> infer(std::span<const TensorView> inputs, std::chrono::microseconds timeout,
+                                    CachePolicy policy = CachePolicy::kUse);
+  Result<std::vector<Tensor>> infer(const TensorView& input, std::chrono::microseconds timeout,
+                                    CachePolicy policy = CachePolicy::kUse) {
+    return infer(std::span<const TensorView>(&input, 1), timeout, policy);
   }
 
   // Zero-copy path. input_buffer() reserves the next input in shared memory and returns where to
   // write its bytes; run() sends the inputs reserved so far and returns views of the outputs in
   // shared memory, valid until the next call on this client.
   Result<std::span<std::byte>> input_buffer(DType dtype, std::span<const std::int64_t> shape);
-  Result<std::span<const TensorView>> run(std::chrono::microseconds timeout);
+  Result<std::span<const TensorView>> run(std::chrono::microseconds timeout, CachePolicy policy = CachePolicy::kUse);
   // Forgets the inputs reserved by input_buffer() since the last run().
   void reset_inputs() noexcept;
+
+  CacheOutcome last_cache_outcome() const noexcept;
+  void set_cache_lookup(CacheLookup lookup) noexcept;
+  // Statistics of the sidecar's result cache; no round trip.
+  CacheStats cache_stats() const;
+  // Empties the sidecar's result cache. The value is the sidecar's account of what it removed.
+  Result<std::string> flush_cache(std::chrono::microseconds timeout);
 
   const ModelInfo& model() const noexcept;
   std::uint32_t channel_index() const noexcept;
@@ -134,6 +185,9 @@ class Client {
  private:
   struct Impl;
   explicit Client(std::unique_ptr<Impl> impl) noexcept;
+  Result<std::span<const TensorView>> send_pending(std::chrono::microseconds timeout, CachePolicy policy,
+                                                   bool looked_up);
+  std::optional<Result<std::vector<Tensor>>> lookup_in_client(std::span<const TensorView> inputs);
   std::unique_ptr<Impl> impl_;
 };
 

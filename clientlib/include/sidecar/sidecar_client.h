@@ -62,6 +62,13 @@ typedef enum sidecar_dtype {
   SIDECAR_BOOL = 10
 } sidecar_dtype;
 
+/* Same values as sidecar::CacheLookup. */
+typedef enum sidecar_cache_lookup {
+  SIDECAR_CACHE_IN_CLIENT = 0, /* the default: a hit costs no round trip */
+  SIDECAR_CACHE_IN_SIDECAR = 1,
+  SIDECAR_CACHE_OFF = 2 /* every call runs the model; nothing is stored */
+} sidecar_cache_lookup;
+
 typedef struct sidecar_tensor {
   int32_t dtype; /* a sidecar_dtype */
   int32_t rank;
@@ -81,6 +88,11 @@ const char* sidecar_connect_error(void);
  * outputs. Output data lives in shared memory until the next call on this client. */
 sidecar_status sidecar_infer(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
                              sidecar_tensor* outputs, size_t* output_count, int64_t timeout_us);
+
+/* Where this client's calls are looked up in the sidecar's result cache, from now on. */
+sidecar_status sidecar_set_cache_lookup(sidecar_client* client, sidecar_cache_lookup lookup);
+/* 1 when the last sidecar_infer was answered from the cache (here or in the sidecar), else 0. */
+int sidecar_last_call_cached(const sidecar_client* client);
 
 /* The message of the last failed call on this client ("" after a success). */
 const char* sidecar_last_error(const sidecar_client* client);
