@@ -288,6 +288,19 @@ RequestDescriptor tiny_request(std::uint64_t id, std::uint64_t offset) {
   return request;
 }
 
+// Flags from a newer client, or garbage: refused by name, never guessed at.
+TEST_F(TinySidecar, UnknownRequestFlagsAreRefused) {
+  RawChannel raw(sidecar_->name());
+  RequestDescriptor request = tiny_request(77, 0);
+  request.flags = 1u << 30;
+  raw.post(request);
+  const ResponseDescriptor response = raw.await(5000ms);
+  EXPECT_EQ(response.request_id, 77u);
+  ASSERT_EQ(response.status, static_cast<std::uint32_t>(Status::kInvalidRequest));
+  const std::string message(response.message, response.message_length);
+  EXPECT_NE(message.find("unknown request flags"), std::string::npos) << message;
+}
+
 // Malformed descriptors get error answers naming the problem, and the sidecar keeps serving.
 TEST_F(TinySidecar, MalformedDescriptorsAreAnsweredWithErrors) {
   RawChannel raw(sidecar_->name());

@@ -173,6 +173,41 @@ TEST_F(SidecarctlTiny, StatusShowsTheStateModelSignatureAndChannels) {
   EXPECT_NE(status.out.find("uptime: "), std::string::npos) << status.out;
 }
 
+TEST_F(SidecarctlTiny, CacheShowsStatisticsAndFlushEmptiesIt) {
+  auto client = Client::connect(sidecar_->name());
+  ASSERT_TRUE(client.ok()) << client.message();
+  const std::vector<float> input = ramp(64);
+  const std::int64_t shape[] = {1, 64};
+  for (int i = 0; i < 3; ++i) {
+    auto result = client->infer(TensorView::of(input, shape), 5s);
+    ASSERT_TRUE(result.ok()) << result.message();
+  }
+  ASSERT_EQ(client->last_cache_outcome(), CacheOutcome::kHitInClient);
+  // Client-side hits reach the statistics within the sidecar's 100 ms reporting period.
+  CommandResult shown;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    shown = run_sidecarctl({"cache", "--name", sidecar_->name()});
+    if (shown.out.find("in clients") != std::string::npos && shown.out.find("(0 in clients") == std::string::npos) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(shown.exit_code, 0) << describe(shown);
+  EXPECT_EQ(shown.err, "");
+  for (const char* line : {"cache: /dev/shm/sidecar-cache.", "budget: 67108864 bytes", "bytes: ", "entries: ",
+                           "hits: ", "misses: ", "hit ratio: ", "evictions: ", "generation: "}) {
+    EXPECT_NE(shown.out.find(line), std::string::npos) << line << " missing in:\n" << shown.out;
+  }
+  EXPECT_EQ(shown.out.find("(0 in clients"), std::string::npos) << shown.out;
+  EXPECT_EQ(shown.out.find("entries: 0\n"), std::string::npos) << shown.out;
+
+  const CommandResult flushed = run_sidecarctl({"cache", "--name", sidecar_->name(), "--flush"});
+  ASSERT_EQ(flushed.exit_code, 0) << describe(flushed);
+  EXPECT_EQ(flushed.out.rfind("flushed ", 0), 0u) << flushed.out;
+  EXPECT_NE(flushed.out.find("entries: 0\n"), std::string::npos) << flushed.out;
+  auto after = client->infer(TensorView::of(input, shape), 5s);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(client->last_cache_outcome(), CacheOutcome::kMiss);
+}
+
 TEST_F(SidecarctlTiny, InferWritesTheOutputAsNpyMatchingTheClientLibrary) {
   const std::vector<float> input = ramp(64);
   write_test_npy(scratch_.file("x.npy"), "<f4", "(1, 64)", input);
