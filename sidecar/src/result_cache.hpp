@@ -88,6 +88,7 @@ class ResultCache {
   std::mutex mutex_;
   SegmentMapping segment_;
   CacheHeader* header_ = nullptr;
+  CacheTags* tags_ = nullptr;
   CacheSlot* slots_ = nullptr;
   std::uint8_t* heap_base_ = nullptr;
   std::unique_ptr<Heap> heap_;

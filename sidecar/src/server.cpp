@@ -560,23 +560,22 @@ bool Server::answer_from_cache(ChannelSlot& slot, const RequestDescriptor& reque
   }
   const std::span<const TensorBytes> keyed(inputs, request.input_count);
   const std::uint64_t generation = cache_->generation();
-  const auto hit = cache_->view().lookup(
-      compute_cache_key(generation, keyed), generation, keyed,
-      [&](std::uint32_t count, const CacheTensor* outputs, std::uint8_t** where) {
-        std::uint64_t sizes[kMaxTensors];
-        std::uint64_t offsets[kMaxTensors];
-        for (std::uint32_t i = 0; i < count; ++i) sizes[i] = outputs[i].bytes;
-        if (!region.place(sizes, count, offsets)) return false;
-        for (std::uint32_t i = 0; i < count; ++i) {
-          response.outputs[i] = TensorDescriptor{};
-          response.outputs[i].shape = outputs[i].shape;
-          response.outputs[i].offset = offsets[i];
-          response.outputs[i].bytes = outputs[i].bytes;
-          where[i] = slot.arena + offsets[i];
-        }
-        response.output_count = static_cast<std::uint16_t>(count);
-        return true;
-      });
+  const auto hit = cache_->view().lookup(compute_cache_key(generation, keyed), generation, keyed,
+                                         [&](std::uint32_t count, const CacheTensor* outputs, std::uint8_t** where) {
+                                           std::uint64_t sizes[kMaxTensors];
+                                           std::uint64_t offsets[kMaxTensors];
+                                           for (std::uint32_t i = 0; i < count; ++i) sizes[i] = outputs[i].bytes;
+                                           if (!region.place(sizes, count, offsets)) return false;
+                                           for (std::uint32_t i = 0; i < count; ++i) {
+                                             response.outputs[i] = TensorDescriptor{};
+                                             response.outputs[i].shape = outputs[i].shape;
+                                             response.outputs[i].offset = offsets[i];
+                                             response.outputs[i].bytes = outputs[i].bytes;
+                                             where[i] = slot.arena + offsets[i];
+                                           }
+                                           response.output_count = static_cast<std::uint16_t>(count);
+                                           return true;
+                                         });
   if (!hit) {
     response.output_count = 0;
     return false;

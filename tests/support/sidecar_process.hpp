@@ -2,9 +2,9 @@
 #pragma once
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>

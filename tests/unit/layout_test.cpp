@@ -1,10 +1,10 @@
 // Pins the shared-memory layout. When a test here fails because a struct changed on purpose, bump
 // kLayoutVersion and update the numbers: clients built against the old layout must refuse the new.
-#include "sidecar/shared/cache_layout.hpp"
 #include "sidecar/shared/layout.hpp"
 
 #include <gtest/gtest.h>
 
+#include "sidecar/shared/cache_layout.hpp"
 #include "sidecar/shared/segment.hpp"
 
 namespace sidecar {
@@ -25,16 +25,19 @@ TEST(Layout, DescriptorSizesArePinned) {
 
 TEST(Layout, CacheLayoutIsPinned) {
   EXPECT_EQ(sizeof(CacheSlot), 64u);
+  EXPECT_EQ(sizeof(CacheTags), 64u);
   EXPECT_EQ(sizeof(CacheTensor), 88u);
   EXPECT_EQ(sizeof(CacheRecordHeader), 16u);
   EXPECT_EQ(offsetof(CacheHeader, generation), 128u);
   EXPECT_EQ(offsetof(CacheHeader, counters), 192u);
   EXPECT_EQ(sizeof(CacheHeader), 320u);
   // The budget bounds the whole segment; metadata is about 1/64 of it.
-  for (std::uint64_t budget : {kCacheMinimumBytes, std::uint64_t{1} << 20, std::uint64_t{64} << 20, std::uint64_t{3} << 30}) {
+  for (std::uint64_t budget :
+       {kCacheMinimumBytes, std::uint64_t{1} << 20, std::uint64_t{64} << 20, std::uint64_t{3} << 30}) {
     const CacheGeometry geometry = CacheGeometry::compute(budget);
     EXPECT_EQ(geometry.heap_offset + geometry.heap_bytes, budget);
     EXPECT_EQ(geometry.heap_offset % kCacheRecordAlignment, 0u);
+    EXPECT_EQ(geometry.slots_offset, geometry.tags_offset + geometry.bucket_count * sizeof(CacheTags));
     EXPECT_GE(geometry.heap_offset, geometry.slots_offset + geometry.slot_count() * sizeof(CacheSlot));
     EXPECT_LE(geometry.metadata_bytes(), budget / 32) << budget;
     EXPECT_EQ(std::popcount(geometry.bucket_count), 1);

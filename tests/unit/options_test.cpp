@@ -54,7 +54,7 @@ TEST(Options, CacheBytesZeroTurnsTheCacheOffAndTinyBudgetsAreRefused) {
   const auto parsed_off = parse_command_line(7, const_cast<char**>(off));
   ASSERT_TRUE(parsed_off.options.has_value());
   EXPECT_EQ(parsed_off.options->cache_bytes, 0u);
-  const char* sized[] = {"inference-sidecar", "--name", "x", "--model", "m.pt", "--cache-bytes", "1G",
+  const char* sized[] = {"inference-sidecar",       "--name", "x", "--model", "m.pt", "--cache-bytes", "1G",
                          "--cache-max-entry-bytes", "2M"};
   const auto parsed_sized = parse_command_line(9, const_cast<char**>(sized));
   ASSERT_TRUE(parsed_sized.options.has_value());

@@ -1,5 +1,7 @@
 // The result cache without a sidecar: ResultCache (the writer) and CacheView (the reader) over a
 // real shared-memory segment, with readers in this process and in child processes.
+#include "result_cache.hpp"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -10,7 +12,6 @@
 #include <random>
 #include <vector>
 
-#include "result_cache.hpp"
 #include "sidecar/shared/cache_reader.hpp"
 #include "sidecar/shared/segment.hpp"
 
@@ -55,7 +56,8 @@ std::optional<CacheHit> look_up(const ResultCache& cache, std::span<const Tensor
   return cache.view().lookup(compute_cache_key(generation, inputs), generation, inputs, Collect{out});
 }
 
-ResultCache::Stored store(ResultCache& cache, std::span<const TensorBytes> inputs, std::span<const TensorBytes> outputs) {
+ResultCache::Stored store(ResultCache& cache, std::span<const TensorBytes> inputs,
+                          std::span<const TensorBytes> outputs) {
   const std::uint64_t generation = cache.generation();
   return cache.insert(compute_cache_key(generation, inputs), generation, inputs, outputs);
 }

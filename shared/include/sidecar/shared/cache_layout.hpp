@@ -3,13 +3,17 @@
 // One segment per sidecar instance, "/sidecar-cache.NAME", exactly --cache-bytes long: the budget
 // bounds everything the cache holds, its metadata included, because nothing of it lives elsewhere.
 //
-//   [CacheHeader][CacheSlot x buckets x ways][heap]
+//   [CacheHeader][CacheTags x buckets][CacheSlot x buckets x ways][heap]
 //
 // The sidecar is the only writer. Clients map the segment read-only and look their inputs up
 // themselves, so a hit costs no round trip and wakes nobody. Slots form a set-associative table: a
 // key's bucket is fixed by its hash, and the entry may sit in any of the bucket's ways. A slot
 // points at a record in the heap holding the entry's input tensors (compared byte for byte on a hash
 // match) and its output tensors.
+//
+// Each bucket also has a line of tags, the low word of each way's key, so that a lookup that misses
+// reads one cache line instead of eight. Tags are only hints: a matching tag leads to the slot,
+// which decides.
 //
 // Readers never block the writer: every slot carries a sequence number (a seqlock). The sidecar
 // makes it odd before it changes or frees anything the slot refers to and even again afterwards;
@@ -30,8 +34,8 @@ namespace sidecar {
 
 inline constexpr std::uint64_t kCacheMagic = 0x4843414345444953ull;  // "SIDECACH", little-endian
 inline constexpr std::uint32_t kCacheWays = 8;
-// One slot (64 bytes) per this many bytes of budget: metadata stays at 1/64 of the budget, and the
-// budget fills with entries of about this size or larger before slots run out.
+// One slot (64 bytes, plus 8 of tags) per this many bytes of budget: metadata stays under 1/50 of
+// the budget, and the budget fills with entries of about this size or larger before slots run out.
 inline constexpr std::uint64_t kCacheBytesPerSlot = 4096;
 inline constexpr std::uint64_t kCacheMinimumBytes = 64 * 1024;
 inline constexpr std::uint64_t kCacheRecordAlignment = 64;
@@ -40,13 +44,18 @@ struct alignas(kCacheLine) CacheSlot {
   std::atomic<std::uint64_t> sequence;  // odd while the sidecar rewrites this slot or its record
   std::atomic<std::uint64_t> key_low;
   std::atomic<std::uint64_t> key_high;
-  std::atomic<std::uint64_t> generation;  // the cache generation it was stored under; 0 = empty
+  std::atomic<std::uint64_t> generation;     // the cache generation it was stored under; 0 = empty
   std::atomic<std::uint64_t> record_offset;  // from the start of the heap
   std::atomic<std::uint64_t> record_bytes;
   std::uint64_t reserved[2];
 };
 static_assert(sizeof(CacheSlot) == kCacheLine);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+struct alignas(kCacheLine) CacheTags {
+  std::atomic<std::uint64_t> key_low[kCacheWays];
+};
+static_assert(sizeof(CacheTags) == kCacheLine);
 
 // A tensor stored in a record: its bytes at [offset, offset + bytes) from the record's start.
 struct CacheTensor {
@@ -86,10 +95,11 @@ struct alignas(kCacheLine) CacheHeader {
   // Written once at creation; `magic` last, with release.
   std::atomic<std::uint64_t> magic;
   std::uint32_t layout_version;
-  std::uint32_t header_bytes;  // sizeof(CacheHeader)
+  std::uint32_t header_bytes;   // sizeof(CacheHeader)
   std::uint64_t segment_bytes;  // the budget
   std::uint32_t bucket_count;   // a power of two
   std::uint32_t ways;
+  std::uint64_t tags_offset;
   std::uint64_t slots_offset;
   std::uint64_t heap_offset;
   std::uint64_t heap_bytes;
@@ -97,6 +107,7 @@ struct alignas(kCacheLine) CacheHeader {
   std::int32_t sidecar_pid;
   std::uint32_t reserved0;
   std::uint64_t sidecar_start_time;
+  std::uint64_t reserved1;
 
   // The generation of the cached results. It is part of every key, so results of an earlier
   // generation can never be found; it changes whenever the cache is emptied (model change, flush).
@@ -113,6 +124,7 @@ static_assert(sizeof(CacheHeader) % kCacheLine == 0);
 struct CacheGeometry {
   std::uint64_t segment_bytes = 0;
   std::uint32_t bucket_count = 0;
+  std::uint64_t tags_offset = 0;
   std::uint64_t slots_offset = 0;
   std::uint64_t heap_offset = 0;
   std::uint64_t heap_bytes = 0;
@@ -122,8 +134,11 @@ struct CacheGeometry {
     CacheGeometry g;
     g.segment_bytes = budget_bytes;
     const std::uint64_t wanted_buckets = budget_bytes / kCacheBytesPerSlot / kCacheWays;
-    g.bucket_count = static_cast<std::uint32_t>(std::bit_floor(wanted_buckets < 1 ? 1 : wanted_buckets > (1u << 24) ? (1u << 24) : wanted_buckets));
-    g.slots_offset = align_up(sizeof(CacheHeader), kCacheLine);
+    g.bucket_count = static_cast<std::uint32_t>(std::bit_floor(wanted_buckets < 1            ? 1
+                                                               : wanted_buckets > (1u << 24) ? (1u << 24)
+                                                                                             : wanted_buckets));
+    g.tags_offset = align_up(sizeof(CacheHeader), kCacheLine);
+    g.slots_offset = g.tags_offset + sizeof(CacheTags) * g.bucket_count;
     g.heap_offset = align_up(g.slots_offset + sizeof(CacheSlot) * g.slot_count(), kCacheRecordAlignment);
     g.heap_bytes = budget_bytes > g.heap_offset ? budget_bytes - g.heap_offset : 0;
     return g;
