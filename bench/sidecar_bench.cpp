@@ -247,13 +247,13 @@ Row measure_sidecar(const std::string& row_name, const ModelCase& model, const s
 enum class CacheRow { kMiss, kHitInClient, kHitInSidecar };
 
 Row measure_cache(CacheRow kind, const ModelCase& model, const std::string& binary) {
-  const char* row_name = kind == CacheRow::kMiss           ? "cache_miss"
+  const char* row_name = kind == CacheRow::kMiss          ? "cache_miss"
                          : kind == CacheRow::kHitInClient ? "cache_hit_client"
                                                           : "cache_hit_sidecar";
   const std::string name = "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + model.name;
-  SidecarChild child(binary, {"--model", model.path, "--name", name, "--warmup-shape", signature_text(model.signature),
-                              "--workers", "1", "--spin-us", "1000000", "--channels", "2", "--warmup-iterations", "20",
-                              "--cache-bytes", "256M"});
+  SidecarChild child(
+      binary, {"--model", model.path, "--name", name, "--warmup-shape", signature_text(model.signature), "--workers",
+               "1", "--spin-us", "1000000", "--channels", "2", "--warmup-iterations", "20", "--cache-bytes", "256M"});
   ConnectOptions options;
   options.timeout = std::chrono::minutes(5);
   options.spin = std::chrono::seconds(1);
