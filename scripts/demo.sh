@@ -38,6 +38,9 @@ echo "== from the shell: sidecarctl status and infer on a .npy file"
 "$build/clientlib/sidecarctl" infer --name "$name" --input "$build/input.npy" --output "$build/output.npy" | sed 's/^/   /'
 /usr/bin/python3 -c "import numpy as np; print('   output.npy:', np.load('$build/output.npy').round(4))"
 
+echo "== sidecarctl cache: the result cache in shared memory"
+"$build/clientlib/sidecarctl" cache --name "$name" | sed 's/^/   /'
+
 kill -TERM "$sidecar_pid"
 wait "$sidecar_pid"
-echo "== sidecar stopped with exit code $?; segment removed: $([ -e /dev/shm/sidecar.$name ] && echo no || echo yes)"
+echo "== sidecar stopped with exit code $?; segments removed: $([ -e /dev/shm/sidecar.$name ] || [ -e /dev/shm/sidecar-cache.$name ] && echo no || echo yes)"

@@ -5,7 +5,8 @@ set -euo pipefail
 packages=(
   cmake g++ make pkg-config binutils        # build; readelf checks the client library's dependencies
   libtorch-dev                              # LibTorch 1.13 (CPU): the daemon runs models with it
-  libboost-dev                              # Boost.Interprocess maps the segment; Boost.Lockfree for the ring comparison
+  libboost-dev                              # Boost.Interprocess maps the segments and allocates in the cache; Boost.Lockfree for the ring comparison
+  libxxhash-dev                             # XXH3-128: the result cache's key
   libspdlog-dev                             # the daemon's logging
   libcli11-dev                              # command-line flags of the daemon and sidecarctl
   libsystemd-dev                            # sd_notify(READY=1) after warm-up

@@ -598,18 +598,18 @@ std::optional<Result<std::vector<Tensor>>> Client::lookup_in_client(std::span<co
   const std::span<const TensorBytes> key_inputs(keyed, inputs.size());
   std::vector<Tensor> outputs;
   const std::uint64_t generation = impl.cache.generation();
-  const auto hit = impl.cache.lookup(compute_cache_key(generation, key_inputs), generation, key_inputs,
-                                     [&](std::uint32_t count, const CacheTensor* found, std::uint8_t** where) {
-                                       outputs.resize(count);
-                                       for (std::uint32_t i = 0; i < count; ++i) {
-                                         outputs[i].dtype = static_cast<DType>(found[i].shape.dtype);
-                                         outputs[i].shape.assign(found[i].shape.dims,
-                                                                 found[i].shape.dims + found[i].shape.rank);
-                                         outputs[i].data.resize(found[i].bytes);
-                                         where[i] = reinterpret_cast<std::uint8_t*>(outputs[i].data.data());
-                                       }
-                                       return true;
-                                     });
+  const auto hit =
+      impl.cache.lookup(compute_cache_key(generation, key_inputs), generation, key_inputs,
+                        [&](std::uint32_t count, const CacheTensor* found, std::uint8_t** where) {
+                          outputs.resize(count);
+                          for (std::uint32_t i = 0; i < count; ++i) {
+                            outputs[i].dtype = static_cast<DType>(found[i].shape.dtype);
+                            outputs[i].shape.assign(found[i].shape.dims, found[i].shape.dims + found[i].shape.rank);
+                            outputs[i].data.resize(found[i].bytes);
+                            where[i] = reinterpret_cast<std::uint8_t*>(outputs[i].data.data());
+                          }
+                          return true;
+                        });
   if (!hit) return std::nullopt;
   impl.record_client_hit(*hit);
   return Result<std::vector<Tensor>>(std::move(outputs));
@@ -647,7 +647,8 @@ Result<CacheStats> read_cache_stats(const std::string& name) {
   try {
     main_segment = SegmentMapping::open(segment_name(name), /*read_only=*/true);
   } catch (const std::exception&) {
-    return {ErrorCode::kNotRunning, "no sidecar named '" + name + "' is running (no segment " + segment_name(name) + ")"};
+    return {ErrorCode::kNotRunning,
+            "no sidecar named '" + name + "' is running (no segment " + segment_name(name) + ")"};
   }
   if (std::string problem = check_segment_layout(main_segment); !problem.empty()) {
     return {problem.rfind("layout version mismatch", 0) == 0 ? ErrorCode::kLayoutMismatch : ErrorCode::kNotReady,

@@ -211,6 +211,12 @@ std::string describe_duration(std::uint64_t nanoseconds) {
   return text;
 }
 
+std::string mebibytes(std::uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return text;
+}
+
 int run_status(const std::string& name) {
   namespace bip = boost::interprocess;
   const std::string shm_name = sidecar::segment_name(name);
@@ -287,14 +293,19 @@ int run_status(const std::string& name) {
   std::cout << "arena bytes per channel: " << header.arena_bytes << " (" << (header.arena_bytes >> 20) << " MiB)\n";
   std::cout << "uptime: " << describe_duration(now_ns > header.started_unix_ns ? now_ns - header.started_unix_ns : 0)
             << "\n";
-  std::cout << "start generation: " << header.start_generation << std::endl;
+  std::cout << "start generation: " << header.start_generation << "\n";
+  if (auto cache = sidecar::read_cache_stats(name); cache.ok()) {
+    if (!cache->enabled) {
+      std::cout << "cache: off\n";
+    } else {
+      char ratio[32];
+      std::snprintf(ratio, sizeof(ratio), "%.3f", cache->hit_ratio());
+      std::cout << "cache: " << cache->entries << " entries, " << mebibytes(cache->bytes_used) << " of "
+                << mebibytes(cache->budget_bytes) << ", hit ratio " << ratio << " (sidecarctl cache for more)\n";
+    }
+  }
+  std::cout << std::flush;
   return kExitOk;
-}
-
-std::string mebibytes(std::uint64_t bytes) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
-  return text;
 }
 
 struct CacheArgs {
@@ -326,7 +337,8 @@ int run_cache(const CacheArgs& args) {
   std::snprintf(share, sizeof(share), "%.1f%%", 100.0 * static_cast<double>(c.bytes_used) / c.budget_bytes);
   std::cout << "bytes: " << c.bytes_used << " (" << share << " of the budget, metadata included)\n";
   std::cout << "entries: " << c.entries << "\n";
-  std::cout << "hits: " << c.hits() << " (" << c.client_hits << " in clients, " << c.sidecar_hits << " in the sidecar)\n";
+  std::cout << "hits: " << c.hits() << " (" << c.client_hits << " in clients, " << c.sidecar_hits
+            << " in the sidecar)\n";
   std::cout << "misses: " << c.misses << "\n";
   char ratio[32];
   std::snprintf(ratio, sizeof(ratio), "%.3f", c.hit_ratio());
@@ -379,8 +391,8 @@ int main(int argc, char** argv) {
   status_command->footer(kExitCodeHelp);
 
   CacheArgs cache;
-  CLI::App* cache_command = app.add_subcommand(
-      "cache", "show a sidecar's result cache: entries, bytes, hits, misses, evictions, hit ratio");
+  CLI::App* cache_command =
+      app.add_subcommand("cache", "show a sidecar's result cache: entries, bytes, hits, misses, evictions, hit ratio");
   cache_command->add_option("--name", cache.name, "sidecar instance name (inference-sidecar --name)")->required();
   cache_command->add_flag("--flush", cache.flush, "empty the cache first (takes a channel for the request)");
   cache_command->add_option("--timeout-ms", cache.timeout_ms, "how long --flush waits to connect and for the answer")

@@ -63,8 +63,18 @@ CacheStats wait_for_stats(const std::string& name, Ready&& ready) {
 class DemoCacheSidecar : public testing::SuiteSidecar<DemoCacheSidecar> {
  public:
   static std::vector<std::string> sidecar_args() {
-    return {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224", "--warmup-iterations", "2",
-            "--channels", "8", "--arena-bytes", "2M", "--cache-bytes", "16M"};
+    return {"--model",
+            model_path("demo"),
+            "--warmup-shape",
+            "1x3x224x224",
+            "--warmup-iterations",
+            "2",
+            "--channels",
+            "8",
+            "--arena-bytes",
+            "2M",
+            "--cache-bytes",
+            "16M"};
   }
 };
 
@@ -173,8 +183,8 @@ TEST_F(DemoCacheSidecar, FlushEmptiesTheCacheAndStatisticsCountEverything) {
     auto hit = client.infer(TensorView::of(input, kImageShape), 10s);
     EXPECT_EQ(client.last_cache_outcome(), CacheOutcome::kHitInClient);
   }
-  const CacheStats counted = wait_for_stats(
-      sidecar_->name(), [&](const CacheStats& s) { return s.client_hits >= before.client_hits + 3; });
+  const CacheStats counted =
+      wait_for_stats(sidecar_->name(), [&](const CacheStats& s) { return s.client_hits >= before.client_hits + 3; });
   EXPECT_GE(counted.client_hits, before.client_hits + 3);
   EXPECT_GE(counted.misses, before.misses + 1);
   EXPECT_GE(counted.inserts, before.inserts + 1);
@@ -198,8 +208,8 @@ TEST_F(DemoCacheSidecar, FlushEmptiesTheCacheAndStatisticsCountEverything) {
 class SmallCacheSidecar : public testing::SuiteSidecar<SmallCacheSidecar> {
  public:
   static std::vector<std::string> sidecar_args() {
-    return {"--model", model_path("tiny"), "--channels", "4", "--arena-bytes", "1M", "--cache-bytes", "256K",
-            "--cache-max-entry-bytes", "48K"};
+    return {"--model", model_path("tiny"),        "--channels", "4", "--arena-bytes", "1M", "--cache-bytes",
+            "256K",    "--cache-max-entry-bytes", "48K"};
   }
 };
 
@@ -242,8 +252,8 @@ TEST_F(SmallCacheSidecar, BudgetHoldsWhileFilledManyTimesOverAndEveryHitIsRight)
 }
 
 TEST(CacheOff, ZeroCacheBytesRunsWithoutACacheAndSaysSo) {
-  SidecarProcess sidecar(unique_name("nocache"), {"--model", model_path("tiny"), "--warmup-shape", "1x64",
-                                                  "--channels", "2", "--arena-bytes", "64K", "--cache-bytes", "0"});
+  SidecarProcess sidecar(unique_name("nocache"), {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels",
+                                                  "2", "--arena-bytes", "64K", "--cache-bytes", "0"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   Client client = connect_or_fail(sidecar.name());
   const std::vector<float> input = random_values(64, 7);
@@ -267,8 +277,11 @@ TEST(CacheOff, ZeroCacheBytesRunsWithoutACacheAndSaysSo) {
 
 TEST(CacheLifetime, StoppingRemovesTheCacheAndARestartStartsEmpty) {
   const std::string name = unique_name("cachelife");
-  const std::vector<std::string> args = {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels", "2",
-                                         "--arena-bytes", "64K", "--cache-bytes", "1M"};
+  const std::vector<std::string> args = {"--model",        model_path("tiny"),
+                                         "--warmup-shape", "1x64",
+                                         "--channels",     "2",
+                                         "--arena-bytes",  "64K",
+                                         "--cache-bytes",  "1M"};
   const std::vector<float> input = random_values(64, 8);
   const std::int64_t shape[] = {1, 64};
   {

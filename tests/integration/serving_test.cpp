@@ -399,10 +399,9 @@ TEST(Blocking, NoLostWakeupsWithoutSpinning) {
 // late answer into the arena, so the next request's inputs must not be placed there until it came.
 TEST(Timeouts, ALateAnswerNeverLandsInTheNextRequest) {
   // No cache: the abandoned request's result would be cached, and its repeats answered from it.
-  SidecarProcess sidecar(unique_name("late"),
-                         {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224", "--warmup-shape",
-                          "4x3x224x224", "--workers", "1", "--warmup-iterations", "3", "--channels", "2",
-                          "--cache-bytes", "0"});
+  SidecarProcess sidecar(unique_name("late"), {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224",
+                                               "--warmup-shape", "4x3x224x224", "--workers", "1", "--warmup-iterations",
+                                               "3", "--channels", "2", "--cache-bytes", "0"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   Client client = connect_or_fail(sidecar.name());
   const auto small = ramp(3 * 224 * 224, 0.01f);

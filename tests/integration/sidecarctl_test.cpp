@@ -171,6 +171,7 @@ TEST_F(SidecarctlTiny, StatusShowsTheStateModelSignatureAndChannels) {
   EXPECT_NE(status.out.find("channels: 8 (1 claimed"), std::string::npos) << status.out;
   EXPECT_NE(status.out.find("arena bytes per channel: 1048576"), std::string::npos) << status.out;
   EXPECT_NE(status.out.find("uptime: "), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find(" MiB of 64.0 MiB, hit ratio "), std::string::npos) << status.out;
 }
 
 TEST_F(SidecarctlTiny, CacheShowsStatisticsAndFlushEmptiesIt) {
@@ -187,13 +188,14 @@ TEST_F(SidecarctlTiny, CacheShowsStatisticsAndFlushEmptiesIt) {
   CommandResult shown;
   for (int attempt = 0; attempt < 50; ++attempt) {
     shown = run_sidecarctl({"cache", "--name", sidecar_->name()});
-    if (shown.out.find("in clients") != std::string::npos && shown.out.find("(0 in clients") == std::string::npos) break;
+    if (shown.out.find("in clients") != std::string::npos && shown.out.find("(0 in clients") == std::string::npos)
+      break;
     std::this_thread::sleep_for(50ms);
   }
   ASSERT_EQ(shown.exit_code, 0) << describe(shown);
   EXPECT_EQ(shown.err, "");
-  for (const char* line : {"cache: /dev/shm/sidecar-cache.", "budget: 67108864 bytes", "bytes: ", "entries: ",
-                           "hits: ", "misses: ", "hit ratio: ", "evictions: ", "generation: "}) {
+  for (const char* line : {"cache: /dev/shm/sidecar-cache.", "budget: 67108864 bytes", "bytes: ", "entries: ", "hits: ",
+                           "misses: ", "hit ratio: ", "evictions: ", "generation: "}) {
     EXPECT_NE(shown.out.find(line), std::string::npos) << line << " missing in:\n" << shown.out;
   }
   EXPECT_EQ(shown.out.find("(0 in clients"), std::string::npos) << shown.out;
