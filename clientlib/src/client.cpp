@@ -98,6 +98,31 @@ std::vector<std::pair<DType, std::vector<std::int64_t>>> to_pairs(const TensorSh
   return result;
 }
 
+// Why a mapped cache segment must not be used by clients of the sidecar in `header`, or "". Anyone
+// may create files in /dev/shm, and the pid and start time in a header are public: a cache counts
+// as the sidecar's only if the sidecar's user owns it, as it owns the main segment, and nobody
+// else may write it.
+std::string cache_trust_problem(const SegmentMapping& cache_segment, const SegmentMapping& main_segment) {
+  const std::string name = cache_segment.name();
+  if (std::string problem = check_cache_layout(cache_segment.base(), cache_segment.size(), name); !problem.empty()) {
+    return problem;
+  }
+  const SegmentHeader& header = *main_segment.header();
+  const auto& cache_header = *reinterpret_cast<const CacheHeader*>(cache_segment.base());
+  if (cache_header.sidecar_pid != header.sidecar_pid || cache_header.sidecar_start_time != header.sidecar_start_time) {
+    return "cache segment " + name + " belongs to another sidecar process";
+  }
+  const std::optional<uid_t> sidecar_uid = process_uid(header.sidecar_pid);
+  if (!sidecar_uid || cache_segment.owner_uid() != *sidecar_uid ||
+      cache_segment.owner_uid() != main_segment.owner_uid()) {
+    return "cache segment " + name + " is not owned by the sidecar's user; ignoring it";
+  }
+  if (cache_segment.mode_bits() & 0022) {
+    return "cache segment " + name + " is writable by others than the sidecar; ignoring it";
+  }
+  return {};
+}
+
 }  // namespace
 
 struct Client::Impl {
@@ -168,18 +193,23 @@ struct Client::Impl {
     } catch (const std::exception&) {
       return {ErrorCode::kOk, {}};  // no cache (--cache-bytes 0)
     }
-    const std::string problem = check_cache_layout(cache_segment.base(), cache_segment.size(), name);
+    const std::string problem = cache_trust_problem(cache_segment, segment);
     if (problem.rfind("layout version mismatch", 0) == 0) return {ErrorCode::kLayoutMismatch, problem};
-    const auto& cache_header = *reinterpret_cast<const CacheHeader*>(cache_segment.base());
-    const SegmentHeader& header = *segment.header();
-    // A cache left by an earlier sidecar of this name holds another model's results.
-    if (!problem.empty() || cache_header.sidecar_pid != header.sidecar_pid ||
-        cache_header.sidecar_start_time != header.sidecar_start_time) {
+    if (!problem.empty()) {
+      // Stale (an earlier sidecar of this name, another model's results) or not the sidecar's:
+      // look nothing up here; the sidecar still uses its own cache if it has one.
       cache_segment = SegmentMapping();
       return {ErrorCode::kOk, {}};
     }
     cache = CacheView(cache_segment.base());
     return {ErrorCode::kOk, {}};
+  }
+
+  // Once the sidecar is gone its cache may hold a model that is no longer served; and it pins
+  // its memory in /dev/shm for as long as it is mapped.
+  void forget_cache() {
+    cache = CacheView();
+    cache_segment = SegmentMapping();
   }
 
   bool looks_up_here(CachePolicy policy) const noexcept {
@@ -219,7 +249,9 @@ struct Client::Impl {
     const std::uint64_t now = monotonic_ns();
     if (now - last_liveness_check_ns < kLivenessCheckNs) return true;
     last_liveness_check_ns = now;
-    return sidecar_alive();
+    if (sidecar_alive()) return true;
+    forget_cache();
+    return false;
   }
 
   // Looks the pending request's inputs (in the arena) up and, on a hit, places the outputs in the
@@ -304,8 +336,10 @@ struct Client::Impl {
       }
       if (now - last_liveness_check_ns >= kLivenessCheckNs) {
         last_liveness_check_ns = now;
-        if (!sidecar_alive())
+        if (!sidecar_alive()) {
+          forget_cache();
           return {ErrorCode::kSidecarGone, "sidecar '" + instance + "' stopped while the request was in flight"};
+        }
       }
       const std::uint64_t sleep = std::min(deadline_ns - now, kLivenessCheckNs);
       channel->response_bell.wait([&] { return responses.has_data(); }, std::chrono::nanoseconds(sleep));
@@ -665,16 +699,11 @@ Result<CacheStats> read_cache_stats(const std::string& name) {
   } catch (const std::exception&) {
     return CacheStats{};  // running without a cache
   }
-  if (std::string problem = check_cache_layout(cache_segment.base(), cache_segment.size(), cache_name);
-      !problem.empty()) {
-    return {problem.rfind("layout version mismatch", 0) == 0 ? ErrorCode::kLayoutMismatch : ErrorCode::kNotReady,
-            problem};
+  if (std::string problem = cache_trust_problem(cache_segment, main_segment); !problem.empty()) {
+    if (problem.rfind("layout version mismatch", 0) == 0) return {ErrorCode::kLayoutMismatch, problem};
+    return CacheStats{};  // stale, or not the sidecar's: this sidecar runs without a cache
   }
-  const auto& cache_header = *reinterpret_cast<const CacheHeader*>(cache_segment.base());
-  if (cache_header.sidecar_pid != header.sidecar_pid || cache_header.sidecar_start_time != header.sidecar_start_time) {
-    return CacheStats{};  // a stale cache of an earlier sidecar; this one runs without
-  }
-  return stats_of(cache_header);
+  return stats_of(*reinterpret_cast<const CacheHeader*>(cache_segment.base()));
 }
 
 Result<std::string> Client::flush_cache(std::chrono::microseconds timeout) {

@@ -11,9 +11,11 @@
 #include <random>
 #include <thread>
 
+#include "result_cache.hpp"
 #include "sidecar/client.hpp"
 #include "sidecar/shared/cache_layout.hpp"
 #include "sidecar/shared/layout.hpp"
+#include "sidecar/shared/process_identity.hpp"
 #include "sidecar_process.hpp"
 
 namespace sidecar {
@@ -194,6 +196,9 @@ TEST_F(DemoCacheSidecar, FlushEmptiesTheCacheAndStatisticsCountEverything) {
   auto flushed = client.flush_cache(5s);
   ASSERT_TRUE(flushed.ok()) << flushed.message();
   EXPECT_NE(flushed->find("flushed"), std::string::npos) << *flushed;
+  // A client flushing in a loop would turn the cache off for everyone: at most one a second.
+  auto again_at_once = client.flush_cache(5s);
+  EXPECT_EQ(again_at_once.code(), ErrorCode::kOverloaded) << again_at_once.message();
   const CacheStats after = client.cache_stats();
   EXPECT_EQ(after.entries, 0u);
   EXPECT_GT(after.generation, counted.generation);
@@ -305,6 +310,87 @@ TEST(CacheLifetime, StoppingRemovesTheCacheAndARestartStartsEmpty) {
   ASSERT_TRUE(first.ok()) << first.message();
   EXPECT_EQ(client.last_cache_outcome(), CacheOutcome::kMiss);
   EXPECT_EQ(restarted.stop(), 0);
+}
+
+// Anyone may create files in /dev/shm, and a sidecar's pid and start time are public. A cache
+// segment planted under the sidecar's cache name, claiming its pid, must not be believed unless the
+// sidecar's user owns it and nobody else can write it.
+TEST(CacheTrust, AForgedCacheIsIgnoredUnlessTheSidecarsUserOwnsIt) {
+  SidecarProcess sidecar(unique_name("forged"), {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels",
+                                                 "2", "--arena-bytes", "64K", "--cache-bytes", "0"});
+  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  const std::vector<float> input = random_values(64, 9);
+  const std::int64_t shape[] = {1, 64};
+  TensorShape in_shape{};
+  in_shape.dtype = static_cast<std::uint8_t>(DType::kFloat32);
+  in_shape.rank = 2;
+  in_shape.dims[0] = 1;
+  in_shape.dims[1] = 64;
+  TensorShape out_shape = in_shape;
+  out_shape.dims[1] = 10;
+  const std::vector<float> forged_output(10, 1234.5f);
+
+  Client reference = connect_or_fail(sidecar.name());
+  auto real = reference.infer(TensorView::of(input, shape), 5s);
+  const std::vector<std::byte> real_output = only_output(real);
+
+  // The forgery: a well-formed cache claiming the sidecar's pid and start time, with a wrong answer.
+  CacheSettings settings;
+  settings.budget_bytes = 1 << 20;
+  settings.mode = 0644;
+  auto forged = ResultCache::create(sidecar.name(), settings);
+  auto& header = const_cast<CacheHeader&>(forged->view().header());
+  header.sidecar_pid = sidecar.pid();
+  header.sidecar_start_time = process_start_time(sidecar.pid());
+  const TensorBytes in[] = {TensorBytes{in_shape, input.data(), input.size() * 4}};
+  const TensorBytes out[] = {TensorBytes{out_shape, forged_output.data(), forged_output.size() * 4}};
+  ASSERT_EQ(forged->insert(compute_cache_key(forged->generation(), in), forged->generation(), in, out),
+            ResultCache::Stored::kStored);
+  const std::string path = "/dev/shm" + cache_segment_name(sidecar.name());
+
+  struct Case {
+    const char* what;
+    uid_t owner;
+    mode_t mode;
+    bool believed;
+  };
+  // The tests run as the sidecar's user, for whom a forgery is no boundary (it could ptrace the
+  // sidecar): the first case shows the lookup would find the planted entry, so the others test
+  // the ownership checks and not a miss for some other reason.
+  const Case cases[] = {{"owned by the sidecar's user, 0644", ::geteuid(), 0644, true},
+                        {"owned by another user", 65534, 0644, false},
+                        {"writable by the group", ::geteuid(), 0664, false},
+                        {"writable by everyone", ::geteuid(), 0666, false}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    ASSERT_EQ(::chown(path.c_str(), c.owner, static_cast<gid_t>(-1)), 0);
+    ASSERT_EQ(::chmod(path.c_str(), c.mode), 0);
+    Client client = connect_or_fail(sidecar.name());
+    auto result = client.infer(TensorView::of(input, shape), 5s);
+    const std::vector<std::byte> output = only_output(result);
+    if (c.believed) {
+      EXPECT_EQ(client.last_cache_outcome(), CacheOutcome::kHitInClient);
+      EXPECT_NE(output, real_output);
+    } else {
+      EXPECT_NE(client.last_cache_outcome(), CacheOutcome::kHitInClient);
+      EXPECT_EQ(output, real_output);
+      EXPECT_FALSE(read_cache_stats(sidecar.name())->enabled);
+    }
+  }
+  EXPECT_EQ(sidecar.stop(), 0);
+}
+
+// A cache that /dev/shm cannot hold stops start-up with one clear line, not a SIGBUS, and leaves
+// no segment behind.
+TEST(CacheBudget, ABudgetDevShmCannotHoldStopsStartUpClearly) {
+  const std::string name = unique_name("hugecache");
+  SidecarProcess sidecar(name, {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels", "2",
+                                "--arena-bytes", "64K", "--cache-bytes", "65536G"});
+  EXPECT_EQ(sidecar.wait_exit(), 1) << sidecar.log();
+  EXPECT_NE(sidecar.log().find("cannot reserve"), std::string::npos) << sidecar.log();
+  struct stat info {};
+  EXPECT_NE(::stat(("/dev/shm" + cache_segment_name(name)).c_str(), &info), 0);
+  EXPECT_FALSE(testing::segment_exists(name));
 }
 
 }  // namespace

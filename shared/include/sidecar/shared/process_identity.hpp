@@ -2,11 +2,13 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -42,6 +44,13 @@ inline bool process_alive(pid_t pid, std::uint64_t start_time) {
   if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
   const std::uint64_t now = process_start_time(pid);
   return now != 0 && (start_time == 0 || now == start_time);
+}
+
+// The effective uid a process runs as (the owner of /proc/PID), or nothing when it is gone.
+inline std::optional<uid_t> process_uid(pid_t pid) {
+  struct stat info {};
+  if (pid <= 0 || ::stat(("/proc/" + std::to_string(pid)).c_str(), &info) != 0) return std::nullopt;
+  return info.st_uid;
 }
 
 }  // namespace sidecar

@@ -2,8 +2,12 @@
 // the shm_open/ftruncate/mmap/fchmod; this adds the layout checks both sides need.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -18,8 +22,10 @@ class SegmentMapping {
  public:
   SegmentMapping() = default;
 
-  // Creates the segment (failing if it exists) and maps it read-write, zero-filled.
-  static SegmentMapping create(const std::string& shm_name, std::uint64_t bytes, unsigned mode) {
+  // Creates the segment (failing if it exists) and maps it read-write, zero-filled. With `reserve`,
+  // the memory is allocated now (posix_fallocate), so a full /dev/shm is a clear error here rather
+  // than a SIGBUS at the first write to a page that cannot be backed.
+  static SegmentMapping create(const std::string& shm_name, std::uint64_t bytes, unsigned mode, bool reserve = false) {
     namespace bip = boost::interprocess;
     bip::permissions permissions(mode);
     SegmentMapping mapping;
@@ -27,6 +33,15 @@ class SegmentMapping {
     bip::shared_memory_object object(bip::create_only, shm_name.c_str(), bip::read_write, permissions);
     try {
       object.truncate(static_cast<bip::offset_t>(bytes));
+      if (reserve) {
+        const int error = ::posix_fallocate(object.get_mapping_handle().handle, 0, static_cast<off_t>(bytes));
+        if (error != 0) {
+          throw std::runtime_error("cannot reserve " + std::to_string(bytes) + " bytes in /dev/shm for " + shm_name +
+                                   ": " + std::strerror(error) +
+                                   (error == ENOSPC ? " (is /dev/shm large enough?)" : ""));
+        }
+      }
+      mapping.record_ownership(object);
       mapping.region_ = bip::mapped_region(object, bip::read_write);
     } catch (...) {
       bip::shared_memory_object::remove(shm_name.c_str());
@@ -45,6 +60,7 @@ class SegmentMapping {
     bip::shared_memory_object object(bip::open_only, shm_name.c_str(), mode);
     bip::offset_t size = 0;
     if (!object.get_size(size) || size <= 0) throw std::runtime_error("segment " + shm_name + " is empty");
+    mapping.record_ownership(object);
     mapping.region_ = bip::mapped_region(object, mode);
     return mapping;
   }
@@ -57,9 +73,24 @@ class SegmentMapping {
   std::uint64_t size() const noexcept { return region_.get_size(); }
   const std::string& name() const noexcept { return name_; }
   SegmentHeader* header() const noexcept { return reinterpret_cast<SegmentHeader*>(base()); }
+  // Owner and permission bits of the object that was mapped (fstat of the descriptor, not of the
+  // name, which may have been replaced since).
+  uid_t owner_uid() const noexcept { return owner_uid_; }
+  mode_t mode_bits() const noexcept { return mode_bits_; }
 
  private:
+  void record_ownership(const boost::interprocess::shared_memory_object& object) {
+    struct stat info {};
+    if (::fstat(object.get_mapping_handle().handle, &info) != 0) {
+      throw std::runtime_error("cannot fstat " + name_ + ": " + std::strerror(errno));
+    }
+    owner_uid_ = info.st_uid;
+    mode_bits_ = info.st_mode & 07777;
+  }
+
   std::string name_;
+  uid_t owner_uid_ = 0;
+  mode_t mode_bits_ = 0;
   boost::interprocess::mapped_region region_;
 };
 
