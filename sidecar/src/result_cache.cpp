@@ -6,6 +6,7 @@
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mem_algo/rbtree_best_fit.hpp>
 #include <boost/interprocess/sync/mutex_family.hpp>
+#include <cerrno>
 #include <cstring>
 #include <stdexcept>
 
@@ -43,11 +44,12 @@ void end_write(CacheSlot& slot) {
 // The budget is reserved up front: every page is faulted in now, so that a miss storing its result
 // in a page never touched before does not pay a page fault (about a microsecond each, measured on
 // the tiny model's miss path) and the memory a cache of this size needs is known at start.
+// The segment's memory is already reserved (posix_fallocate), so touching its pages cannot SIGBUS.
 void populate(std::uint8_t* base, std::uint64_t bytes) {
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23  // Linux 5.14
 #endif
-  if (::madvise(base, bytes, MADV_POPULATE_WRITE) == 0) return;
+  if (::madvise(base, bytes, MADV_POPULATE_WRITE) == 0 || errno != EINVAL) return;
   const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
   for (std::uint64_t offset = 0; offset < bytes; offset += page) {
     reinterpret_cast<volatile std::uint8_t*>(base)[offset] = 0;
@@ -67,7 +69,7 @@ std::unique_ptr<ResultCache> ResultCache::create(const std::string& instance, co
   // The main segment's creation already refused a live sidecar of this name: what is left is stale.
   SegmentMapping::remove(name);
   try {
-    cache->segment_ = SegmentMapping::create(name, geometry.segment_bytes, settings.mode);
+    cache->segment_ = SegmentMapping::create(name, geometry.segment_bytes, settings.mode, /*reserve=*/true);
   } catch (const std::exception& error) {
     throw std::runtime_error("cannot create the cache segment " + name + ": " + error.what());
   }

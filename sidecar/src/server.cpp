@@ -45,6 +45,8 @@ struct CapturedOutputs {
   std::vector<std::uint8_t> bytes;
   TensorBytes tensors[kMaxTensors];
   std::uint32_t count = 0;
+  std::uint64_t limit = 0;  // outputs larger in all are not captured: their entry would be over the cap
+  bool captured = false;
 };
 }  // namespace
 
@@ -61,6 +63,7 @@ struct Server::Work {
 namespace {
 
 constexpr auto kIdleSleepLimit = std::chrono::milliseconds(100);
+constexpr std::uint64_t kFlushIntervalNs = 1'000'000'000;
 constexpr auto kReaperPeriod = std::chrono::milliseconds(100);
 // A client writes its pid right after its claim; one that shows none for this long died in between.
 constexpr std::uint64_t kOwnerlessGraceNs = 1'000'000'000;
@@ -159,6 +162,8 @@ class ArenaOutputSink final : public OutputSink {
   void capture(std::span<const OutputView> outputs) {
     std::uint64_t total = 0;
     for (const OutputView& output : outputs) total += output.bytes;
+    capture_->captured = total <= capture_->limit;
+    if (!capture_->captured) return;
     capture_->bytes.resize(total);
     std::uint64_t cursor = 0;
     for (std::size_t i = 0; i < outputs.size(); ++i) {
@@ -592,22 +597,34 @@ bool Server::stage_inputs(Work& work, ChannelSlot& slot) {
   const RequestDescriptor& request = work.request;
   std::uint64_t total = 0;
   for (std::uint32_t i = 0; i < request.input_count; ++i) total += request.inputs[i].bytes;
-  if (total + cache_record_table_bytes(request.input_count, 0) > cache_->max_entry_bytes()) {
+  if (total + cache_record_table_bytes(request.input_count, kMaxTensors) +
+          kTensorAlignment * (request.input_count + kMaxTensors) >=
+      cache_->max_entry_bytes()) {
     cache_->count_too_large();
     return false;
   }
-  work.staged_bytes.resize(total);
-  std::uint64_t cursor = 0;
+  // Each input at kTensorAlignment, as in the arena: the model sees the same alignment either way.
+  work.staged_bytes.resize(total + (kTensorAlignment - 1) * (request.input_count + 1));
+  std::uint8_t* base = work.staged_bytes.data();
+  std::uint64_t cursor =
+      align_up(reinterpret_cast<std::uintptr_t>(base), kTensorAlignment) - reinterpret_cast<std::uintptr_t>(base);
   for (std::uint32_t i = 0; i < request.input_count; ++i) {
     const TensorDescriptor& input = request.inputs[i];
-    std::memcpy(work.staged_bytes.data() + cursor, slot.arena + input.offset, input.bytes);
-    work.staged[i] = TensorBytes{input.shape, work.staged_bytes.data() + cursor, input.bytes};
-    cursor += input.bytes;
+    std::memcpy(base + cursor, slot.arena + input.offset, input.bytes);
+    work.staged[i] = TensorBytes{input.shape, base + cursor, input.bytes};
+    cursor = align_up(cursor + input.bytes, kTensorAlignment);
   }
+  // What the outputs may take for the entry to stay under the cap.
+  work.outputs.limit = cache_->max_entry_bytes() - total - cache_record_table_bytes(request.input_count, kMaxTensors) -
+                       kTensorAlignment * (request.input_count + kMaxTensors);
   return true;
 }
 
 void Server::store_in_cache(Work& work, const CacheKey& key, std::uint64_t generation) {
+  if (!work.outputs.captured) {
+    cache_->count_too_large();
+    return;
+  }
   const std::span<const TensorBytes> inputs(work.staged, work.request.input_count);
   // A model may write into its inputs (in-place ops): then the result does not belong to the key.
   if (compute_cache_key(generation, inputs) != key) return;
@@ -620,6 +637,16 @@ void Server::flush_cache(ResponseDescriptor& response) {
     set_message(response, "this sidecar has no result cache (--cache-bytes 0)");
     return;
   }
+  // Any client may flush, and a flush drops every result being computed: at most one a second, so
+  // that a client flushing in a loop cannot turn the cache off for everyone.
+  const std::uint64_t now = monotonic_ns();
+  const std::uint64_t last = last_flush_ns_.load(std::memory_order_relaxed);
+  if (last != 0 && now - last < kFlushIntervalNs) {
+    response.status = static_cast<std::uint32_t>(Status::kOverloaded);
+    set_message(response, "the cache was flushed less than a second ago; try again");
+    return;
+  }
+  last_flush_ns_.store(now, std::memory_order_relaxed);
   const ResultCache::Flushed flushed = cache_->flush();
   spdlog::info("result cache flushed on request: {} entries, {} bytes", flushed.entries, flushed.bytes);
   set_message(response, "flushed " + std::to_string(flushed.entries) + " entries (" + std::to_string(flushed.bytes) +
@@ -633,7 +660,10 @@ void Server::drain_cache_hit_logs() {
   std::uint64_t client_hits = client_hits_of_recycled_channels_;
   for (auto& owned : channels_) {
     ChannelSlot& slot = *owned;
-    if (slot.shared->state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(ChannelState::kClaimed))
+    // Detaching channels too: their last hits count until the channel is recycled and folded in.
+    const auto state = slot.shared->state.load(std::memory_order_acquire);
+    if (state != static_cast<std::uint32_t>(ChannelState::kClaimed) &&
+        state != static_cast<std::uint32_t>(ChannelState::kDetaching))
       continue;
     client_hits += slot.shared->cache_hits.load(std::memory_order_relaxed);
     // One ring's worth at most: a client that keeps reporting cannot keep the reaper here.

@@ -86,6 +86,7 @@ class Server {
   std::unique_ptr<ResultCache> cache_;  // null when --cache-bytes is 0
   std::mutex hit_log_mutex_;            // the channels' hit-log consumers, and:
   std::uint64_t client_hits_of_recycled_channels_ = 0;
+  std::atomic<std::uint64_t> last_flush_ns_{0};
 
   std::vector<std::thread> workers_;
   std::thread reaper_;

@@ -348,6 +348,7 @@ TEST(ResultCacheStress, ReadersInOtherProcessesNeverSeeTornOrMismatchedEntries) 
   std::mt19937 random(5);
   const auto end = std::chrono::steady_clock::now() + kDuration;
   std::uint64_t inserts = 0;
+  std::uint64_t writes = 0;
   while (std::chrono::steady_clock::now() < end) {
     const std::uint32_t s = random() % kKeys;
     const std::vector<float> input = stress_input(s);
@@ -357,7 +358,7 @@ TEST(ResultCacheStress, ReadersInOtherProcessesNeverSeeTornOrMismatchedEntries) 
     const TensorBytes in[] = {TensorBytes{in_shape, input.data(), input.size() * 4}};
     const TensorBytes out[] = {TensorBytes{out_shape, output.data(), output.size() * 4}};
     if (store(*cache, in, out) == ResultCache::Stored::kStored) ++inserts;
-    if (inserts % 4096 == 0) cache->flush();  // empties under the readers too, now and then
+    if (++writes % 4096 == 0) cache->flush();  // empties under the readers too, now and then
   }
   const std::uint64_t evictions = cache->view().header().counters.evictions.load() - evictions_before;
 
