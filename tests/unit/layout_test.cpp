@@ -36,7 +36,7 @@ TEST(Layout, CacheLayoutIsPinned) {
        {kCacheMinimumBytes, std::uint64_t{1} << 20, std::uint64_t{64} << 20, std::uint64_t{3} << 30}) {
     const CacheGeometry geometry = CacheGeometry::compute(budget);
     EXPECT_EQ(geometry.heap_offset + geometry.heap_bytes, budget);
-    EXPECT_EQ(geometry.heap_offset % kCacheRecordAlignment, 0u);
+    EXPECT_EQ(geometry.heap_offset % kCacheHeapAlignment, 0u);
     EXPECT_EQ(geometry.slots_offset, geometry.tags_offset + geometry.bucket_count * sizeof(CacheTags));
     EXPECT_GE(geometry.heap_offset, geometry.slots_offset + geometry.slot_count() * sizeof(CacheSlot));
     EXPECT_LE(geometry.metadata_bytes(), budget / 32) << budget;

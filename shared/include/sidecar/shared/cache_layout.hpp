@@ -38,7 +38,10 @@ inline constexpr std::uint32_t kCacheWays = 8;
 // the budget, and the budget fills with entries of about this size or larger before slots run out.
 inline constexpr std::uint64_t kCacheBytesPerSlot = 4096;
 inline constexpr std::uint64_t kCacheMinimumBytes = 64 * 1024;
-inline constexpr std::uint64_t kCacheRecordAlignment = 64;
+inline constexpr std::uint64_t kCacheHeapAlignment = 64;
+// Records are where the heap's allocator puts them (16-byte aligned); tensor bytes inside a record
+// sit at kTensorAlignment from its start. Only compared and copied, they need no more.
+inline constexpr std::uint64_t kCacheRecordAlignment = 16;
 
 struct alignas(kCacheLine) CacheSlot {
   std::atomic<std::uint64_t> sequence;  // odd while the sidecar rewrites this slot or its record
@@ -139,7 +142,7 @@ struct CacheGeometry {
                                                                                              : wanted_buckets));
     g.tags_offset = align_up(sizeof(CacheHeader), kCacheLine);
     g.slots_offset = g.tags_offset + sizeof(CacheTags) * g.bucket_count;
-    g.heap_offset = align_up(g.slots_offset + sizeof(CacheSlot) * g.slot_count(), kCacheRecordAlignment);
+    g.heap_offset = align_up(g.slots_offset + sizeof(CacheSlot) * g.slot_count(), kCacheHeapAlignment);
     g.heap_bytes = budget_bytes > g.heap_offset ? budget_bytes - g.heap_offset : 0;
     return g;
   }
