@@ -11,6 +11,9 @@
 //   cache_hit_client  the same input every call, looked up by the client in shared memory
 //   cache_hit_sidecar the same input every call, looked up by the sidecar
 //   key_hash, memcmp, memcpy   the pieces of a hit on the model's input bytes, for GB/s
+// With --clients 1,2,4,8,16: closed-loop client processes instead, each with one request in
+// flight, new inputs every call, cache bypassed; rows batching_off and batching_on per client count
+// with throughput_rps beside the latency percentiles.
 // The sidecar rows use the zero-copy path (inputs written in place); the cache rows use infer(),
 // whose lookup reads the caller's buffer, so a client-side hit copies nothing into shared memory.
 //
@@ -56,6 +59,8 @@ struct Row {
   double p999_us = 0;
   std::size_t requests = 0;
   std::uint64_t bytes = 0;  // input bytes, for the rows that report GB/s
+  std::uint32_t clients = 0;  // throughput rows
+  double throughput_rps = 0;
 };
 
 struct ModelCase {
@@ -328,6 +333,134 @@ std::vector<Row> measure_hit_parts(const ModelCase& model) {
   return rows;
 }
 
+// --- Throughput: many client processes at once -------------------------------------------------
+
+struct ThroughputSettings {
+  std::uint32_t max_batch = 8;
+  std::uint32_t batch_delay_us = 2000;
+  double seconds = 3.0;
+};
+
+// C client processes in a closed loop against one sidecar; each reports its latencies through a
+// pipe. Throughput counts the requests answered while all of them were running.
+Row measure_throughput(const ModelCase& model, const std::string& binary, std::uint32_t clients, bool batching,
+                       const ThroughputSettings& settings) {
+  const char* row_name = batching ? "batching_on" : "batching_off";
+  const std::string name =
+      "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + std::to_string(clients) + "-" + model.name;
+  const std::uint32_t max_batch = batching ? settings.max_batch : 1;
+  SidecarChild child(binary, {"--model", model.path, "--name", name, "--warmup-shape", signature_text(model.signature),
+                              "--max-batch", std::to_string(max_batch), "--max-queue-delay-us",
+                              std::to_string(settings.batch_delay_us), "--channels", std::to_string(clients + 2),
+                              "--warmup-iterations", "3", "--cache-bytes", "0"});
+  {
+    ConnectOptions options;
+    options.timeout = std::chrono::minutes(10);  // warm-up of every batch size
+    auto ready = Client::connect(name, options);
+    if (!ready.ok()) throw std::runtime_error("connect: " + ready.message() + "\n" + child.log());
+  }
+  int go[2];
+  if (::pipe(go) != 0) throw std::runtime_error("pipe failed");
+  struct Reporter {
+    pid_t pid;
+    int read_fd;
+  };
+  std::vector<Reporter> reporters;
+  for (std::uint32_t c = 0; c < clients; ++c) {
+    int report[2];
+    if (::pipe(report) != 0) throw std::runtime_error("pipe failed");
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+      ::close(report[0]);
+      ::close(go[1]);
+      std::vector<double> latencies;
+      auto client = Client::connect(name);
+      if (client.ok()) {
+        std::vector<std::vector<float>> inputs;
+        std::vector<TensorView> views;
+        for (const TensorShape& shape : model.signature) inputs.push_back(random_input(element_count_of(shape)));
+        for (std::size_t i = 0; i < inputs.size(); ++i) {
+          const TensorShape& shape = model.signature[i];
+          views.push_back(TensorView::of(inputs[i], std::span<const std::int64_t>(shape.dims, shape.rank)));
+        }
+        char byte;
+        if (::read(go[0], &byte, 1) == 1) {
+          const auto end = Clock::now() + std::chrono::duration<double>(settings.seconds);
+          for (std::uint64_t r = 0; Clock::now() < end; ++r) {
+            inputs[0][(r * 7919 + c) % inputs[0].size()] += 1.0f;  // a new input every call
+            const auto start = Clock::now();
+            auto outputs = client->infer(views, std::chrono::seconds(60), CachePolicy::kBypass);
+            const auto stop = Clock::now();
+            if (!outputs.ok()) break;
+            if (stop <= end) latencies.push_back(std::chrono::duration<double, std::micro>(stop - start).count());
+          }
+        }
+      }
+      const std::uint64_t count = latencies.size();
+      bool written = ::write(report[1], &count, sizeof count) == sizeof count;
+      const char* bytes = reinterpret_cast<const char*>(latencies.data());
+      for (std::size_t done = 0, total = count * sizeof(double); written && done < total;) {
+        const ssize_t n = ::write(report[1], bytes + done, total - done);
+        written = n > 0;
+        done += n > 0 ? static_cast<std::size_t>(n) : 0;
+      }
+      ::_exit(written ? 0 : 1);
+    }
+    ::close(report[1]);
+    reporters.push_back({pid, report[0]});
+  }
+  ::close(go[0]);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // every child connected
+  const std::string release(clients, 'x');
+  if (::write(go[1], release.data(), release.size()) != static_cast<ssize_t>(release.size())) {
+    throw std::runtime_error("cannot start the clients");
+  }
+  ::close(go[1]);
+  std::vector<double> latencies;
+  for (const Reporter& reporter : reporters) {
+    std::uint64_t count = 0;
+    if (::read(reporter.read_fd, &count, sizeof count) == sizeof count) {
+      std::vector<double> mine(count);
+      char* bytes = reinterpret_cast<char*>(mine.data());
+      std::size_t done = 0;
+      while (done < count * sizeof(double)) {
+        const ssize_t n = ::read(reporter.read_fd, bytes + done, count * sizeof(double) - done);
+        if (n <= 0) break;
+        done += static_cast<std::size_t>(n);
+      }
+      mine.resize(done / sizeof(double));
+      latencies.insert(latencies.end(), mine.begin(), mine.end());
+    }
+    ::close(reporter.read_fd);
+    ::waitpid(reporter.pid, nullptr, 0);
+  }
+  if (latencies.empty()) throw std::runtime_error(std::string(row_name) + ": no request answered\n" + child.log());
+  const double answered = static_cast<double>(latencies.size());
+  Row row = summarize(row_name, model.name, std::move(latencies));
+  row.clients = clients;
+  row.throughput_rps = answered / settings.seconds;
+  return row;
+}
+
+void print_throughput(const std::vector<Row>& rows) {
+  std::printf("%-14s %-8s %8s %14s %12s %12s %10s\n", "row", "model", "clients", "throughput_rps", "p50_us",
+              "p99_us", "requests");
+  for (const Row& row : rows) {
+    std::printf("%-14s %-8s %8u %14.1f %12.1f %12.1f %10zu\n", row.name.c_str(), row.model.c_str(), row.clients,
+                row.throughput_rps, row.p50_us, row.p99_us, row.requests);
+  }
+  for (const Row& on : rows) {
+    if (on.name != "batching_on") continue;
+    for (const Row& off : rows) {
+      if (off.name == "batching_off" && off.model == on.model && off.clients == on.clients) {
+        std::printf("batching on/off with %2u clients on %s: throughput x%.2f, p99 %.1f ms vs %.1f ms\n", on.clients,
+                    on.model.c_str(), on.throughput_rps / off.throughput_rps, on.p99_us / 1000, off.p99_us / 1000);
+      }
+    }
+  }
+}
+
 void print_table(const std::vector<Row>& rows) {
   std::printf("%-18s %-8s %12s %12s %12s %10s\n", "row", "model", "p50_us", "p99_us", "p99.9_us", "requests");
   for (const Row& row : rows) {
@@ -386,9 +519,9 @@ void write_json(const std::string& path, const std::vector<Row>& rows) {
     std::snprintf(
         line, sizeof line,
         "%s\n {\"name\":\"%s\",\"model\":\"%s\",\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"requests\":%zu,"
-        "\"input_bytes\":%llu}",
+        "\"input_bytes\":%llu,\"clients\":%u,\"throughput_rps\":%.2f}",
         i ? "," : "", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us, row.p999_us, row.requests,
-        static_cast<unsigned long long>(row.bytes));
+        static_cast<unsigned long long>(row.bytes), row.clients, row.throughput_rps);
     out << line;
   }
   out << "\n]}\n";
@@ -408,6 +541,15 @@ int run(int argc, char** argv) {
   app.add_flag("--no-pin", no_pin, "let the scheduler place the client and the sidecar");
   bool no_cache = false;
   app.add_flag("--no-cache-rows", no_cache, "skip the cache rows");
+  std::vector<std::uint32_t> client_counts;
+  ThroughputSettings throughput;
+  app.add_option("--clients", client_counts,
+                 "throughput rows instead: closed-loop client processes, e.g. --clients 1,2,4,8,16 (default model: demo)")
+      ->delimiter(',');
+  app.add_option("--max-batch", throughput.max_batch, "--max-batch of the batching_on rows")->capture_default_str();
+  app.add_option("--batch-delay-us", throughput.batch_delay_us, "--max-queue-delay-us of the batching_on rows")
+      ->capture_default_str();
+  app.add_option("--seconds", throughput.seconds, "length of each throughput row")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   placement = plan_placement(!no_pin);
   if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);
@@ -438,6 +580,28 @@ int run(int argc, char** argv) {
   }
 
   std::vector<Row> rows;
+  if (!client_counts.empty()) {
+    // Many clients share the machine with the sidecar: let the scheduler place everyone.
+    cpu_set_t all;
+    if (::sched_getaffinity(0, sizeof(all), &all) == 0 && placement.pinned) {
+      CPU_OR(&all, &placement.client, &placement.sidecar);
+      ::sched_setaffinity(0, sizeof(all), &all);
+      placement.pinned = false;
+    }
+    for (const ModelCase& model : models) {
+      if (model_path.empty() && model.name != "demo") continue;
+      for (std::uint32_t clients : client_counts) {
+        for (bool batching : {false, true}) {
+          std::fprintf(stderr, "%s, %u clients, batching %s...\n", model.name.c_str(), clients, batching ? "on" : "off");
+          rows.push_back(measure_throughput(model, sidecar_binary, clients, batching, throughput));
+        }
+      }
+    }
+    if (model_path.empty()) std::filesystem::remove_all(scratch);
+    print_throughput(rows);
+    if (!json_path.empty()) write_json(json_path, rows);
+    return 0;
+  }
   for (const ModelCase& model : models) {
     std::fprintf(stderr, "measuring %s...\n", model.name.c_str());
     rows.push_back(measure_in_process(model));

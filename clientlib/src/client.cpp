@@ -143,6 +143,7 @@ struct Client::Impl {
   CacheLookup cache_lookup = CacheLookup::kInClient;
   CacheOutcome last_cache_outcome = CacheOutcome::kNotUsed;
   SpscProducer<HitLogRing> hit_log;
+  ServiceInfo last_service;
 
   std::uint64_t next_request_id = 1;
   // A request that timed out: the sidecar may still write its outputs into the arena, so the arena
@@ -375,6 +376,7 @@ struct Client::Impl {
       if (!problem.empty()) return {ErrorCode::kProtocolError, "output " + std::to_string(i) + ": " + problem};
     }
     if (response.flags & kResponseFlagFromCache) last_cache_outcome = CacheOutcome::kHitInSidecar;
+    last_service = ServiceInfo{response.batch_size, response.service_order};
     set_output_views(response.outputs, count);
     return {ErrorCode::kOk, {}};
   }
@@ -387,6 +389,7 @@ Client::~Client() = default;
 
 const ModelInfo& Client::model() const noexcept { return impl_->model; }
 CacheOutcome Client::last_cache_outcome() const noexcept { return impl_->last_cache_outcome; }
+ServiceInfo Client::last_service() const noexcept { return impl_->last_service; }
 void Client::set_cache_lookup(CacheLookup lookup) noexcept { impl_->cache_lookup = lookup; }
 
 void Client::reset_inputs() noexcept {
@@ -447,6 +450,7 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
   model.model_path.assign(header.model.model_path, strnlen(header.model.model_path, kModelPathBytes));
   model.input_count = header.model.input_count;
   model.output_count = header.model.output_count;
+  model.max_batch = std::max<std::uint32_t>(header.model.max_batch, 1);
   for (std::uint32_t s = 0; s < std::min(header.model.signature_count, kMaxSignatures); ++s) {
     model.signatures.push_back({to_pairs(header.model.signatures[s].inputs, header.model.input_count),
                                 to_pairs(header.model.signatures[s].outputs, header.model.output_count)});
@@ -561,6 +565,7 @@ Result<std::span<const TensorView>> Client::send_pending(std::chrono::microsecon
   if (request.output_capacity == 0) request.output_offset = 0;
 
   request.flags = impl.cache_flags(policy);
+  impl.last_service = ServiceInfo{};
   if (impl.looks_up_here(policy) && !looked_up) {
     if (!impl.sidecar_alive_for_hits()) {
       return {ErrorCode::kSidecarGone, "sidecar '" + impl.instance + "' is gone"};

@@ -120,6 +120,13 @@ ParsedOptions parse_command_line(int argc, char** argv) {
   app.add_option("--channels", options.channels, "client connections the segment holds")
       ->check(CLI::Range(1u, kMaxChannels));
   app.add_option("--arena-bytes", arena, "tensor space per channel (K, M, G suffixes)");
+  app.add_option("--max-batch", options.max_batch,
+                 "batch up to this many rows of requests whose --warmup-shape has a leading dim of 1 into one "
+                 "forward (the model must take a leading batch dim); every size is warmed up. 1: no batching")
+      ->check(CLI::Range(1u, 256u));
+  app.add_option("--max-queue-delay-us", options.max_queue_delay_us,
+                 "how long the first request of a batch waits for others to join it")
+      ->check(CLI::Range(0u, 1000000u));
   app.add_option("--segment-mode", mode, "permissions of the shared-memory segment, octal");
   app.add_option("--cache-bytes", cache_bytes,
                  "size of the result cache in shared memory, metadata included (K, M, G suffixes; 0: no cache). "

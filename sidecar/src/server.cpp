@@ -50,13 +50,29 @@ struct CapturedOutputs {
 };
 }  // namespace
 
-struct Server::Work {
+// One request taken from a ring.
+struct TakenRequest {
   std::uint32_t channel = 0;
   RequestDescriptor request;  // a private copy: the client cannot change it under us
-  // A request whose result will be cached runs on a private copy of its inputs, so that what is
-  // stored is exactly what the model saw: the client can rewrite its arena at any moment.
+  std::uint64_t service_order = 0;
+  ResponseDescriptor response;
+  // For the cache: the key and generation of its inputs, computed before the forward.
+  bool store_result = false;
+  CacheKey key;
+  std::uint64_t generation = 0;
+  TensorBytes staged[kMaxTensors];  // its inputs in the private copy (a batch's rows, or its own)
+  TensorBytes outputs[kMaxTensors];
+  std::uint32_t output_count = 0;
+};
+
+struct Server::Work {
+  // What the leader took: one request, or several compatible ones to run as one batch.
+  std::vector<TakenRequest> taken;
+  std::uint32_t batch_rows = 0;
+  // A request whose result will be cached, and every batch, runs on a private copy of its inputs,
+  // so that what is stored is exactly what the model saw: a client can rewrite its arena at any
+  // moment. Reused from request to request.
   std::vector<std::uint8_t> staged_bytes;
-  TensorBytes staged[kMaxTensors];
   CapturedOutputs outputs;
 };
 
@@ -193,6 +209,87 @@ void set_message(ResponseDescriptor& response, const std::string& message) {
   response.message_length = static_cast<std::uint16_t>(length);
 }
 
+// Splits a batch's outputs back into each request's rows and writes them into each client's
+// output region. Every output must have the batch's rows along dim 0; otherwise nothing is written
+// and the requests run one by one.
+class BatchOutputSink final : public OutputSink {
+ public:
+  BatchOutputSink(std::span<TakenRequest*> batch, std::uint64_t total_rows,
+                  const std::vector<std::unique_ptr<ChannelSlot>>& channels, CapturedOutputs& capture)
+      : batch_(batch), total_rows_(total_rows), channels_(channels), capture_(capture) {}
+
+  Status accept(std::span<const OutputView> outputs, std::string& message) override {
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      const TensorShape& shape = outputs[i].shape;
+      if (shape.rank < 1 || static_cast<std::uint64_t>(shape.dims[0]) != total_rows_ ||
+          outputs[i].bytes % total_rows_ != 0) {
+        message = "output " + std::to_string(i) + " is " + describe_shape(shape) + ", not " +
+                  std::to_string(total_rows_) + " rows like the batch's inputs: the model cannot be batched";
+        return Status::kUnsupportedOutput;
+      }
+    }
+    // Private copies of the whole outputs, for the entries the requests will store.
+    bool any_stores = false;
+    for (TakenRequest* taken : batch_) any_stores = any_stores || taken->store_result;
+    const std::uint8_t* copies[kMaxTensors] = {};
+    if (any_stores) {
+      std::uint64_t total = 0;
+      for (const OutputView& output : outputs) total += output.bytes;
+      capture_.bytes.resize(total);
+      std::uint64_t cursor = 0;
+      for (std::size_t i = 0; i < outputs.size(); ++i) {
+        std::memcpy(capture_.bytes.data() + cursor, outputs[i].data, outputs[i].bytes);
+        copies[i] = capture_.bytes.data() + cursor;
+        cursor += outputs[i].bytes;
+      }
+    }
+    std::uint64_t row = 0;
+    for (TakenRequest* taken : batch_) {
+      const auto rows = static_cast<std::uint64_t>(taken->request.inputs[0].shape.dims[0]);
+      ResponseDescriptor& response = taken->response;
+      const OutputRegion region{taken->request.output_offset, taken->request.output_capacity};
+      std::uint64_t sizes[kMaxTensors];
+      std::uint64_t offsets[kMaxTensors];
+      for (std::size_t i = 0; i < outputs.size(); ++i) sizes[i] = outputs[i].bytes / total_rows_ * rows;
+      const auto count = static_cast<std::uint32_t>(outputs.size());
+      if (!region.place(sizes, count, offsets)) {
+        response.status = static_cast<std::uint32_t>(Status::kOutputTooLarge);
+        set_message(response, "the outputs need " + std::to_string(OutputRegion::packed_bytes(sizes, count)) +
+                                  " bytes; the request reserved " + std::to_string(region.capacity));
+        taken->store_result = false;
+        row += rows;
+        continue;
+      }
+      std::uint8_t* arena = channels_[taken->channel]->arena;
+      for (std::uint32_t i = 0; i < count; ++i) {
+        const std::uint64_t row_bytes = outputs[i].bytes / total_rows_;
+        TensorDescriptor& descriptor = response.outputs[i];
+        descriptor = TensorDescriptor{};
+        descriptor.shape = outputs[i].shape;
+        descriptor.shape.dims[0] = static_cast<std::int64_t>(rows);
+        descriptor.offset = offsets[i];
+        descriptor.bytes = sizes[i];
+        std::memcpy(arena + offsets[i], static_cast<const std::uint8_t*>(outputs[i].data) + row * row_bytes, sizes[i]);
+        if (taken->store_result) {
+          taken->outputs[i] = TensorBytes{descriptor.shape, copies[i] + row * row_bytes, sizes[i]};
+        }
+      }
+      response.output_count = static_cast<std::uint16_t>(count);
+      taken->output_count = count;
+      row += rows;
+    }
+    return Status::kOk;
+  }
+
+ private:
+  std::span<TakenRequest*> batch_;
+  std::uint64_t total_rows_;
+  const std::vector<std::unique_ptr<ChannelSlot>>& channels_;
+  CapturedOutputs& capture_;
+};
+
+RateLimitedWarning batch_fallbacks_warning;
+
 // Copies only the parts of a response that are in use: the slot is 1.3 KB, a typical answer 160 B.
 void post_response(ChannelSlot& slot, const ResponseDescriptor& response) {
   {
@@ -225,6 +322,23 @@ Server::Server(SidecarOptions options, std::unique_ptr<ModelRunner> runner)
   // too); pinned apart from them, it may use all of its own.
   const auto online = static_cast<int>(std::thread::hardware_concurrency());
   cpus_kept_for_clients_ = usable_cpus_ >= online ? 1 : 0;
+  max_queue_delay_ns_ = std::uint64_t{options_.max_queue_delay_us} * 1000u;
+  // Warm-up covers every shape the batcher can form: each batchable signature at 1..max_batch rows.
+  warmup_plan_ = options_.warmup_signatures;
+  if (options_.max_batch > 1) {
+    for (const InputSignature& signature : options_.warmup_signatures) {
+      const bool batchable = !signature.empty() && std::all_of(signature.begin(), signature.end(), [](const TensorShape& s) {
+        return s.rank >= 1 && s.dims[0] == 1;
+      });
+      if (!batchable) continue;
+      batchable_signatures_.push_back(signature);
+      for (std::uint32_t rows = 2; rows <= options_.max_batch; ++rows) {
+        InputSignature batched = signature;
+        for (TensorShape& shape : batched) shape.dims[0] = rows;
+        warmup_plan_.push_back(std::move(batched));
+      }
+    }
+  }
 }
 
 // A spinning leader must not take a core from a worker that runs a forward, nor from a spinning
@@ -350,6 +464,7 @@ void Server::mark_ready() {
 void Server::publish_model_description() {
   ModelDescription& model = segment_.header()->model;
   model.signature_count = static_cast<std::uint32_t>(warmup_results_.size());
+  model.max_batch = batchable_signatures_.empty() ? 1 : options_.max_batch;
   model.output_count = warmup_results_.empty() ? 0 : static_cast<std::uint32_t>(warmup_results_[0].outputs.size());
   for (std::size_t s = 0; s < warmup_results_.size() && s < kMaxSignatures; ++s) {
     const WarmupResult& result = warmup_results_[s];
@@ -368,11 +483,13 @@ void Server::worker_main(int index) {
     std::unique_lock lock(warmup_mutex_);
     if (!warmup_error_.empty()) return;
     try {
-      auto results = runner_->warm_up(options_.warmup_signatures, options_.warmup_iterations);
+      auto results = runner_->warm_up(warmup_plan_, options_.warmup_iterations);
       for (const WarmupResult& result : results) {
         spdlog::info("worker {} warmed ({}): first call {:.1f} us, warmed {:.1f} us", index,
                      describe_signature(result.inputs), result.first_call_us, result.warmed_call_us);
       }
+      // The model description lists the declared shapes; batch sizes are implied by max_batch.
+      results.resize(std::min(results.size(), options_.warmup_signatures.size()));
       if (warmup_results_.empty()) warmup_results_ = std::move(results);
       ++warmed_workers_;
     } catch (const std::exception& error) {
@@ -383,21 +500,31 @@ void Server::worker_main(int index) {
   }
 
   Work work;
+  work.taken.reserve(options_.max_batch);
   while (true) {
     std::unique_lock lead(leader_mutex_);
     if (!lead_and_take(work)) break;
     executing_.fetch_add(1, std::memory_order_relaxed);
     lead.unlock();  // a follower becomes the leader while this worker runs the request
-    execute(work);
+    if (work.taken.size() == 1) {
+      execute(work, work.taken[0]);
+    } else {
+      execute_batch(work);
+    }
     executing_.fetch_sub(1, std::memory_order_relaxed);
   }
 }
 
 bool Server::lead_and_take(Work& work) {
+  work.taken.clear();
+  work.batch_rows = 0;
   std::uint64_t spin_until = monotonic_ns() + spin_ns_;
   while (!stopping_.load(std::memory_order_acquire)) {
     if (recycle_possible()) recycle_flagged_channels();
-    if (poll_once(work)) return true;
+    if (poll_once(work, nullptr)) {
+      gather_batch(work);
+      return true;
+    }
     if (spin_ns_ != 0 && monotonic_ns() < spin_until && spinning_fits()) {
       cpu_relax();
       continue;
@@ -410,7 +537,55 @@ bool Server::lead_and_take(Work& work) {
   return false;
 }
 
-bool Server::poll_once(Work& work) {
+// Rows of a request that could join a batch: its inputs match a batchable signature except for a
+// shared leading dim of 1..max_batch. 0 when it cannot be batched. Reads only the private copy.
+std::uint32_t Server::batch_rows_of(const RequestDescriptor& request) const {
+  if (options_.max_batch <= 1 || request.flags & kRequestFlagFlushCache) return 0;
+  if (request.input_count == 0 || request.input_count > kMaxTensors) return 0;
+  const std::int64_t rows = request.inputs[0].shape.rank >= 1 ? request.inputs[0].shape.dims[0] : 0;
+  if (rows < 1 || rows > options_.max_batch) return 0;
+  for (const InputSignature& signature : batchable_signatures_) {
+    bool match = signature.size() == request.input_count;
+    for (std::size_t i = 0; match && i < signature.size(); ++i) {
+      const TensorShape& want = signature[i];
+      const TensorShape& got = request.inputs[i].shape;
+      match = got.dtype == want.dtype && got.rank == want.rank && got.rank <= kMaxRank && got.dims[0] == rows &&
+              std::equal(want.dims + 1, want.dims + want.rank, got.dims + 1);
+    }
+    if (match) return static_cast<std::uint32_t>(rows);
+  }
+  return 0;
+}
+
+// Two requests can share a forward: same input count, dtypes and trailing dims.
+static bool same_trailing_shapes(const RequestDescriptor& a, const RequestDescriptor& b) {
+  if (a.input_count != b.input_count) return false;
+  for (std::uint32_t i = 0; i < a.input_count && i < kMaxTensors; ++i) {
+    const TensorShape& x = a.inputs[i].shape;
+    const TensorShape& y = b.inputs[i].shape;
+    if (x.dtype != y.dtype || x.rank != y.rank || !std::equal(x.dims + 1, x.dims + x.rank, y.dims + 1)) return false;
+  }
+  return true;
+}
+
+// The leader has taken a request. If it can be batched, the leader keeps taking compatible
+// requests, round-robin over the channels, until the batch has max_batch rows or
+// max_queue_delay_us has passed since the first was taken; then it runs them as one forward.
+void Server::gather_batch(Work& work) {
+  const std::uint32_t first_rows = batch_rows_of(work.taken[0].request);
+  if (first_rows == 0) return;
+  work.batch_rows = first_rows;
+  const std::uint64_t until = monotonic_ns() + max_queue_delay_ns_;
+  while (work.batch_rows < options_.max_batch && !stopping_.load(std::memory_order_acquire)) {
+    if (poll_once(work, &work.taken[0].request)) continue;
+    if (monotonic_ns() >= until) break;
+    cpu_relax();
+  }
+}
+
+// Takes the request at the front of the next channel (round-robin) into work.taken. With
+// `batch_with`, only a request that can join that batch (and fits in it); others stay queued.
+bool Server::poll_once(Work& work, const RequestDescriptor* batch_with) {
   SegmentHeader& header = *segment_.header();
   const std::uint32_t count = options_.channels;
   const std::uint32_t words = (count + 63) / 64;
@@ -427,13 +602,24 @@ bool Server::poll_once(Work& work) {
       if (index >= count) break;
       ChannelSlot& slot = *channels_[index];
       if (!can_take_from(slot)) continue;
+      TakenRequest& taken = work.taken.emplace_back();
       const RequestDescriptor* front = slot.requests.front();
-      std::memcpy(&work.request, front, offsetof(RequestDescriptor, inputs));
-      const std::uint32_t inputs = std::min<std::uint32_t>(work.request.input_count, kMaxTensors);
-      std::memcpy(work.request.inputs, front->inputs, sizeof(TensorDescriptor) * inputs);
+      std::memcpy(&taken.request, front, offsetof(RequestDescriptor, inputs));
+      const std::uint32_t inputs = std::min<std::uint32_t>(taken.request.input_count, kMaxTensors);
+      std::memcpy(taken.request.inputs, front->inputs, sizeof(TensorDescriptor) * inputs);
+      if (batch_with != nullptr) {
+        const std::uint32_t rows = batch_rows_of(taken.request);
+        if (rows == 0 || work.batch_rows + rows > options_.max_batch ||
+            !same_trailing_shapes(*batch_with, taken.request)) {
+          work.taken.pop_back();
+          continue;
+        }
+        work.batch_rows += rows;
+      }
       slot.requests.pop();
       slot.in_flight.fetch_add(1, std::memory_order_acq_rel);
-      work.channel = index;
+      taken.channel = index;
+      taken.service_order = next_service_order_++;
       poll_cursor_ = index + 1;
       return true;
     }
@@ -488,66 +674,188 @@ bool Server::any_request_waiting() {
   return false;
 }
 
-void Server::execute(Work& work) {
-  ChannelSlot& slot = *channels_[work.channel];
-  const RequestDescriptor& request = work.request;
-  ResponseDescriptor response;
+// Checks a request and answers it without the model when it can: errors, a flush, a passed
+// deadline, a cancellation, a hit in the cache (the lookup left to us). True when the model must run.
+bool Server::admit(TakenRequest& taken) {
+  ChannelSlot& slot = *channels_[taken.channel];
+  const RequestDescriptor& request = taken.request;
+  ResponseDescriptor& response = taken.response;
   clear_response_header(response, request.request_id);
-
+  taken.store_result = false;
+  taken.output_count = 0;
   auto fail = [&](Status status, const std::string& message) {
     response.status = static_cast<std::uint32_t>(status);
     response.output_count = 0;
     set_message(response, message);
+    return false;
   };
 
-  bool store_result = false;
-  CacheKey key;
-  std::uint64_t generation = 0;
-  std::string problem;
   if (request.flags & ~kRequestFlagsKnown) {
-    fail(Status::kInvalidRequest, "unknown request flags " + std::to_string(request.flags & ~kRequestFlagsKnown) +
-                                      " (this sidecar speaks layout version " + std::to_string(kLayoutVersion) + ")");
-  } else if (request.flags & kRequestFlagFlushCache) {
+    return fail(Status::kInvalidRequest, "unknown request flags " + std::to_string(request.flags & ~kRequestFlagsKnown) +
+                                             " (this sidecar speaks layout version " + std::to_string(kLayoutVersion) +
+                                             ")");
+  }
+  if (request.flags & kRequestFlagFlushCache) {
     flush_cache(response);
-  } else if (problem = check_request(request, slot.arena_bytes); !problem.empty()) {
-    fail(Status::kInvalidRequest, problem);
-  } else if (request.deadline_ns != 0 && monotonic_ns() > request.deadline_ns) {
-    fail(Status::kDeadlineExceeded, "the deadline passed before the request ran");
-  } else if (request.input_count != runner_->input_count()) {
-    fail(Status::kInvalidRequest, "the model takes " + std::to_string(runner_->input_count()) +
-                                      " input tensor(s), the request has " + std::to_string(request.input_count));
-  } else if (problem = match_signature(request, options_.warmup_signatures); !problem.empty()) {
-    fail(Status::kInvalidRequest, problem);
-  } else {
-    const OutputRegion region{request.output_offset, request.output_capacity};
-    const bool use_cache = cache_ != nullptr && !(request.flags & kRequestFlagBypassCache);
-    const bool client_looked = request.flags & kRequestFlagCacheChecked;
-    if (!(use_cache && !client_looked && answer_from_cache(slot, request, region, response))) {
-      InputView inputs[kMaxTensors];
-      if (use_cache) {
-        cache_->count_miss();
-        store_result = stage_inputs(work, slot);
-      }
-      for (std::uint32_t i = 0; i < request.input_count; ++i) {
-        inputs[i].shape = request.inputs[i].shape;
-        inputs[i].data = store_result ? const_cast<void*>(work.staged[i].data) : slot.arena + request.inputs[i].offset;
-      }
-      if (store_result) {
-        generation = cache_->generation();
-        key = compute_cache_key(generation, std::span<const TensorBytes>(work.staged, request.input_count));
-      }
-      ArenaOutputSink sink(slot.arena, region, response, store_result ? &work.outputs : nullptr);
-      CallOutcome outcome = runner_->run(std::span<const InputView>(inputs, request.input_count), sink);
-      if (outcome.status != Status::kOk) {
-        fail(outcome.status, outcome.message);
-        store_result = false;
-      }
+    return false;
+  }
+  if (std::string problem = check_request(request, slot.arena_bytes); !problem.empty()) {
+    return fail(Status::kInvalidRequest, problem);
+  }
+  if (request.flags & kRequestFlagCancellable) {
+    // The cancel word is the client's, in its own arena: bounds and alignment are checked here.
+    if (request.cancel_offset % 8 != 0 || request.cancel_offset > slot.arena_bytes - 8) {
+      return fail(Status::kInvalidRequest, "cancel word at offset " + std::to_string(request.cancel_offset) +
+                                               " is outside the channel's arena or not 8-byte aligned");
+    }
+    const auto* word = reinterpret_cast<const std::atomic<std::uint64_t>*>(slot.arena + request.cancel_offset);
+    if (word->load(std::memory_order_acquire) != 0) return fail(Status::kCancelled, "cancelled by the client");
+  }
+  if (request.deadline_ns != 0 && monotonic_ns() > request.deadline_ns) {
+    return fail(Status::kDeadlineExceeded, "the deadline passed before the request ran");
+  }
+  if (request.input_count != runner_->input_count()) {
+    return fail(Status::kInvalidRequest, "the model takes " + std::to_string(runner_->input_count()) +
+                                             " input tensor(s), the request has " + std::to_string(request.input_count));
+  }
+  if (batch_rows_of(request) == 0) {
+    if (std::string problem = match_signature(request, options_.warmup_signatures); !problem.empty()) {
+      return fail(Status::kInvalidRequest, problem);
     }
   }
-  // Stored before the answer goes out: a client that sends the same inputs again as soon as it has
-  // the answer finds them. Costs a copy of inputs and outputs into the cache on a miss.
-  if (store_result) store_in_cache(work, key, generation);
-  post_response(slot, response);
+  const bool use_cache = cache_ != nullptr && !(request.flags & kRequestFlagBypassCache);
+  if (use_cache && !(request.flags & kRequestFlagCacheChecked) &&
+      answer_from_cache(slot, request, OutputRegion{request.output_offset, request.output_capacity}, response)) {
+    return false;
+  }
+  if (use_cache) cache_->count_miss();
+  taken.store_result = use_cache;  // until staging finds the entry too large
+  return true;
+}
+
+void Server::execute(Work& work, TakenRequest& taken) {
+  if (admit(taken)) run_alone(work, taken);
+  finish(taken);
+}
+
+// Runs one request's forward by itself.
+void Server::run_alone(Work& work, TakenRequest& taken) {
+  ChannelSlot& slot = *channels_[taken.channel];
+  const RequestDescriptor& request = taken.request;
+  ResponseDescriptor& response = taken.response;
+  clear_response_header(response, request.request_id);
+  response.batch_size = 1;
+  if (taken.store_result) taken.store_result = stage_inputs(work, taken);
+  InputView inputs[kMaxTensors];
+  for (std::uint32_t i = 0; i < request.input_count; ++i) {
+    inputs[i].shape = request.inputs[i].shape;
+    inputs[i].data =
+        taken.store_result ? const_cast<void*>(taken.staged[i].data) : slot.arena + request.inputs[i].offset;
+  }
+  if (taken.store_result) {
+    taken.generation = cache_->generation();
+    taken.key = compute_cache_key(taken.generation, std::span<const TensorBytes>(taken.staged, request.input_count));
+  }
+  ArenaOutputSink sink(slot.arena, OutputRegion{request.output_offset, request.output_capacity}, response,
+                       taken.store_result ? &work.outputs : nullptr);
+  CallOutcome outcome = runner_->run(std::span<const InputView>(inputs, request.input_count), sink);
+  if (outcome.status != Status::kOk) {
+    response.status = static_cast<std::uint32_t>(outcome.status);
+    response.output_count = 0;
+    set_message(response, outcome.message);
+    taken.store_result = false;
+  } else if (taken.store_result) {
+    taken.store_result = work.outputs.captured;
+    if (!work.outputs.captured) cache_->count_too_large();
+    taken.output_count = work.outputs.count;
+    std::copy_n(work.outputs.tensors, work.outputs.count, taken.outputs);
+  }
+}
+
+// Several compatible requests, already admitted, as one forward: their rows concatenated along dim
+// 0 in a private buffer, the outputs split back by rows. False when the forward failed or its
+// outputs cannot be split by rows; then no request has been answered and each must run alone.
+bool Server::run_batched(Work& work, std::span<TakenRequest*> batch) {
+  const RequestDescriptor& first = batch[0]->request;
+  const std::uint32_t input_count = first.input_count;
+  std::uint64_t total_rows = 0;
+  for (TakenRequest* taken : batch) total_rows += static_cast<std::uint64_t>(taken->request.inputs[0].shape.dims[0]);
+
+  // Inputs: one section per model input, each kTensorAlignment-aligned, rows in batch order.
+  std::uint64_t row_bytes[kMaxTensors];
+  std::uint64_t section_bytes = 0;
+  for (std::uint32_t i = 0; i < input_count; ++i) {
+    row_bytes[i] = first.inputs[i].bytes / static_cast<std::uint64_t>(first.inputs[0].shape.dims[0]);
+    section_bytes += align_up(row_bytes[i] * total_rows, kTensorAlignment);
+  }
+  work.staged_bytes.resize(section_bytes + kTensorAlignment);
+  std::uint8_t* base = work.staged_bytes.data();
+  base += align_up(reinterpret_cast<std::uintptr_t>(base), kTensorAlignment) - reinterpret_cast<std::uintptr_t>(base);
+  InputView inputs[kMaxTensors];
+  std::uint8_t* section = base;
+  for (std::uint32_t i = 0; i < input_count; ++i) {
+    inputs[i].shape = first.inputs[i].shape;
+    inputs[i].shape.dims[0] = static_cast<std::int64_t>(total_rows);
+    inputs[i].data = section;
+    std::uint8_t* cursor = section;
+    for (TakenRequest* taken : batch) {
+      const TensorDescriptor& input = taken->request.inputs[i];
+      std::memcpy(cursor, channels_[taken->channel]->arena + input.offset, input.bytes);
+      taken->staged[i] = TensorBytes{input.shape, cursor, input.bytes};
+      cursor += input.bytes;
+    }
+    section += align_up(row_bytes[i] * total_rows, kTensorAlignment);
+  }
+  for (TakenRequest* taken : batch) {
+    clear_response_header(taken->response, taken->request.request_id);
+    taken->response.batch_size = static_cast<std::uint16_t>(batch.size());
+    if (!taken->store_result) continue;
+    std::uint64_t bytes = 0;
+    for (std::uint32_t i = 0; i < input_count; ++i) bytes += taken->staged[i].bytes;
+    if (bytes + cache_record_table_bytes(input_count, kMaxTensors) >= cache_->max_entry_bytes()) {
+      cache_->count_too_large();
+      taken->store_result = false;
+      continue;
+    }
+    taken->generation = cache_->generation();
+    taken->key = compute_cache_key(taken->generation, std::span<const TensorBytes>(taken->staged, input_count));
+  }
+
+  BatchOutputSink sink(batch, total_rows, channels_, work.outputs);
+  CallOutcome outcome = runner_->run(std::span<const InputView>(inputs, input_count), sink);
+  if (outcome.status != Status::kOk) {
+    batch_fallbacks_warning("a batch of {} requests failed ({}); running them one by one", batch.size(),
+                            outcome.message.substr(0, 200));
+    return false;
+  }
+  return true;
+}
+
+void Server::execute_batch(Work& work) {
+  std::vector<TakenRequest*> runnable;
+  runnable.reserve(work.taken.size());
+  for (TakenRequest& taken : work.taken) {
+    if (admit(taken)) {
+      runnable.push_back(&taken);
+    } else {
+      finish(taken);  // one bad request does not hold up, or fail, the others
+    }
+  }
+  if (runnable.size() > 1 && !run_batched(work, runnable)) {
+    for (TakenRequest* taken : runnable) run_alone(work, *taken);
+  } else if (runnable.size() == 1) {
+    run_alone(work, *runnable[0]);
+  }
+  for (TakenRequest* taken : runnable) finish(*taken);
+}
+
+// Stores the result (before the answer goes out: a client that sends the same inputs again as soon
+// as it has the answer finds them), posts the answer, and settles the channel's books.
+void Server::finish(TakenRequest& taken) {
+  ChannelSlot& slot = *channels_[taken.channel];
+  if (taken.store_result) store_in_cache(taken);
+  taken.response.service_order = taken.service_order;
+  post_response(slot, taken.response);
   // The last answer of a channel waiting to be recycled: wake the leader to recycle it.
   if (slot.in_flight.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
       slot.recycle_requested.load(std::memory_order_acquire)) {
@@ -593,8 +901,9 @@ bool Server::answer_from_cache(ChannelSlot& slot, const RequestDescriptor& reque
 
 // Copies the inputs out of the client's arena for a result that will be cached. False when the
 // entry would exceed the size cap anyway: then there is nothing to copy for.
-bool Server::stage_inputs(Work& work, ChannelSlot& slot) {
-  const RequestDescriptor& request = work.request;
+bool Server::stage_inputs(Work& work, TakenRequest& taken) {
+  const RequestDescriptor& request = taken.request;
+  const std::uint8_t* arena = channels_[taken.channel]->arena;
   std::uint64_t total = 0;
   for (std::uint32_t i = 0; i < request.input_count; ++i) total += request.inputs[i].bytes;
   if (total + cache_record_table_bytes(request.input_count, kMaxTensors) +
@@ -610,8 +919,8 @@ bool Server::stage_inputs(Work& work, ChannelSlot& slot) {
       align_up(reinterpret_cast<std::uintptr_t>(base), kTensorAlignment) - reinterpret_cast<std::uintptr_t>(base);
   for (std::uint32_t i = 0; i < request.input_count; ++i) {
     const TensorDescriptor& input = request.inputs[i];
-    std::memcpy(base + cursor, slot.arena + input.offset, input.bytes);
-    work.staged[i] = TensorBytes{input.shape, base + cursor, input.bytes};
+    std::memcpy(base + cursor, arena + input.offset, input.bytes);
+    taken.staged[i] = TensorBytes{input.shape, base + cursor, input.bytes};
     cursor = align_up(cursor + input.bytes, kTensorAlignment);
   }
   // What the outputs may take for the entry to stay under the cap.
@@ -620,15 +929,11 @@ bool Server::stage_inputs(Work& work, ChannelSlot& slot) {
   return true;
 }
 
-void Server::store_in_cache(Work& work, const CacheKey& key, std::uint64_t generation) {
-  if (!work.outputs.captured) {
-    cache_->count_too_large();
-    return;
-  }
-  const std::span<const TensorBytes> inputs(work.staged, work.request.input_count);
+void Server::store_in_cache(TakenRequest& taken) {
+  const std::span<const TensorBytes> inputs(taken.staged, taken.request.input_count);
   // A model may write into its inputs (in-place ops): then the result does not belong to the key.
-  if (compute_cache_key(generation, inputs) != key) return;
-  cache_->insert(key, generation, inputs, std::span<const TensorBytes>(work.outputs.tensors, work.outputs.count));
+  if (compute_cache_key(taken.generation, inputs) != taken.key) return;
+  cache_->insert(taken.key, taken.generation, inputs, std::span<const TensorBytes>(taken.outputs, taken.output_count));
 }
 
 void Server::flush_cache(ResponseDescriptor& response) {

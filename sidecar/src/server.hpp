@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +29,7 @@ namespace sidecar {
 
 struct ChannelSlot;
 struct OutputRegion;
+struct TakenRequest;
 
 class Server {
  public:
@@ -60,18 +62,25 @@ class Server {
   void worker_main(int index);
   void reaper_main();
   bool lead_and_take(Work& work);
+  void gather_batch(Work& work);
+  std::uint32_t batch_rows_of(const RequestDescriptor& request) const;
   bool spinning_fits() const noexcept;
-  bool poll_once(Work& work);
+  bool poll_once(Work& work, const RequestDescriptor* batch_with);
   bool any_request_waiting();
   bool can_take_from(ChannelSlot& slot);
   bool recycle_possible();
   void recycle_flagged_channels();
-  void execute(Work& work);
+  bool admit(TakenRequest& taken);
+  void execute(Work& work, TakenRequest& taken);
+  void execute_batch(Work& work);
+  void run_alone(Work& work, TakenRequest& taken);
+  bool run_batched(Work& work, std::span<TakenRequest*> batch);
+  void finish(TakenRequest& taken);
   void create_cache();
   bool answer_from_cache(ChannelSlot& slot, const RequestDescriptor& request, const OutputRegion& region,
                          ResponseDescriptor& response);
-  bool stage_inputs(Work& work, ChannelSlot& slot);
-  void store_in_cache(Work& work, const CacheKey& key, std::uint64_t generation);
+  bool stage_inputs(Work& work, TakenRequest& taken);
+  void store_in_cache(TakenRequest& taken);
   void flush_cache(ResponseDescriptor& response);
   void drain_cache_hit_logs();
   void answer_queued_with_shutdown();
@@ -92,6 +101,12 @@ class Server {
   std::thread reaper_;
   std::mutex leader_mutex_;
   std::uint32_t poll_cursor_ = 0;  // guarded by leader_mutex_
+  std::uint64_t next_service_order_ = 1;  // guarded by leader_mutex_
+  // Declared signatures whose inputs all have a leading dim of 1: with --max-batch > 1, requests
+  // of these shapes with 1..max_batch rows are batched.
+  std::vector<InputSignature> batchable_signatures_;
+  std::vector<InputSignature> warmup_plan_;  // the declared signatures, then the batch sizes
+  std::uint64_t max_queue_delay_ns_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint32_t> recycle_flagged_{0};
   std::uint64_t spin_ns_ = 0;

@@ -11,7 +11,7 @@ namespace sidecar {
 namespace {
 
 TEST(Layout, DescriptorSizesArePinned) {
-  EXPECT_EQ(kLayoutVersion, 2u);
+  EXPECT_EQ(kLayoutVersion, 3u);
   EXPECT_EQ(sizeof(TensorShape), 72u);
   EXPECT_EQ(sizeof(TensorDescriptor), 96u);
   EXPECT_EQ(sizeof(RequestDescriptor), 832u);

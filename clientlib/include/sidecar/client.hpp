@@ -94,6 +94,12 @@ enum class CachePolicy { kUse, kBypass };
 enum class CacheOutcome { kNotUsed, kMiss, kHitInClient, kHitInSidecar };
 const char* cache_outcome_name(CacheOutcome outcome) noexcept;
 
+// How the sidecar served the last call that reached it (zeros for a hit found in this client).
+struct ServiceInfo {
+  std::uint32_t batch_size = 0;      // requests in the forward that answered it; 0 when none ran
+  std::uint64_t service_order = 0;  // the order in which the sidecar took it, across all clients
+};
+
 // The sidecar's cache statistics, read from shared memory.
 struct CacheStats {
   bool enabled = false;  // false: the sidecar runs without a cache (--cache-bytes 0)
@@ -133,6 +139,9 @@ struct ModelInfo {
   std::string model_path;
   std::size_t input_count = 0;
   std::size_t output_count = 0;
+  // > 1: a signature whose inputs have a leading dim of 1 also takes 2..max_batch rows, and the
+  // sidecar batches such requests.
+  std::uint32_t max_batch = 1;
   // Each accepted set of input shapes, with the output shapes seen at warm-up. Empty when the
   // sidecar accepts any shape.
   struct Signature {
@@ -173,6 +182,7 @@ class Client {
   void reset_inputs() noexcept;
 
   CacheOutcome last_cache_outcome() const noexcept;
+  ServiceInfo last_service() const noexcept;
   void set_cache_lookup(CacheLookup lookup) noexcept;
   // Statistics of the sidecar's result cache; no round trip.
   CacheStats cache_stats() const;

@@ -29,7 +29,7 @@
 namespace sidecar {
 
 inline constexpr std::uint64_t kSegmentMagic = 0x3152414345444953ull;  // "SIDECAR1", little-endian
-inline constexpr std::uint32_t kLayoutVersion = 2;
+inline constexpr std::uint32_t kLayoutVersion = 3;
 
 inline constexpr std::uint32_t kMaxRank = 8;
 inline constexpr std::uint32_t kMaxTensors = 8;     // inputs per request, outputs per response
@@ -87,8 +87,11 @@ inline constexpr std::uint32_t kRequestFlagBypassCache = 1u << 0;
 inline constexpr std::uint32_t kRequestFlagCacheChecked = 1u << 1;
 // A control request with no inputs: empty the result cache. The answer's message says how much.
 inline constexpr std::uint32_t kRequestFlagFlushCache = 1u << 2;
+// The request can be cancelled: `cancel_offset` names an 8-byte word in the channel's arena that
+// the client sets to non-zero to cancel. Checked before the request runs.
+inline constexpr std::uint32_t kRequestFlagCancellable = 1u << 3;
 inline constexpr std::uint32_t kRequestFlagsKnown =
-    kRequestFlagBypassCache | kRequestFlagCacheChecked | kRequestFlagFlushCache;
+    kRequestFlagBypassCache | kRequestFlagCacheChecked | kRequestFlagFlushCache | kRequestFlagCancellable;
 
 // Response flags.
 inline constexpr std::uint32_t kResponseFlagFromCache = 1u << 0;  // the sidecar answered from its cache
@@ -122,7 +125,8 @@ struct RequestDescriptor {
   // Where the sidecar may write the outputs: [output_offset, output_offset + output_capacity).
   std::uint64_t output_offset;
   std::uint64_t output_capacity;
-  std::uint64_t reserved1[3];
+  std::uint64_t cancel_offset;  // with kRequestFlagCancellable: the cancel word, 8-byte aligned
+  std::uint64_t reserved1[2];
   TensorDescriptor inputs[kMaxTensors];
 };
 static_assert(sizeof(RequestDescriptor) == 64 + kMaxTensors * sizeof(TensorDescriptor));
@@ -134,8 +138,12 @@ struct ResponseDescriptor {
   std::uint16_t output_count;
   std::uint16_t message_length;  // bytes of `message` used
   std::uint32_t flags;           // kResponseFlag*
-  std::uint32_t reserved0;
-  std::uint64_t reserved[5];
+  std::uint16_t batch_size;      // requests in the forward that answered this one (0: none ran)
+  std::uint16_t reserved0;
+  // The order in which the sidecar took requests, across all channels: lets a client (and the
+  // fairness test) see how many others were served in between.
+  std::uint64_t service_order;
+  std::uint64_t reserved[4];
   TensorDescriptor outputs[kMaxTensors];
   char message[kMessageBytes];
 };
@@ -219,7 +227,9 @@ struct ModelDescription {
   std::uint32_t input_count;
   std::uint32_t output_count;
   std::uint32_t signature_count;  // 0: the sidecar accepts any dtype and shape (no warm-up shapes)
-  std::uint32_t reserved;
+  // > 1: signatures whose inputs all have a leading dim of 1 also accept 2..max_batch rows, and
+  // requests of such shapes are batched into one forward.
+  std::uint32_t max_batch;
   char model_path[kModelPathBytes];
   ModelSignature signatures[kMaxSignatures];
 };
