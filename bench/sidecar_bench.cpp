@@ -58,7 +58,7 @@ struct Row {
   double p99_us = 0;
   double p999_us = 0;
   std::size_t requests = 0;
-  std::uint64_t bytes = 0;  // input bytes, for the rows that report GB/s
+  std::uint64_t bytes = 0;    // input bytes, for the rows that report GB/s
   std::uint32_t clients = 0;  // throughput rows
   double throughput_rps = 0;
 };
@@ -349,10 +349,10 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
   const std::string name =
       "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + std::to_string(clients) + "-" + model.name;
   const std::uint32_t max_batch = batching ? settings.max_batch : 1;
-  SidecarChild child(binary, {"--model", model.path, "--name", name, "--warmup-shape", signature_text(model.signature),
-                              "--max-batch", std::to_string(max_batch), "--max-queue-delay-us",
-                              std::to_string(settings.batch_delay_us), "--channels", std::to_string(clients + 2),
-                              "--warmup-iterations", "3", "--cache-bytes", "0"});
+  SidecarChild child(
+      binary, {"--model", model.path, "--name", name, "--warmup-shape", signature_text(model.signature), "--max-batch",
+               std::to_string(max_batch), "--max-queue-delay-us", std::to_string(settings.batch_delay_us), "--channels",
+               std::to_string(clients + 2), "--warmup-iterations", "3", "--cache-bytes", "0"});
   {
     ConnectOptions options;
     options.timeout = std::chrono::minutes(10);  // warm-up of every batch size
@@ -444,8 +444,8 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
 }
 
 void print_throughput(const std::vector<Row>& rows) {
-  std::printf("%-14s %-8s %8s %14s %12s %12s %10s\n", "row", "model", "clients", "throughput_rps", "p50_us",
-              "p99_us", "requests");
+  std::printf("%-14s %-8s %8s %14s %12s %12s %10s\n", "row", "model", "clients", "throughput_rps", "p50_us", "p99_us",
+              "requests");
   for (const Row& row : rows) {
     std::printf("%-14s %-8s %8u %14.1f %12.1f %12.1f %10zu\n", row.name.c_str(), row.model.c_str(), row.clients,
                 row.throughput_rps, row.p50_us, row.p99_us, row.requests);
@@ -543,8 +543,9 @@ int run(int argc, char** argv) {
   app.add_flag("--no-cache-rows", no_cache, "skip the cache rows");
   std::vector<std::uint32_t> client_counts;
   ThroughputSettings throughput;
-  app.add_option("--clients", client_counts,
-                 "throughput rows instead: closed-loop client processes, e.g. --clients 1,2,4,8,16 (default model: demo)")
+  app.add_option(
+         "--clients", client_counts,
+         "throughput rows instead: closed-loop client processes, e.g. --clients 1,2,4,8,16 (default model: demo)")
       ->delimiter(',');
   app.add_option("--max-batch", throughput.max_batch, "--max-batch of the batching_on rows")->capture_default_str();
   app.add_option("--batch-delay-us", throughput.batch_delay_us, "--max-queue-delay-us of the batching_on rows")
@@ -592,7 +593,8 @@ int run(int argc, char** argv) {
       if (model_path.empty() && model.name != "demo") continue;
       for (std::uint32_t clients : client_counts) {
         for (bool batching : {false, true}) {
-          std::fprintf(stderr, "%s, %u clients, batching %s...\n", model.name.c_str(), clients, batching ? "on" : "off");
+          std::fprintf(stderr, "%s, %u clients, batching %s...\n", model.name.c_str(), clients,
+                       batching ? "on" : "off");
           rows.push_back(measure_throughput(model, sidecar_binary, clients, batching, throughput));
         }
       }

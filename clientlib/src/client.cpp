@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <boost/interprocess/exceptions.hpp>
 #include <cstring>
+#include <map>
 #include <thread>
 
 #include "sidecar/shared/cache_reader.hpp"
@@ -149,6 +150,24 @@ struct Client::Impl {
   // A request that timed out: the sidecar may still write its outputs into the arena, so the arena
   // is not reused until its answer arrives.
   std::uint64_t unanswered_request_id = 0;
+
+  // Requests submitted with submit() (infer() too), by id: ids grow, so the map's order is the
+  // order their arena regions were allocated in, which the allocator relies on.
+  struct Submitted {
+    std::uint64_t offset = 0;  // region in the arena: cancel word, inputs, outputs
+    std::uint64_t bytes = 0;   // 0 once the answer is in (or for a hit found here): region free
+    RequestDescriptor request{};
+    bool done = false;
+    bool abandoned = false;  // its wait() timed out: dropped when its answer comes
+    bool cancelled = false;
+    ErrorCode code = ErrorCode::kOk;
+    std::string message;
+    std::vector<Tensor> outputs;
+    CacheOutcome cache_outcome = CacheOutcome::kNotUsed;
+    ServiceInfo service;
+  };
+  std::map<std::uint64_t, Submitted> submitted;
+  std::uint64_t submitted_in_flight = 0;  // entries whose answer has not come yet
 
   // The request being assembled by input_buffer().
   RequestDescriptor pending{};
@@ -318,13 +337,138 @@ struct Client::Impl {
     return {code, message};
   }
 
+  // A free region of `bytes` for a submitted request: after the newest region in use, wrapping to
+  // the start of the arena, never over a region whose answer has not come (the sidecar may still
+  // write its outputs there). The zero-copy path uses the whole arena and is not mixed with these.
+  std::optional<std::uint64_t> allocate_region(std::uint64_t bytes) const {
+    const Submitted* oldest = nullptr;
+    const Submitted* newest = nullptr;
+    for (const auto& [id, entry] : submitted) {
+      if (entry.bytes == 0) continue;
+      if (oldest == nullptr) oldest = &entry;
+      newest = &entry;
+    }
+    if (oldest == nullptr) return bytes <= arena_bytes ? std::optional<std::uint64_t>(0) : std::nullopt;
+    const std::uint64_t end = align_up(newest->offset + newest->bytes, kTensorAlignment);
+    if (newest->offset >= oldest->offset) {
+      if (end <= arena_bytes && bytes <= arena_bytes - end) return end;
+      if (bytes <= oldest->offset) return 0;
+      return std::nullopt;
+    }
+    if (end <= oldest->offset && bytes <= oldest->offset - end) return end;
+    return std::nullopt;
+  }
+
+  // Bytes the outputs of a request with these inputs take, from the shapes the sidecar published
+  // (scaled by rows for a batchable signature); 0 when unknown.
+  std::uint64_t expected_output_bytes(const RequestDescriptor& request) const {
+    for (const ModelInfo::Signature& signature : model.signatures) {
+      if (signature.inputs.size() != request.input_count) continue;
+      bool exact = true;
+      bool rows_match = model.max_batch > 1;
+      const std::int64_t rows = request.inputs[0].shape.rank ? request.inputs[0].shape.dims[0] : 0;
+      for (std::size_t i = 0; i < signature.inputs.size(); ++i) {
+        const auto& [dtype, dims] = signature.inputs[i];
+        const TensorShape& got = request.inputs[i].shape;
+        const bool same_kind = static_cast<std::uint8_t>(dtype) == got.dtype && dims.size() == got.rank;
+        exact = exact && same_kind && std::equal(dims.begin(), dims.end(), got.dims);
+        rows_match = rows_match && same_kind && !dims.empty() && dims[0] == 1 && got.dims[0] == rows &&
+                     std::equal(dims.begin() + 1, dims.end(), got.dims + 1);
+      }
+      if (!exact && !rows_match) continue;
+      std::uint64_t sizes[kMaxTensors];
+      std::uint32_t count = 0;
+      for (const auto& [dtype, dims] : signature.outputs) {
+        if (count == kMaxTensors) break;
+        std::uint64_t size = dtype_size(dtype);
+        for (std::size_t d = 0; d < dims.size(); ++d)
+          size *= static_cast<std::uint64_t>(d == 0 && !exact ? rows : dims[d]);
+        sizes[count++] = size;
+      }
+      return OutputRegion::packed_bytes(sizes, count);
+    }
+    return 0;
+  }
+
+  // Takes the answer at the front of the response ring for a submitted request: copies its outputs
+  // out and frees its region. False when the answer is not for a submitted request.
+  bool take_submitted_answer(const ResponseDescriptor& shared) {
+    ResponseDescriptor response;
+    std::memcpy(&response, &shared, offsetof(ResponseDescriptor, outputs));
+    auto it = submitted.find(response.request_id);
+    if (it == submitted.end() || it->second.done || it->second.bytes == 0) return false;
+    Submitted& entry = it->second;
+    entry.bytes = 0;
+    --submitted_in_flight;
+    if (entry.abandoned || entry.cancelled) {
+      if (entry.abandoned)
+        submitted.erase(it);
+      else
+        entry.done = true;  // wait() already answers "cancelled"; nothing to keep
+      return true;
+    }
+    entry.done = true;
+    entry.service = ServiceInfo{response.batch_size, response.service_order};
+    if (response.flags & kResponseFlagFromCache) entry.cache_outcome = CacheOutcome::kHitInSidecar;
+    const auto status = static_cast<Status>(response.status);
+    if (status != Status::kOk) {
+      entry.code = error_code_for(status);
+      entry.message.assign(shared.message, std::min<std::size_t>(response.message_length, kMessageBytes));
+      if (entry.message.empty()) entry.message = "the sidecar reported an error";
+      return true;
+    }
+    const std::uint32_t count = response.output_count;
+    if (count > kMaxTensors) {
+      entry.code = ErrorCode::kProtocolError;
+      entry.message = "the sidecar answered with " + std::to_string(count) + " outputs";
+      return true;
+    }
+    std::memcpy(response.outputs, shared.outputs, sizeof(TensorDescriptor) * count);
+    for (std::uint32_t i = 0; i < count; ++i) {
+      const TensorDescriptor& tensor = response.outputs[i];
+      std::string problem = check_tensor(tensor, arena_bytes);
+      if (problem.empty() &&
+          (tensor.offset < entry.request.output_offset ||
+           tensor.offset + tensor.bytes > entry.request.output_offset + entry.request.output_capacity)) {
+        problem = "outside the output region";
+      }
+      if (!problem.empty()) {
+        entry.code = ErrorCode::kProtocolError;
+        entry.message = "output " + std::to_string(i) + ": " + problem;
+        entry.outputs.clear();
+        return true;
+      }
+      Tensor& output = entry.outputs.emplace_back();
+      output.dtype = static_cast<DType>(tensor.shape.dtype);
+      output.shape.assign(tensor.shape.dims, tensor.shape.dims + tensor.shape.rank);
+      output.data.resize(tensor.bytes);
+      if (tensor.bytes) std::memcpy(output.data.data(), arena + tensor.offset, tensor.bytes);
+    }
+    return true;
+  }
+
+  // Takes every answer waiting in the response ring. Answers to a zero-copy request given up on
+  // earlier are dropped here too.
+  void pump() {
+    bool took = false;
+    while (const ResponseDescriptor* shared = responses.front()) {
+      if (!take_submitted_answer(*shared) && shared->request_id == unanswered_request_id) unanswered_request_id = 0;
+      responses.pop();
+      took = true;
+    }
+    // The sidecar takes a request only when its answer has a free slot: after freeing slots with
+    // requests still queued, tell it, rather than leave it to its idle timer.
+    if (took && submitted_in_flight != 0) segment.header()->request_bell.ring();
+  }
+
   // Waits for the answer to `request_id`; on success the response is at responses.front().
   std::pair<ErrorCode, std::string> await_response(std::uint64_t request_id, std::uint64_t deadline_ns) {
     std::uint64_t spin_until = monotonic_ns() + spin_ns;
     while (true) {
       if (const ResponseDescriptor* response = responses.front()) {
         if (response->request_id == request_id) return {ErrorCode::kOk, {}};
-        responses.pop();  // the answer to a request given up on earlier
+        take_submitted_answer(*response);  // or the answer to a request given up on earlier
+        responses.pop();
         continue;
       }
       if (responses.corrupt()) return {ErrorCode::kProtocolError, "the response ring's indices are corrupt"};
@@ -510,6 +654,11 @@ Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const s
     // A new request: its inputs may only go where a late answer cannot land.
     auto [code, message] = impl.settle_unanswered(monotonic_ns());
     if (code != ErrorCode::kOk) return {code, message};
+    impl.pump();
+    if (impl.submitted_in_flight != 0) {
+      return {ErrorCode::kBusy, std::to_string(impl.submitted_in_flight) +
+                                    " submitted request(s) still in flight: the zero-copy path needs the whole arena"};
+    }
   }
   if (request.input_count >= kMaxTensors) {
     return refuse("at most " + std::to_string(kMaxTensors) + " inputs per request");
@@ -582,39 +731,201 @@ Result<std::span<const TensorView>> Client::send_pending(std::chrono::microsecon
 
 Result<std::vector<Tensor>> Client::infer(std::span<const TensorView> inputs, std::chrono::microseconds timeout,
                                           CachePolicy policy) {
+  auto handle = submit(inputs, SubmitOptions{timeout, policy});
+  if (!handle.ok()) return {handle.code(), handle.message()};
+  return wait(*handle, timeout);
+}
+
+Result<RequestHandle> Client::submit(std::span<const TensorView> inputs, const SubmitOptions& options) {
   Impl& impl = *impl_;
   reset_inputs();
-  if (auto [code, message] = impl.settle_unanswered(deadline_after(timeout)); code != ErrorCode::kOk) {
-    return {code, message};
+  const std::uint64_t deadline_ns = deadline_after(options.timeout);
+  if (auto [code, message] = impl.settle_unanswered(monotonic_ns()); code != ErrorCode::kOk) return {code, message};
+  impl.pump();
+  if (inputs.empty() || inputs.size() > kMaxTensors) {
+    return {ErrorCode::kInvalidArgument, "between 1 and " + std::to_string(kMaxTensors) + " inputs per request"};
   }
-  bool looked_up = false;
-  if (impl.looks_up_here(policy) && inputs.size() <= kMaxTensors) {
+  const std::uint64_t id = impl.next_request_id++;
+  impl.last_service = ServiceInfo{};
+
+  if (impl.looks_up_here(options.cache)) {
     // Looked up in the caller's own buffers: a hit does not even copy the inputs to shared memory.
     if (auto hit = lookup_in_client(inputs); hit.has_value()) {
       if (!hit->ok()) return {hit->code(), hit->message()};
-      return std::move(*hit);
+      Impl::Submitted& entry = impl.submitted[id];
+      entry.done = true;
+      entry.outputs = std::move(**hit);
+      entry.cache_outcome = CacheOutcome::kHitInClient;
+      return RequestHandle{id};
     }
-    looked_up = true;
   }
+
+  // The region: the cancel word, then the inputs, then room for the outputs, each aligned.
+  RequestDescriptor request{};
+  request.request_id = id;
+  request.deadline_ns = deadline_ns;
+  request.input_count = static_cast<std::uint16_t>(inputs.size());
+  std::uint64_t cursor = kTensorAlignment;  // the cancel word's line
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const TensorView& input = inputs[i];
-    auto buffer = input_buffer(input.dtype, input.shape);
-    if (!buffer.ok()) return {buffer.code(), "input " + std::to_string(i) + ": " + buffer.message()};
-    if (buffer->size() != input.bytes) {
-      reset_inputs();
+    if (input.shape.size() > kMaxRank) {
+      return {ErrorCode::kInvalidArgument, "input " + std::to_string(i) + ": rank " +
+                                               std::to_string(input.shape.size()) + " exceeds the maximum of " +
+                                               std::to_string(kMaxRank)};
+    }
+    TensorDescriptor& tensor = request.inputs[i];
+    tensor.shape.dtype = static_cast<std::uint8_t>(input.dtype);
+    tensor.shape.rank = static_cast<std::uint8_t>(input.shape.size());
+    std::copy(input.shape.begin(), input.shape.end(), tensor.shape.dims);
+    std::uint64_t bytes = 0;
+    if (!shape_byte_size(tensor.shape, bytes)) {
+      return {ErrorCode::kInvalidArgument, "input " + std::to_string(i) + ": shape " +
+                                               describe(input.dtype, input.shape) +
+                                               " has a negative dimension or is too large"};
+    }
+    if (bytes != input.bytes) {
       return {ErrorCode::kInvalidArgument, "input " + std::to_string(i) + ": " + std::to_string(input.bytes) +
                                                " bytes given, shape " + describe(input.dtype, input.shape) + " needs " +
-                                               std::to_string(buffer->size())};
+                                               std::to_string(bytes)};
     }
-    if (input.bytes) std::memcpy(buffer->data(), input.data, input.bytes);
+    tensor.offset = cursor;  // relative to the region for now
+    tensor.bytes = bytes;
+    cursor = align_up(cursor + bytes, kTensorAlignment);
+    if (cursor > impl.arena_bytes) {
+      return {ErrorCode::kInvalidArgument, "the inputs need more than the channel's " +
+                                               std::to_string(impl.arena_bytes) +
+                                               " bytes of shared memory (sidecar --arena-bytes)"};
+    }
   }
-  auto outputs = send_pending(timeout, policy, looked_up);
-  if (!outputs.ok()) return {outputs.code(), outputs.message()};
-  std::vector<Tensor> copies;
-  copies.reserve(outputs->size());
-  for (const TensorView& view : *outputs) copies.push_back(Tensor::copy_of(view));
-  return copies;
+  const std::uint64_t inputs_bytes = cursor;
+  std::uint64_t output_bytes = impl.expected_output_bytes(request);
+  std::optional<std::uint64_t> offset;
+  if (output_bytes == 0) {
+    // Outputs of unknown size: alone, the whole rest of the arena; beside others, a generous guess.
+    output_bytes = impl.submitted_in_flight == 0 ? impl.arena_bytes - inputs_bytes
+                                                 : std::max<std::uint64_t>(1 << 20, 2 * inputs_bytes);
+  }
+  const std::uint64_t region_bytes =
+      std::min(impl.arena_bytes, align_up(inputs_bytes + output_bytes, kTensorAlignment));
+  offset = impl.allocate_region(region_bytes);
+  if (!offset) {
+    return {ErrorCode::kOverloaded, "no room in the channel's arena beside the " +
+                                        std::to_string(impl.submitted_in_flight) + " request(s) in flight"};
+  }
+  RequestDescriptor* slot = impl.requests.try_claim();
+  if (slot == nullptr) {
+    if (impl.requests.corrupt()) return {ErrorCode::kProtocolError, "the request ring's indices are corrupt"};
+    return {ErrorCode::kOverloaded,
+            std::to_string(kRingCapacity) + " requests in flight on this client: wait for some first"};
+  }
+  std::uint8_t* region = impl.arena + *offset;
+  reinterpret_cast<std::atomic<std::uint64_t>*>(region)->store(0, std::memory_order_relaxed);
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].bytes) std::memcpy(region + request.inputs[i].offset, inputs[i].data, inputs[i].bytes);
+    request.inputs[i].offset += *offset;
+  }
+  request.output_offset = *offset + inputs_bytes;
+  request.output_capacity = region_bytes - inputs_bytes;
+  request.cancel_offset = *offset;
+  request.flags = impl.cache_flags(options.cache) | kRequestFlagCancellable;
+  std::memcpy(slot, &request, offsetof(RequestDescriptor, inputs) + sizeof(TensorDescriptor) * request.input_count);
+  impl.requests.publish();
+  impl.segment.header()->request_bell.ring();
+
+  Impl::Submitted& entry = impl.submitted[id];
+  entry.offset = *offset;
+  entry.bytes = region_bytes;
+  entry.request = request;
+  entry.cache_outcome = impl.last_cache_outcome;  // kMiss or kNotUsed until the answer says otherwise
+  ++impl.submitted_in_flight;
+  return RequestHandle{id};
 }
+
+namespace {
+Result<std::vector<Tensor>> collect(Client::Impl& impl, std::map<std::uint64_t, Client::Impl::Submitted>::iterator it);
+}
+
+std::optional<Result<std::vector<Tensor>>> Client::try_get(RequestHandle handle) {
+  Impl& impl = *impl_;
+  impl.pump();
+  auto it = impl.submitted.find(handle.id);
+  if (it == impl.submitted.end() || it->second.abandoned) {
+    return Result<std::vector<Tensor>>{ErrorCode::kInvalidArgument, "unknown request handle (collected already?)"};
+  }
+  if (it->second.cancelled) return collect(impl, it);
+  if (!it->second.done) return std::nullopt;
+  return collect(impl, it);
+}
+
+Result<std::vector<Tensor>> Client::wait(RequestHandle handle, std::chrono::microseconds timeout) {
+  Impl& impl = *impl_;
+  const std::uint64_t deadline_ns = deadline_after(timeout);
+  auto it = impl.submitted.find(handle.id);
+  if (it == impl.submitted.end() || it->second.abandoned) {
+    return {ErrorCode::kInvalidArgument, "unknown request handle (collected already?)"};
+  }
+  std::uint64_t spin_until = monotonic_ns() + impl.spin_ns;
+  while (!it->second.done && !it->second.cancelled) {
+    impl.pump();
+    if (it->second.done) break;
+    if (impl.responses.corrupt()) return {ErrorCode::kProtocolError, "the response ring's indices are corrupt"};
+    const std::uint64_t now = monotonic_ns();
+    if (now >= deadline_ns) {
+      // Its region stays reserved until the answer comes; the answer is then dropped.
+      it->second.abandoned = true;
+      return {ErrorCode::kTimeout, "no answer from sidecar '" + impl.instance + "' within the timeout"};
+    }
+    if (now < spin_until) {
+      cpu_relax();
+      continue;
+    }
+    if (now - impl.last_liveness_check_ns >= kLivenessCheckNs) {
+      impl.last_liveness_check_ns = now;
+      if (!impl.sidecar_alive()) {
+        impl.forget_cache();
+        it->second.abandoned = true;
+        return {ErrorCode::kSidecarGone, "sidecar '" + impl.instance + "' stopped while the request was in flight"};
+      }
+    }
+    const std::uint64_t sleep = std::min(deadline_ns - now, kLivenessCheckNs);
+    impl.channel->response_bell.wait([&] { return impl.responses.has_data(); }, std::chrono::nanoseconds(sleep));
+  }
+  return collect(impl, it);
+}
+
+bool Client::cancel(RequestHandle handle) {
+  Impl& impl = *impl_;
+  auto it = impl.submitted.find(handle.id);
+  if (it == impl.submitted.end() || it->second.done || it->second.abandoned || it->second.cancelled) return false;
+  // The sidecar reads the word before it runs the request; one it has started runs to the end.
+  reinterpret_cast<std::atomic<std::uint64_t>*>(impl.arena + it->second.offset)->store(1, std::memory_order_release);
+  it->second.cancelled = true;
+  return true;
+}
+
+std::size_t Client::in_flight() const noexcept { return impl_->submitted_in_flight; }
+
+namespace {
+// Hands a finished (or cancelled) request's result to the caller and forgets it; a cancelled one
+// whose answer has not come stays listed, as abandoned, so its region is freed when it comes.
+Result<std::vector<Tensor>> collect(Client::Impl& impl, std::map<std::uint64_t, Client::Impl::Submitted>::iterator it) {
+  Client::Impl::Submitted& entry = it->second;
+  impl.last_cache_outcome = entry.cache_outcome;
+  impl.last_service = entry.service;
+  if (entry.cancelled) {
+    if (entry.bytes != 0)
+      entry.abandoned = true;
+    else
+      impl.submitted.erase(it);
+    return {ErrorCode::kCancelled, "cancelled"};
+  }
+  Result<std::vector<Tensor>> result = entry.code == ErrorCode::kOk
+                                           ? Result<std::vector<Tensor>>(std::move(entry.outputs))
+                                           : Result<std::vector<Tensor>>(entry.code, std::move(entry.message));
+  impl.submitted.erase(it);
+  return result;
+}
+}  // namespace
 
 // nullopt: a miss (or inputs the normal path must refuse); else the hit's outputs, or an error.
 std::optional<Result<std::vector<Tensor>>> Client::lookup_in_client(std::span<const TensorView> inputs) {

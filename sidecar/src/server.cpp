@@ -327,9 +327,9 @@ Server::Server(SidecarOptions options, std::unique_ptr<ModelRunner> runner)
   warmup_plan_ = options_.warmup_signatures;
   if (options_.max_batch > 1) {
     for (const InputSignature& signature : options_.warmup_signatures) {
-      const bool batchable = !signature.empty() && std::all_of(signature.begin(), signature.end(), [](const TensorShape& s) {
-        return s.rank >= 1 && s.dims[0] == 1;
-      });
+      const bool batchable =
+          !signature.empty() && std::all_of(signature.begin(), signature.end(),
+                                            [](const TensorShape& s) { return s.rank >= 1 && s.dims[0] == 1; });
       if (!batchable) continue;
       batchable_signatures_.push_back(signature);
       for (std::uint32_t rows = 2; rows <= options_.max_batch; ++rows) {
@@ -691,9 +691,9 @@ bool Server::admit(TakenRequest& taken) {
   };
 
   if (request.flags & ~kRequestFlagsKnown) {
-    return fail(Status::kInvalidRequest, "unknown request flags " + std::to_string(request.flags & ~kRequestFlagsKnown) +
-                                             " (this sidecar speaks layout version " + std::to_string(kLayoutVersion) +
-                                             ")");
+    return fail(Status::kInvalidRequest,
+                "unknown request flags " + std::to_string(request.flags & ~kRequestFlagsKnown) +
+                    " (this sidecar speaks layout version " + std::to_string(kLayoutVersion) + ")");
   }
   if (request.flags & kRequestFlagFlushCache) {
     flush_cache(response);
@@ -716,7 +716,8 @@ bool Server::admit(TakenRequest& taken) {
   }
   if (request.input_count != runner_->input_count()) {
     return fail(Status::kInvalidRequest, "the model takes " + std::to_string(runner_->input_count()) +
-                                             " input tensor(s), the request has " + std::to_string(request.input_count));
+                                             " input tensor(s), the request has " +
+                                             std::to_string(request.input_count));
   }
   if (batch_rows_of(request) == 0) {
     if (std::string problem = match_signature(request, options_.warmup_signatures); !problem.empty()) {

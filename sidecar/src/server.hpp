@@ -100,7 +100,7 @@ class Server {
   std::vector<std::thread> workers_;
   std::thread reaper_;
   std::mutex leader_mutex_;
-  std::uint32_t poll_cursor_ = 0;  // guarded by leader_mutex_
+  std::uint32_t poll_cursor_ = 0;         // guarded by leader_mutex_
   std::uint64_t next_service_order_ = 1;  // guarded by leader_mutex_
   // Declared signatures whose inputs all have a leading dim of 1: with --max-batch > 1, requests
   // of these shapes with 1..max_batch rows are batched.

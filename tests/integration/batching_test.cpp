@@ -74,8 +74,8 @@ TEST(Batching, BatchedOutputsMatchUnbatchedOnesAndEveryBatchSizeIsWarmed) {
   // One worker, and a long gathering window, so that requests sent together form one batch.
   SidecarProcess sidecar(unique_name("batch"),
                          {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224", "--max-batch", "4",
-                          "--max-queue-delay-us", "300000", "--workers", "1", "--warmup-iterations", "2",
-                          "--channels", "8", "--arena-bytes", "2M", "--cache-bytes", "0"});
+                          "--max-queue-delay-us", "300000", "--workers", "1", "--warmup-iterations", "2", "--channels",
+                          "8", "--arena-bytes", "2M", "--cache-bytes", "0"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   for (int rows = 1; rows <= 4; ++rows) {
     EXPECT_NE(sidecar.log().find("warmed ([" + std::to_string(rows) + ", 3, 224, 224] float32)"), std::string::npos)
@@ -113,10 +113,10 @@ TEST(Batching, BatchedOutputsMatchUnbatchedOnesAndEveryBatchSizeIsWarmed) {
 TEST(Batching, OneBadRequestInABatchDoesNotFailTheOthers) {
   // The model raises on any negative element: a batch holding one such request raises as a whole,
   // and the sidecar runs its requests one by one so that only that one fails.
-  SidecarProcess sidecar(unique_name("batchbad"),
-                         {"--model", model_path("raises"), "--warmup-shape", "1x16", "--max-batch", "4",
-                          "--max-queue-delay-us", "300000", "--workers", "1", "--channels", "8", "--arena-bytes", "64K",
-                          "--cache-bytes", "0"});
+  SidecarProcess sidecar(
+      unique_name("batchbad"),
+      {"--model", model_path("raises"), "--warmup-shape", "1x16", "--max-batch", "4", "--max-queue-delay-us", "300000",
+       "--workers", "1", "--channels", "8", "--arena-bytes", "64K", "--cache-bytes", "0"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   const std::int64_t shape[] = {1, 16};
   std::vector<std::vector<float>> inputs;

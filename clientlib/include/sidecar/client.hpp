@@ -96,7 +96,7 @@ const char* cache_outcome_name(CacheOutcome outcome) noexcept;
 
 // How the sidecar served the last call that reached it (zeros for a hit found in this client).
 struct ServiceInfo {
-  std::uint32_t batch_size = 0;      // requests in the forward that answered it; 0 when none ran
+  std::uint32_t batch_size = 0;     // requests in the forward that answered it; 0 when none ran
   std::uint64_t service_order = 0;  // the order in which the sidecar took it, across all clients
 };
 
@@ -125,6 +125,18 @@ struct CacheStats {
 // The statistics of sidecar NAME's cache, read from shared memory without connecting (so it works
 // while every channel is taken). enabled is false when the sidecar runs without a cache.
 Result<CacheStats> read_cache_stats(const std::string& name);
+
+// A request submitted and not yet collected with wait() or try_get().
+struct RequestHandle {
+  std::uint64_t id = 0;
+};
+
+struct SubmitOptions {
+  // The request's deadline, from now: the sidecar answers "deadline exceeded" without running it
+  // once it has passed; wait() uses its own timeout.
+  std::chrono::microseconds timeout{std::chrono::seconds(5)};
+  CachePolicy cache = CachePolicy::kUse;
+};
 
 struct ConnectOptions {
   // How long connect() waits for the sidecar to exist and be ready.
@@ -173,9 +185,20 @@ class Client {
     return infer(std::span<const TensorView>(&input, 1), timeout, policy);
   }
 
-  // Zero-copy path. input_buffer() reserves the next input in shared memory and returns where to
-  // write its bytes; run() sends the inputs reserved so far and returns views of the outputs in
-  // shared memory, valid until the next call on this client.
+  // Asynchronous: up to 16 requests in flight per client (more answers "overloaded"), each with
+  // its own region of the channel's arena. submit() copies the inputs into shared memory (or finds
+  // the result in the cache at once); wait() returns the outputs as copies; try_get() does not
+  // block (nullopt: not answered yet); cancel() keeps a request that has not started from running
+  // (its wait() then answers kCancelled). A timed-out wait() abandons the request.
+  Result<RequestHandle> submit(std::span<const TensorView> inputs, const SubmitOptions& options = {});
+  Result<std::vector<Tensor>> wait(RequestHandle handle, std::chrono::microseconds timeout);
+  std::optional<Result<std::vector<Tensor>>> try_get(RequestHandle handle);
+  bool cancel(RequestHandle handle);
+  std::size_t in_flight() const noexcept;
+
+  // Zero-copy path (not while submitted requests are in flight). input_buffer() reserves the next input in shared
+  // memory and returns where to write its bytes; run() sends the inputs reserved so far and returns views of the
+  // outputs in shared memory, valid until the next call on this client.
   Result<std::span<std::byte>> input_buffer(DType dtype, std::span<const std::int64_t> shape);
   Result<std::span<const TensorView>> run(std::chrono::microseconds timeout, CachePolicy policy = CachePolicy::kUse);
   // Forgets the inputs reserved by input_buffer() since the last run().
@@ -192,8 +215,9 @@ class Client {
   const ModelInfo& model() const noexcept;
   std::uint32_t channel_index() const noexcept;
 
+  struct Impl;  // public only so that the library's helpers can name it
+
  private:
-  struct Impl;
   explicit Client(std::unique_ptr<Impl> impl) noexcept;
   Result<std::span<const TensorView>> send_pending(std::chrono::microseconds timeout, CachePolicy policy,
                                                    bool looked_up);
