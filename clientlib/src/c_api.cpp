@@ -9,6 +9,7 @@
 struct sidecar_client {
   sidecar::Client client;
   std::string last_error;
+  std::vector<sidecar::Tensor> last_outputs;  // what sidecar_wait/sidecar_try_get point into
 };
 
 namespace {
@@ -34,7 +35,7 @@ sidecar_status sidecar_connect(const char* name, int64_t timeout_ms, sidecar_cli
     connect_error = connected.message();
     return static_cast<sidecar_status>(connected.code());
   }
-  *out = new (std::nothrow) sidecar_client{std::move(connected).value(), {}};
+  *out = new (std::nothrow) sidecar_client{std::move(connected).value(), {}, {}};
   if (*out == nullptr) {
     connect_error = "out of memory";
     return SIDECAR_INVALID_ARGUMENT;
@@ -100,6 +101,92 @@ int sidecar_last_call_cached(const sidecar_client* client) {
   if (client == nullptr) return 0;
   const sidecar::CacheOutcome outcome = client->client.last_cache_outcome();
   return outcome == sidecar::CacheOutcome::kHitInClient || outcome == sidecar::CacheOutcome::kHitInSidecar;
+}
+
+namespace {
+// Checks the C tensors and views them as the library's.
+sidecar_status to_views(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
+                        std::vector<sidecar::TensorView>& views) {
+  if (inputs == nullptr && input_count != 0) {
+    return fail(client, sidecar::ErrorCode::kInvalidArgument, "inputs must not be NULL");
+  }
+  for (size_t i = 0; i < input_count; ++i) {
+    const sidecar_tensor& input = inputs[i];
+    if (input.rank < 0 || (input.rank > 0 && input.shape == nullptr) || (input.bytes > 0 && input.data == nullptr) ||
+        input.dtype < 0 || input.dtype > 255 || !sidecar::is_known_dtype(static_cast<std::uint8_t>(input.dtype))) {
+      return fail(client, sidecar::ErrorCode::kInvalidArgument,
+                  "input " + std::to_string(i) + ": bad dtype, rank, shape or data");
+    }
+    views.push_back(sidecar::TensorView{static_cast<sidecar::DType>(input.dtype),
+                                        std::span<const int64_t>(input.shape, static_cast<size_t>(input.rank)),
+                                        input.data, input.bytes});
+  }
+  return SIDECAR_OK;
+}
+
+sidecar_status hand_out(sidecar_client* client, sidecar::Result<std::vector<sidecar::Tensor>>& result,
+                        sidecar_tensor* outputs, size_t* output_count) {
+  if (!result.ok()) return fail(client, result.code(), result.message());
+  client->last_outputs = std::move(result).value();
+  if (client->last_outputs.size() > *output_count) {
+    *output_count = client->last_outputs.size();
+    return fail(client, sidecar::ErrorCode::kInvalidArgument,
+                "the model returned " + std::to_string(*output_count) + " outputs; the outputs array holds fewer");
+  }
+  for (size_t i = 0; i < client->last_outputs.size(); ++i) {
+    const sidecar::Tensor& tensor = client->last_outputs[i];
+    outputs[i] = sidecar_tensor{static_cast<int32_t>(tensor.dtype), static_cast<int32_t>(tensor.shape.size()),
+                                tensor.shape.data(), tensor.data.data(), tensor.data.size()};
+  }
+  *output_count = client->last_outputs.size();
+  client->last_error.clear();
+  return SIDECAR_OK;
+}
+}  // namespace
+
+sidecar_status sidecar_submit(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
+                              int64_t timeout_us, uint64_t* handle) {
+  if (client == nullptr) return SIDECAR_INVALID_ARGUMENT;
+  if (handle == nullptr) return fail(client, sidecar::ErrorCode::kInvalidArgument, "handle must not be NULL");
+  std::vector<sidecar::TensorView> views;
+  if (sidecar_status status = to_views(client, inputs, input_count, views); status != SIDECAR_OK) return status;
+  sidecar::SubmitOptions options;
+  options.timeout = std::chrono::microseconds(timeout_us < 0 ? 0 : timeout_us);
+  auto submitted = client->client.submit(views, options);
+  if (!submitted.ok()) return fail(client, submitted.code(), submitted.message());
+  *handle = submitted->id;
+  client->last_error.clear();
+  return SIDECAR_OK;
+}
+
+sidecar_status sidecar_wait(sidecar_client* client, uint64_t handle, sidecar_tensor* outputs, size_t* output_count,
+                            int64_t timeout_us) {
+  if (client == nullptr) return SIDECAR_INVALID_ARGUMENT;
+  if (output_count == nullptr || (outputs == nullptr && *output_count != 0)) {
+    return fail(client, sidecar::ErrorCode::kInvalidArgument, "outputs and output_count must not be NULL");
+  }
+  auto result =
+      client->client.wait(sidecar::RequestHandle{handle}, std::chrono::microseconds(timeout_us < 0 ? 0 : timeout_us));
+  return hand_out(client, result, outputs, output_count);
+}
+
+sidecar_status sidecar_try_get(sidecar_client* client, uint64_t handle, sidecar_tensor* outputs, size_t* output_count) {
+  if (client == nullptr) return SIDECAR_INVALID_ARGUMENT;
+  if (output_count == nullptr || (outputs == nullptr && *output_count != 0)) {
+    return fail(client, sidecar::ErrorCode::kInvalidArgument, "outputs and output_count must not be NULL");
+  }
+  auto result = client->client.try_get(sidecar::RequestHandle{handle});
+  if (!result) return fail(client, sidecar::ErrorCode::kNotReady, "not answered yet");
+  return hand_out(client, *result, outputs, output_count);
+}
+
+sidecar_status sidecar_cancel(sidecar_client* client, uint64_t handle) {
+  if (client == nullptr) return SIDECAR_INVALID_ARGUMENT;
+  if (!client->client.cancel(sidecar::RequestHandle{handle})) {
+    return fail(client, sidecar::ErrorCode::kInvalidArgument, "not in flight: answered, collected or unknown");
+  }
+  client->last_error.clear();
+  return SIDECAR_OK;
 }
 
 const char* sidecar_last_error(const sidecar_client* client) { return client ? client->last_error.c_str() : ""; }

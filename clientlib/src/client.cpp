@@ -745,6 +745,11 @@ Result<RequestHandle> Client::submit(std::span<const TensorView> inputs, const S
   if (inputs.empty() || inputs.size() > kMaxTensors) {
     return {ErrorCode::kInvalidArgument, "between 1 and " + std::to_string(kMaxTensors) + " inputs per request"};
   }
+  if (impl.submitted_in_flight >= kRingCapacity) {
+    // The bound that keeps a client from queueing without end: one ring's worth, all answerable.
+    return {ErrorCode::kOverloaded,
+            std::to_string(kRingCapacity) + " requests in flight on this client: wait for some first"};
+  }
   const std::uint64_t id = impl.next_request_id++;
   impl.last_service = ServiceInfo{};
 

@@ -89,6 +89,19 @@ const char* sidecar_connect_error(void);
 sidecar_status sidecar_infer(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
                              sidecar_tensor* outputs, size_t* output_count, int64_t timeout_us);
 
+/* Asynchronous calls: up to 16 in flight per client. sidecar_submit copies the inputs into shared
+ * memory (or finds the result in the cache at once); timeout_us is the request's deadline.
+ * sidecar_wait and sidecar_try_get fill `outputs` like sidecar_infer, pointing into this client's
+ * memory until the next call that returns outputs; sidecar_try_get returns SIDECAR_NOT_READY while
+ * the answer has not come. sidecar_cancel keeps a request that has not started from running (its
+ * wait then returns SIDECAR_CANCELLED). */
+sidecar_status sidecar_submit(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
+                              int64_t timeout_us, uint64_t* handle);
+sidecar_status sidecar_wait(sidecar_client* client, uint64_t handle, sidecar_tensor* outputs, size_t* output_count,
+                            int64_t timeout_us);
+sidecar_status sidecar_try_get(sidecar_client* client, uint64_t handle, sidecar_tensor* outputs, size_t* output_count);
+sidecar_status sidecar_cancel(sidecar_client* client, uint64_t handle);
+
 /* Where this client's calls are looked up in the sidecar's result cache, from now on. */
 sidecar_status sidecar_set_cache_lookup(sidecar_client* client, sidecar_cache_lookup lookup);
 /* 1 when the last sidecar_infer was answered from the cache (here or in the sidecar), else 0. */
