@@ -578,8 +578,17 @@ void Server::gather_batch(Work& work) {
   const std::uint64_t until = monotonic_ns() + max_queue_delay_ns_;
   while (work.batch_rows < options_.max_batch && !stopping_.load(std::memory_order_acquire)) {
     if (poll_once(work, &work.taken[0].request)) continue;
-    if (monotonic_ns() >= until) break;
-    cpu_relax();
+    const std::uint64_t now = monotonic_ns();
+    if (now >= until) break;
+    if (spinning_fits()) {
+      cpu_relax();
+      continue;
+    }
+    // No core to spare (a forward runs beside us): wait for the next request asleep, not spinning,
+    // or the gathering itself would slow the batch that is running.
+    segment_.header()->request_bell.wait(
+        [&] { return stopping_.load(std::memory_order_acquire) || any_request_waiting(); },
+        std::chrono::nanoseconds(until - now));
   }
 }
 
