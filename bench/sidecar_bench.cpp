@@ -337,8 +337,10 @@ std::vector<Row> measure_hit_parts(const ModelCase& model) {
 
 struct ThroughputSettings {
   std::uint32_t max_batch = 8;
-  std::uint32_t batch_delay_us = 2000;
+  std::uint32_t batch_delay_us = 0;
   double seconds = 3.0;
+  std::vector<std::string> on_args;   // further sidecar flags for the batching_on rows
+  std::vector<std::string> off_args;  // and for the batching_off rows
 };
 
 // C client processes in a closed loop against one sidecar; each reports its latencies through a
@@ -349,10 +351,25 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
   const std::string name =
       "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + std::to_string(clients) + "-" + model.name;
   const std::uint32_t max_batch = batching ? settings.max_batch : 1;
-  SidecarChild child(
-      binary, {"--model", model.path, "--name", name, "--warmup-shape", signature_text(model.signature), "--max-batch",
-               std::to_string(max_batch), "--max-queue-delay-us", std::to_string(settings.batch_delay_us), "--channels",
-               std::to_string(clients + 2), "--warmup-iterations", "3", "--cache-bytes", "0"});
+  std::vector<std::string> args{"--model",
+                                model.path,
+                                "--name",
+                                name,
+                                "--warmup-shape",
+                                signature_text(model.signature),
+                                "--max-batch",
+                                std::to_string(max_batch),
+                                "--max-queue-delay-us",
+                                std::to_string(settings.batch_delay_us),
+                                "--channels",
+                                std::to_string(clients + 2),
+                                "--warmup-iterations",
+                                "3",
+                                "--cache-bytes",
+                                "0"};
+  const auto& extra = batching ? settings.on_args : settings.off_args;
+  args.insert(args.end(), extra.begin(), extra.end());
+  SidecarChild child(binary, args);
   {
     ConnectOptions options;
     options.timeout = std::chrono::minutes(10);  // warm-up of every batch size
@@ -551,6 +568,10 @@ int run(int argc, char** argv) {
   app.add_option("--batch-delay-us", throughput.batch_delay_us, "--max-queue-delay-us of the batching_on rows")
       ->capture_default_str();
   app.add_option("--seconds", throughput.seconds, "length of each throughput row")->capture_default_str();
+  app.add_option("--on-args", throughput.on_args, "further sidecar flags for the batching_on rows, one string")
+      ->delimiter(' ');
+  app.add_option("--off-args", throughput.off_args, "further sidecar flags for the batching_off rows, one string")
+      ->delimiter(' ');
   CLI11_PARSE(app, argc, argv);
   placement = plan_placement(!no_pin);
   if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);

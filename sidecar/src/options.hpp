@@ -25,7 +25,7 @@ struct SidecarOptions {
   // Dynamic batching: requests with a declared shape whose leading dim is 1 (or up to max_batch
   // rows of it) are gathered for up to max_queue_delay_us and run as one forward. 1: off.
   std::uint32_t max_batch = 1;
-  std::uint32_t max_queue_delay_us = 1000;
+  std::uint32_t max_queue_delay_us = 0;  // 0: batch what is queued already, never wait (Triton's default too)
   std::uint64_t arena_bytes = 8ull << 20;
   unsigned segment_mode = 0660;
   // The result cache's whole size, metadata included; 0 turns it off. Results of a model that is

@@ -48,8 +48,8 @@ std::vector<std::byte> bytes_of(Result<std::vector<Tensor>>& result) {
 class TinyAsync : public testing::SuiteSidecar<TinyAsync> {
  public:
   static std::vector<std::string> sidecar_args() {
-    return {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels", "80", "--arena-bytes", "256K",
-            "--cache-bytes", "0"};
+    return {"--model", model_path("tiny"), "--warmup-shape", "1x64",          "--channels",
+            "80",      "--arena-bytes",    "256K",           "--cache-bytes", "0"};
   }
 };
 
@@ -165,8 +165,20 @@ TEST_F(TinyAsync, SixtyFourClientsAtOnceEachWithSeveralRequestsInFlight) {
 class DemoQueue : public testing::SuiteSidecar<DemoQueue> {
  public:
   static std::vector<std::string> sidecar_args() {
-    return {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224", "--workers", "1",
-            "--warmup-iterations", "2", "--channels", "8", "--arena-bytes", "16M", "--cache-bytes", "16M"};
+    return {"--model",
+            model_path("demo"),
+            "--warmup-shape",
+            "1x3x224x224",
+            "--workers",
+            "1",
+            "--warmup-iterations",
+            "2",
+            "--channels",
+            "8",
+            "--arena-bytes",
+            "16M",
+            "--cache-bytes",
+            "16M"};
   }
 };
 
