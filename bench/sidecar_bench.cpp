@@ -93,6 +93,22 @@ std::uint64_t element_count_of(const TensorShape& shape) {
   return count;
 }
 
+// Random inputs for a model's signature, and the client library's views of them (the views point
+// into `values`, which the caller may change between calls).
+struct ClientInputs {
+  std::vector<std::vector<float>> values;
+  std::vector<TensorView> views;
+};
+ClientInputs client_inputs(const ModelCase& model) {
+  ClientInputs inputs;
+  for (const TensorShape& shape : model.signature) inputs.values.push_back(random_input(element_count_of(shape)));
+  for (std::size_t i = 0; i < inputs.values.size(); ++i) {
+    const TensorShape& shape = model.signature[i];
+    inputs.views.push_back(TensorView::of(inputs.values[i], std::span<const std::int64_t>(shape.dims, shape.rank)));
+  }
+  return inputs;
+}
+
 // Copies the outputs out, as the sidecar copies them into shared memory: the same work per call.
 class CopyingSink final : public OutputSink {
  public:
@@ -266,13 +282,7 @@ Row measure_cache(CacheRow kind, const ModelCase& model, const std::string& bina
   auto client = Client::connect(name, options);
   if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child.log());
 
-  std::vector<std::vector<float>> inputs;
-  std::vector<TensorView> views;
-  for (const TensorShape& shape : model.signature) inputs.push_back(random_input(element_count_of(shape)));
-  for (std::size_t i = 0; i < inputs.size(); ++i) {
-    const TensorShape& shape = model.signature[i];
-    views.push_back(TensorView::of(inputs[i], std::span<const std::int64_t>(shape.dims, shape.rank)));
-  }
+  ClientInputs inputs = client_inputs(model);
   const CacheOutcome expected = kind == CacheRow::kMiss          ? CacheOutcome::kMiss
                                 : kind == CacheRow::kHitInClient ? CacheOutcome::kHitInClient
                                                                  : CacheOutcome::kHitInSidecar;
@@ -281,9 +291,9 @@ Row measure_cache(CacheRow kind, const ModelCase& model, const std::string& bina
   float checksum = 0;
   for (std::size_t r = 0; r < model.requests + skip; ++r) {
     // A miss needs an input never seen before: change one element, outside the timed part.
-    if (kind == CacheRow::kMiss) inputs[0][r % inputs[0].size()] += 1.0f;
+    if (kind == CacheRow::kMiss) inputs.values[0][r % inputs.values[0].size()] += 1.0f;
     const auto start = Clock::now();
-    auto outputs = client->infer(views, std::chrono::seconds(60));
+    auto outputs = client->infer(inputs.views, std::chrono::seconds(60));
     const auto end = Clock::now();
     if (!outputs.ok()) throw std::runtime_error(std::string(row_name) + ": " + outputs.message());
     checksum += (*outputs)[0].values<float>()[0];
@@ -394,20 +404,14 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
       std::vector<double> latencies;
       auto client = Client::connect(name);
       if (client.ok()) {
-        std::vector<std::vector<float>> inputs;
-        std::vector<TensorView> views;
-        for (const TensorShape& shape : model.signature) inputs.push_back(random_input(element_count_of(shape)));
-        for (std::size_t i = 0; i < inputs.size(); ++i) {
-          const TensorShape& shape = model.signature[i];
-          views.push_back(TensorView::of(inputs[i], std::span<const std::int64_t>(shape.dims, shape.rank)));
-        }
+        ClientInputs inputs = client_inputs(model);
         char byte;
         if (::read(go[0], &byte, 1) == 1) {
           const auto end = Clock::now() + std::chrono::duration<double>(settings.seconds);
           for (std::uint64_t r = 0; Clock::now() < end; ++r) {
-            inputs[0][(r * 7919 + c) % inputs[0].size()] += 1.0f;  // a new input every call
+            inputs.values[0][(r * 7919 + c) % inputs.values[0].size()] += 1.0f;  // a new input every call
             const auto start = Clock::now();
-            auto outputs = client->infer(views, std::chrono::seconds(60), CachePolicy::kBypass);
+            auto outputs = client->infer(inputs.views, std::chrono::seconds(60), CachePolicy::kBypass);
             const auto stop = Clock::now();
             if (!outputs.ok()) break;
             if (stop <= end) latencies.push_back(std::chrono::duration<double, std::micro>(stop - start).count());

@@ -281,27 +281,11 @@ struct Client::Impl {
     for (std::uint32_t i = 0; i < request.input_count; ++i) {
       inputs[i] = TensorBytes{request.inputs[i].shape, arena + request.inputs[i].offset, request.inputs[i].bytes};
     }
-    const std::span<const TensorBytes> keyed(inputs, request.input_count);
-    const OutputRegion region{request.output_offset, request.output_capacity};
     TensorDescriptor outputs[kMaxTensors];
     std::uint32_t output_count = 0;
-    const std::uint64_t generation = cache.generation();
-    const auto hit = cache.lookup(compute_cache_key(generation, keyed), generation, keyed,
-                                  [&](std::uint32_t count, const CacheTensor* found, std::uint8_t** where) {
-                                    std::uint64_t sizes[kMaxTensors];
-                                    std::uint64_t offsets[kMaxTensors];
-                                    for (std::uint32_t i = 0; i < count; ++i) sizes[i] = found[i].bytes;
-                                    if (!region.place(sizes, count, offsets)) return false;
-                                    for (std::uint32_t i = 0; i < count; ++i) {
-                                      outputs[i] = TensorDescriptor{};
-                                      outputs[i].shape = found[i].shape;
-                                      outputs[i].offset = offsets[i];
-                                      outputs[i].bytes = found[i].bytes;
-                                      where[i] = arena + offsets[i];
-                                    }
-                                    output_count = count;
-                                    return true;
-                                  });
+    const auto hit =
+        lookup_into_arena(cache, std::span<const TensorBytes>(inputs, request.input_count), arena,
+                          OutputRegion{request.output_offset, request.output_capacity}, outputs, output_count);
     if (!hit) return false;
     record_client_hit(*hit);
     set_output_views(outputs, output_count);

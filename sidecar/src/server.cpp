@@ -881,28 +881,11 @@ bool Server::answer_from_cache(ChannelSlot& slot, const RequestDescriptor& reque
   for (std::uint32_t i = 0; i < request.input_count; ++i) {
     inputs[i] = TensorBytes{request.inputs[i].shape, slot.arena + request.inputs[i].offset, request.inputs[i].bytes};
   }
-  const std::span<const TensorBytes> keyed(inputs, request.input_count);
-  const std::uint64_t generation = cache_->generation();
-  const auto hit = cache_->view().lookup(compute_cache_key(generation, keyed), generation, keyed,
-                                         [&](std::uint32_t count, const CacheTensor* outputs, std::uint8_t** where) {
-                                           std::uint64_t sizes[kMaxTensors];
-                                           std::uint64_t offsets[kMaxTensors];
-                                           for (std::uint32_t i = 0; i < count; ++i) sizes[i] = outputs[i].bytes;
-                                           if (!region.place(sizes, count, offsets)) return false;
-                                           for (std::uint32_t i = 0; i < count; ++i) {
-                                             response.outputs[i] = TensorDescriptor{};
-                                             response.outputs[i].shape = outputs[i].shape;
-                                             response.outputs[i].offset = offsets[i];
-                                             response.outputs[i].bytes = outputs[i].bytes;
-                                             where[i] = slot.arena + offsets[i];
-                                           }
-                                           response.output_count = static_cast<std::uint16_t>(count);
-                                           return true;
-                                         });
-  if (!hit) {
-    response.output_count = 0;
-    return false;
-  }
+  std::uint32_t output_count = 0;
+  const auto hit = lookup_into_arena(cache_->view(), std::span<const TensorBytes>(inputs, request.input_count),
+                                     slot.arena, region, response.outputs, output_count);
+  if (!hit) return false;
+  response.output_count = static_cast<std::uint16_t>(output_count);
   response.flags |= kResponseFlagFromCache;
   cache_->count_sidecar_hit();
   cache_->touch(hit->slot, hit->sequence);

@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "client_helpers.hpp"
 #include "sidecar/client.hpp"
 #include "sidecar/sidecar_client.h"
 #include "sidecar_process.hpp"
@@ -18,27 +19,15 @@
 namespace sidecar {
 namespace {
 
+using testing::connect_or_fail;
 using testing::model_path;
+using testing::random_values;
 using testing::SidecarProcess;
 using testing::unique_name;
 using namespace std::chrono_literals;
 
 constexpr std::int64_t kTinyShape[] = {1, 64};
 constexpr std::int64_t kImageShape[] = {1, 3, 224, 224};
-
-Client connect_or_fail(const std::string& name) {
-  auto client = Client::connect(name);
-  if (!client.ok()) throw std::runtime_error(client.message());
-  return std::move(client).value();
-}
-
-std::vector<float> random_values(std::size_t count, std::uint32_t seed) {
-  std::mt19937 random(seed);
-  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-  std::vector<float> values(count);
-  for (float& v : values) v = value(random);
-  return values;
-}
 
 std::vector<std::byte> bytes_of(Result<std::vector<Tensor>>& result) {
   EXPECT_TRUE(result.ok()) << result.message();

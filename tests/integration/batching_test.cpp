@@ -8,30 +8,19 @@
 #include <random>
 #include <thread>
 
+#include "client_helpers.hpp"
 #include "sidecar/client.hpp"
 #include "sidecar_process.hpp"
 
 namespace sidecar {
 namespace {
 
+using testing::connect_or_fail;
 using testing::model_path;
+using testing::random_values;
 using testing::SidecarProcess;
 using testing::unique_name;
 using namespace std::chrono_literals;
-
-Client connect_or_fail(const std::string& name) {
-  auto client = Client::connect(name);
-  if (!client.ok()) throw std::runtime_error(client.message());
-  return std::move(client).value();
-}
-
-std::vector<float> random_values(std::size_t count, std::uint32_t seed, float low = -1.0f) {
-  std::mt19937 random(seed);
-  std::uniform_real_distribution<float> value(low, 1.0f);
-  std::vector<float> values(count);
-  for (float& v : values) v = value(random);
-  return values;
-}
 
 struct Call {
   Result<std::vector<Tensor>> result{ErrorCode::kTimeout, "not run"};

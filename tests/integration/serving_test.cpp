@@ -7,6 +7,7 @@
 #include <cstring>
 #include <thread>
 
+#include "client_helpers.hpp"
 #include "sidecar/client.hpp"
 #include "sidecar/shared/process_identity.hpp"
 #include "sidecar/shared/segment.hpp"
@@ -16,6 +17,7 @@
 namespace sidecar {
 namespace {
 
+using testing::connect_or_fail;
 using testing::model_path;
 using testing::SidecarProcess;
 using testing::unique_name;
@@ -27,12 +29,6 @@ std::vector<float> ramp(std::size_t count, float scale) {
   std::vector<float> values(count);
   for (std::size_t i = 0; i < count; ++i) values[i] = scale * static_cast<float>(i % 97) - 1.0f;
   return values;
-}
-
-Client connect_or_fail(const std::string& name, ConnectOptions options = {}) {
-  auto client = Client::connect(name, options);
-  if (!client.ok()) throw std::runtime_error(client.message());
-  return std::move(client).value();
 }
 
 class TinySidecar : public testing::SuiteSidecar<TinySidecar> {

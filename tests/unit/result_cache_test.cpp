@@ -258,6 +258,16 @@ std::vector<std::uint32_t> stress_output(std::uint32_t s) {
   return values;
 }
 
+ResultCache::Stored store_stress_entry(ResultCache& cache, std::uint32_t s) {
+  const std::vector<float> input = stress_input(s);
+  const std::vector<std::uint32_t> output = stress_output(s);
+  const TensorShape in_shape = shape_of(DType::kFloat32, {static_cast<std::int64_t>(input.size())});
+  const TensorShape out_shape = shape_of(DType::kInt32, {static_cast<std::int64_t>(output.size())});
+  const TensorBytes in[] = {TensorBytes{in_shape, input.data(), input.size() * 4}};
+  const TensorBytes out[] = {TensorBytes{out_shape, output.data(), output.size() * 4}};
+  return store(cache, in, out);
+}
+
 struct ReaderReport {
   std::uint64_t lookups = 0;
   std::uint64_t hits = 0;
@@ -313,15 +323,7 @@ TEST(ResultCacheStress, ReadersInOtherProcessesNeverSeeTornOrMismatchedEntries) 
   auto cache = make_cache("stress", 1 << 20);
 
   // Pre-fill so that readers hit from the start.
-  for (std::uint32_t s = 0; s < kKeys; ++s) {
-    const std::vector<float> input = stress_input(s);
-    const std::vector<std::uint32_t> output = stress_output(s);
-    TensorShape in_shape = shape_of(DType::kFloat32, {static_cast<std::int64_t>(input.size())});
-    TensorShape out_shape = shape_of(DType::kInt32, {static_cast<std::int64_t>(output.size())});
-    const TensorBytes in[] = {TensorBytes{in_shape, input.data(), input.size() * 4}};
-    const TensorBytes out[] = {TensorBytes{out_shape, output.data(), output.size() * 4}};
-    (void)store(*cache, in, out);
-  }
+  for (std::uint32_t s = 0; s < kKeys; ++s) (void)store_stress_entry(*cache, s);
 
   struct Child {
     pid_t pid;
@@ -350,14 +352,7 @@ TEST(ResultCacheStress, ReadersInOtherProcessesNeverSeeTornOrMismatchedEntries) 
   std::uint64_t inserts = 0;
   std::uint64_t writes = 0;
   while (std::chrono::steady_clock::now() < end) {
-    const std::uint32_t s = random() % kKeys;
-    const std::vector<float> input = stress_input(s);
-    const std::vector<std::uint32_t> output = stress_output(s);
-    TensorShape in_shape = shape_of(DType::kFloat32, {static_cast<std::int64_t>(input.size())});
-    TensorShape out_shape = shape_of(DType::kInt32, {static_cast<std::int64_t>(output.size())});
-    const TensorBytes in[] = {TensorBytes{in_shape, input.data(), input.size() * 4}};
-    const TensorBytes out[] = {TensorBytes{out_shape, output.data(), output.size() * 4}};
-    if (store(*cache, in, out) == ResultCache::Stored::kStored) ++inserts;
+    if (store_stress_entry(*cache, random() % kKeys) == ResultCache::Stored::kStored) ++inserts;
     if (++writes % 4096 == 0) cache->flush();  // empties under the readers too, now and then
   }
   const std::uint64_t evictions = cache->view().header().counters.evictions.load() - evictions_before;

@@ -11,6 +11,7 @@
 
 #include "sidecar/shared/cache_layout.hpp"
 #include "sidecar/shared/descriptor_check.hpp"
+#include "sidecar/shared/output_region.hpp"
 
 // xxHash from Debian's libxxhash, through its runtime dispatch (xxh_x86dispatch.h maps the XXH3
 // calls to variants that pick AVX2 when the CPU has it): 600 KB hash at ~30 GB/s on these machines,
@@ -196,5 +197,32 @@ class CacheView {
   std::uint64_t heap_bytes_ = 0;
   std::uint32_t bucket_mask_ = 0;
 };
+
+// Looks `inputs` up (under the cache's current generation) and, on a hit, puts the outputs in
+// `region` of `arena` the way the sidecar places a forward's outputs, described in
+// outputs[0..output_count). For a client's zero-copy run() and for the sidecar when a client leaves
+// the lookup to it. On a miss, the region may hold partial bytes.
+inline std::optional<CacheHit> lookup_into_arena(const CacheView& cache, std::span<const TensorBytes> inputs,
+                                                 std::uint8_t* arena, const OutputRegion& region,
+                                                 TensorDescriptor* outputs, std::uint32_t& output_count) {
+  const std::uint64_t generation = cache.generation();
+  output_count = 0;
+  return cache.lookup(compute_cache_key(generation, inputs), generation, inputs,
+                      [&](std::uint32_t count, const CacheTensor* found, std::uint8_t** where) {
+                        std::uint64_t sizes[kMaxTensors];
+                        std::uint64_t offsets[kMaxTensors];
+                        for (std::uint32_t i = 0; i < count; ++i) sizes[i] = found[i].bytes;
+                        if (!region.place(sizes, count, offsets)) return false;
+                        for (std::uint32_t i = 0; i < count; ++i) {
+                          outputs[i] = TensorDescriptor{};
+                          outputs[i].shape = found[i].shape;
+                          outputs[i].offset = offsets[i];
+                          outputs[i].bytes = found[i].bytes;
+                          where[i] = arena + offsets[i];
+                        }
+                        output_count = count;
+                        return true;
+                      });
+}
 
 }  // namespace sidecar

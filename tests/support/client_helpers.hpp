@@ -1,0 +1,29 @@
+// Test support: what every client-side test needs.
+#pragma once
+
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "sidecar/client.hpp"
+
+namespace sidecar::testing {
+
+// A test that cannot connect has nothing to test: throw, and the test fails with the reason.
+inline Client connect_or_fail(const std::string& name, ConnectOptions options = {}) {
+  auto client = Client::connect(name, options);
+  if (!client.ok()) throw std::runtime_error(client.message());
+  return std::move(client).value();
+}
+
+// Uniform values in [low, 1), the same for the same seed.
+inline std::vector<float> random_values(std::size_t count, std::uint32_t seed, float low = -1.0f) {
+  std::mt19937 random(seed);
+  std::uniform_real_distribution<float> value(low, 1.0f);
+  std::vector<float> values(count);
+  for (float& v : values) v = value(random);
+  return values;
+}
+
+}  // namespace sidecar::testing
