@@ -222,6 +222,8 @@ class Client {
   Result<std::span<const TensorView>> send_pending(std::chrono::microseconds timeout, CachePolicy policy,
                                                    bool looked_up);
   std::optional<Result<std::vector<Tensor>>> lookup_in_client(std::span<const TensorView> inputs);
+  Result<RequestHandle> submit_request(std::span<const TensorView> inputs, const SubmitOptions& options,
+                                       bool looked_up);
   std::unique_ptr<Impl> impl_;
 };
 
