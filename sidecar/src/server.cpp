@@ -575,9 +575,11 @@ void Server::gather_batch(Work& work) {
   const std::uint32_t first_rows = batch_rows_of(work.taken[0].request);
   if (first_rows == 0) return;
   work.batch_rows = first_rows;
+  // A copy: poll_once appends to work.taken, which may move its elements.
+  const RequestDescriptor first = work.taken[0].request;
   const std::uint64_t until = monotonic_ns() + max_queue_delay_ns_;
   while (work.batch_rows < options_.max_batch && !stopping_.load(std::memory_order_acquire)) {
-    if (poll_once(work, &work.taken[0].request)) continue;
+    if (poll_once(work, &first)) continue;
     const std::uint64_t now = monotonic_ns();
     if (now >= until) break;
     if (spinning_fits()) {
