@@ -40,6 +40,16 @@ class ResultCache {
   std::uint64_t max_entry_bytes() const noexcept { return header_->max_entry_bytes; }
   const std::string& segment_name() const noexcept { return segment_.name(); }
 
+  // Bytes an entry with `input_count` inputs of `input_bytes` in all leaves for its outputs under
+  // the size cap (allowing for the largest table and every tensor's alignment); 0 when the inputs
+  // alone reach it.
+  std::uint64_t output_room(std::uint64_t input_bytes, std::uint32_t input_count) const noexcept {
+    const std::uint64_t overhead =
+        cache_record_table_bytes(input_count, kMaxTensors) + kTensorAlignment * (input_count + kMaxTensors);
+    const std::uint64_t cap = max_entry_bytes();
+    return input_bytes + overhead >= cap ? 0 : cap - input_bytes - overhead;
+  }
+
   // Bytes an entry with these tensors takes in the heap (before the allocator's own overhead).
   static std::uint64_t record_bytes(std::span<const TensorBytes> inputs, std::span<const TensorBytes> outputs);
 

@@ -824,7 +824,7 @@ bool Server::run_batched(Work& work, std::span<TakenRequest*> batch) {
     if (!taken->store_result) continue;
     std::uint64_t bytes = 0;
     for (std::uint32_t i = 0; i < input_count; ++i) bytes += taken->staged[i].bytes;
-    if (bytes + cache_record_table_bytes(input_count, kMaxTensors) >= cache_->max_entry_bytes()) {
+    if (cache_->output_room(bytes, input_count) == 0) {
       cache_->count_too_large();
       taken->store_result = false;
       continue;
@@ -901,9 +901,8 @@ bool Server::stage_inputs(Work& work, TakenRequest& taken) {
   const std::uint8_t* arena = channels_[taken.channel]->arena;
   std::uint64_t total = 0;
   for (std::uint32_t i = 0; i < request.input_count; ++i) total += request.inputs[i].bytes;
-  if (total + cache_record_table_bytes(request.input_count, kMaxTensors) +
-          kTensorAlignment * (request.input_count + kMaxTensors) >=
-      cache_->max_entry_bytes()) {
+  const std::uint64_t output_room = cache_->output_room(total, request.input_count);
+  if (output_room == 0) {
     cache_->count_too_large();
     return false;
   }
@@ -918,9 +917,7 @@ bool Server::stage_inputs(Work& work, TakenRequest& taken) {
     taken.staged[i] = TensorBytes{input.shape, base + cursor, input.bytes};
     cursor = align_up(cursor + input.bytes, kTensorAlignment);
   }
-  // What the outputs may take for the entry to stay under the cap.
-  work.outputs.limit = cache_->max_entry_bytes() - total - cache_record_table_bytes(request.input_count, kMaxTensors) -
-                       kTensorAlignment * (request.input_count + kMaxTensors);
+  work.outputs.limit = output_room;
   return true;
 }
 
