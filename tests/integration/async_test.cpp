@@ -207,9 +207,7 @@ TEST_F(DemoQueue, TheSeventeenthRequestInFlightIsOverloadedNotQueued) {
 TEST_F(DemoQueue, ACancelledRequestNeverRuns) {
   ConnectOptions options;
   options.cache_lookup = CacheLookup::kInSidecar;  // so that a later lookup tells whether it ran
-  auto connected = Client::connect(sidecar_->name(), options);
-  ASSERT_TRUE(connected.ok()) << connected.message();
-  Client& client = *connected;
+  Client client = connect_or_fail(sidecar_->name(), options);
   const auto first = random_values(3 * 224 * 224, 1);
   const auto second = random_values(3 * 224 * 224, 2);
   const TensorView running = TensorView::of(first, kImageShape);
@@ -238,9 +236,7 @@ TEST_F(DemoQueue, ACancelledRequestNeverRuns) {
 TEST_F(DemoQueue, ARequestWhoseDeadlinePassedInTheQueueIsNeverRun) {
   ConnectOptions options;
   options.cache_lookup = CacheLookup::kInSidecar;
-  auto connected = Client::connect(sidecar_->name(), options);
-  ASSERT_TRUE(connected.ok()) << connected.message();
-  Client& client = *connected;
+  Client client = connect_or_fail(sidecar_->name(), options);
   const auto first = random_values(3 * 224 * 224, 3);
   const auto second = random_values(3 * 224 * 224, 4);
   const TensorView running = TensorView::of(first, kImageShape);
