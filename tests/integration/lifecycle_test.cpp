@@ -48,6 +48,27 @@ TEST(Lifecycle, SigintRemovesTheSegmentAndExitsZero) {
   EXPECT_FALSE(segment_exists(sidecar.name()));
 }
 
+// scripts/deps.sh installs OpenBLAS, which Debian's libtorch then reaches through the libblas.so.3
+// alternative; the sidecar names the library at start, and warns when it is the reference BLAS.
+TEST(Lifecycle, StartupNamesTheBlasAndWarnsAboutTheReferenceOne) {
+  SidecarProcess sidecar(unique_name("blas"), kTinyArgs);
+  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  EXPECT_NE(sidecar.log().find("matrix multiplies: OpenBLAS"), std::string::npos)
+      << "expected OpenBLAS (apt-get install libopenblas0-openmp, as scripts/deps.sh does):\n"
+      << sidecar.log();
+  EXPECT_EQ(sidecar.stop(), 0);
+
+  const std::string reference_dir = "/usr/lib/x86_64-linux-gnu/blas";
+  if (::access((reference_dir + "/libblas.so.3").c_str(), R_OK) != 0) GTEST_SKIP() << "no reference BLAS installed";
+  SidecarProcess on_reference(unique_name("refblas"), kTinyArgs, {"LD_LIBRARY_PATH=" + reference_dir});
+  ASSERT_TRUE(on_reference.wait_ready()) << on_reference.log();
+  EXPECT_NE(on_reference.log().find("warning [sidecar:" + on_reference.name() +
+                                    "] matrix multiplies go to the reference BLAS (" + reference_dir),
+            std::string::npos)
+      << on_reference.log();
+  EXPECT_EQ(on_reference.stop(), 0);
+}
+
 TEST(Lifecycle, MissingModelFileStopsStartupWithOneLine) {
   SidecarProcess sidecar(unique_name("missing"), {"--model", "/nonexistent/model.pt"});
   EXPECT_EQ(sidecar.wait_exit(), 1);
