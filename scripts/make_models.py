@@ -5,6 +5,9 @@
 
 demo: the classic small CNN, Conv2d(3,64,3) -> mean over H,W -> Linear(64,10), 1x3x224x224 in.
 tiny: Linear(64,10), 1x64 in.
+mlp: Linear(1024,4096) -> ReLU -> Linear(4096,1024) -> ReLU -> Linear(1024,10), 1x1024 in. Its 33 MB of
+     weights are read once per forward whatever the rows, so a batch costs little more than one row:
+     the kind of model dynamic batching is for (with an optimized BLAS; see the README).
 The others exercise the protocol in the tests: several inputs and outputs, a dict output, a model
 that raises.
 """
@@ -34,6 +37,17 @@ class Tiny(nn.Module):
         return self.fc(x)
 
 
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 1024), nn.ReLU(), nn.Linear(1024, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
 class TwoInTwoOut(nn.Module):
     """Two inputs of different dtypes, a tuple of two outputs."""
 
@@ -61,6 +75,7 @@ class RaisesOnNegative(nn.Module):
 MODELS = {
     "demo": DemoCNN,
     "tiny": Tiny,
+    "mlp": MLP,
     "two_in_two_out": TwoInTwoOut,
     "list_out": ListOut,
     "dict_out": DictOut,
