@@ -61,6 +61,7 @@ struct Row {
   std::uint64_t bytes = 0;    // input bytes, for the rows that report GB/s
   std::uint32_t clients = 0;  // throughput rows
   double throughput_rps = 0;
+  double mean_batch_size = 0;  // throughput rows: requests in the forward that answered each request
 };
 
 struct ModelCase {
@@ -402,6 +403,7 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
       ::close(report[0]);
       ::close(go[1]);
       std::vector<double> latencies;
+      std::uint64_t batch_size_sum = 0;
       auto client = Client::connect(name);
       if (client.ok()) {
         ClientInputs inputs = client_inputs(model);
@@ -414,12 +416,15 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
             auto outputs = client->infer(inputs.views, std::chrono::seconds(60), CachePolicy::kBypass);
             const auto stop = Clock::now();
             if (!outputs.ok()) break;
-            if (stop <= end) latencies.push_back(std::chrono::duration<double, std::micro>(stop - start).count());
+            if (stop > end) continue;
+            latencies.push_back(std::chrono::duration<double, std::micro>(stop - start).count());
+            batch_size_sum += client->last_service().batch_size;
           }
         }
       }
       const std::uint64_t count = latencies.size();
-      bool written = ::write(report[1], &count, sizeof count) == sizeof count;
+      bool written = ::write(report[1], &count, sizeof count) == sizeof count &&
+                     ::write(report[1], &batch_size_sum, sizeof batch_size_sum) == sizeof batch_size_sum;
       const char* bytes = reinterpret_cast<const char*>(latencies.data());
       for (std::size_t done = 0, total = count * sizeof(double); written && done < total;) {
         const ssize_t n = ::write(report[1], bytes + done, total - done);
@@ -439,9 +444,12 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
   }
   ::close(go[1]);
   std::vector<double> latencies;
+  std::uint64_t batch_size_sum = 0;
   for (const Reporter& reporter : reporters) {
-    std::uint64_t count = 0;
-    if (::read(reporter.read_fd, &count, sizeof count) == sizeof count) {
+    std::uint64_t count = 0, batch_sizes = 0;
+    if (::read(reporter.read_fd, &count, sizeof count) == sizeof count &&
+        ::read(reporter.read_fd, &batch_sizes, sizeof batch_sizes) == sizeof batch_sizes) {
+      batch_size_sum += batch_sizes;
       std::vector<double> mine(count);
       char* bytes = reinterpret_cast<char*>(mine.data());
       std::size_t done = 0;
@@ -461,15 +469,16 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
   Row row = summarize(row_name, model.name, std::move(latencies));
   row.clients = clients;
   row.throughput_rps = answered / settings.seconds;
+  row.mean_batch_size = static_cast<double>(batch_size_sum) / answered;
   return row;
 }
 
 void print_throughput(const std::vector<Row>& rows) {
-  std::printf("%-14s %-8s %8s %14s %12s %12s %10s\n", "row", "model", "clients", "throughput_rps", "p50_us", "p99_us",
-              "requests");
+  std::printf("%-14s %-8s %8s %14s %12s %12s %10s %10s\n", "row", "model", "clients", "throughput_rps", "p50_us",
+              "p99_us", "requests", "mean_batch");
   for (const Row& row : rows) {
-    std::printf("%-14s %-8s %8u %14.1f %12.1f %12.1f %10zu\n", row.name.c_str(), row.model.c_str(), row.clients,
-                row.throughput_rps, row.p50_us, row.p99_us, row.requests);
+    std::printf("%-14s %-8s %8u %14.1f %12.1f %12.1f %10zu %10.2f\n", row.name.c_str(), row.model.c_str(),
+                row.clients, row.throughput_rps, row.p50_us, row.p99_us, row.requests, row.mean_batch_size);
   }
   for (const Row& on : rows) {
     if (on.name != "batching_on") continue;
@@ -540,9 +549,9 @@ void write_json(const std::string& path, const std::vector<Row>& rows) {
     std::snprintf(
         line, sizeof line,
         "%s\n {\"name\":\"%s\",\"model\":\"%s\",\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"requests\":%zu,"
-        "\"input_bytes\":%llu,\"clients\":%u,\"throughput_rps\":%.2f}",
+        "\"input_bytes\":%llu,\"clients\":%u,\"throughput_rps\":%.2f,\"mean_batch_size\":%.3f}",
         i ? "," : "", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us, row.p999_us, row.requests,
-        static_cast<unsigned long long>(row.bytes), row.clients, row.throughput_rps);
+        static_cast<unsigned long long>(row.bytes), row.clients, row.throughput_rps, row.mean_batch_size);
     out << line;
   }
   out << "\n]}\n";
