@@ -354,8 +354,9 @@ struct ThroughputSettings {
   std::vector<std::string> off_args;  // and for the batching_off rows
 };
 
-// C client processes in a closed loop against one sidecar; each reports its latencies through a
-// pipe. Throughput counts the requests answered while all of them were running.
+// C client processes in a closed loop against one sidecar; each reports through a pipe how many
+// requests it measured, the sum of their batch sizes, then their latencies. Throughput counts the
+// requests answered while all of them were running.
 Row measure_throughput(const ModelCase& model, const std::string& binary, std::uint32_t clients, bool batching,
                        const ThroughputSettings& settings) {
   const char* row_name = batching ? "batching_on" : "batching_off";
@@ -444,12 +445,11 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
   }
   ::close(go[1]);
   std::vector<double> latencies;
-  std::uint64_t batch_size_sum = 0;
+  std::uint64_t batch_size_sum = 0, batch_sizes_counted = 0;
   for (const Reporter& reporter : reporters) {
     std::uint64_t count = 0, batch_sizes = 0;
     if (::read(reporter.read_fd, &count, sizeof count) == sizeof count &&
         ::read(reporter.read_fd, &batch_sizes, sizeof batch_sizes) == sizeof batch_sizes) {
-      batch_size_sum += batch_sizes;
       std::vector<double> mine(count);
       char* bytes = reinterpret_cast<char*>(mine.data());
       std::size_t done = 0;
@@ -460,6 +460,10 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
       }
       mine.resize(done / sizeof(double));
       latencies.insert(latencies.end(), mine.begin(), mine.end());
+      if (mine.size() == count) {  // a report cut short says nothing sure about its batch sizes
+        batch_size_sum += batch_sizes;
+        batch_sizes_counted += count;
+      }
     }
     ::close(reporter.read_fd);
     ::waitpid(reporter.pid, nullptr, 0);
@@ -469,7 +473,7 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
   Row row = summarize(row_name, model.name, std::move(latencies));
   row.clients = clients;
   row.throughput_rps = answered / settings.seconds;
-  row.mean_batch_size = static_cast<double>(batch_size_sum) / answered;
+  row.mean_batch_size = batch_sizes_counted ? static_cast<double>(batch_size_sum) / batch_sizes_counted : 0;
   return row;
 }
 
@@ -477,8 +481,8 @@ void print_throughput(const std::vector<Row>& rows) {
   std::printf("%-14s %-8s %8s %14s %12s %12s %10s %10s\n", "row", "model", "clients", "throughput_rps", "p50_us",
               "p99_us", "requests", "mean_batch");
   for (const Row& row : rows) {
-    std::printf("%-14s %-8s %8u %14.1f %12.1f %12.1f %10zu %10.2f\n", row.name.c_str(), row.model.c_str(),
-                row.clients, row.throughput_rps, row.p50_us, row.p99_us, row.requests, row.mean_batch_size);
+    std::printf("%-14s %-8s %8u %14.1f %12.1f %12.1f %10zu %10.2f\n", row.name.c_str(), row.model.c_str(), row.clients,
+                row.throughput_rps, row.p50_us, row.p99_us, row.requests, row.mean_batch_size);
   }
   for (const Row& on : rows) {
     if (on.name != "batching_on") continue;

@@ -6,6 +6,7 @@ packages=(
   cmake g++ make pkg-config binutils        # build; readelf checks the client library's dependencies
   libtorch-dev                              # LibTorch 1.13 (CPU): the daemon runs models with it
   libopenblas0-openmp                       # LibTorch's matrix products: the default libblas.so.3 is the unblocked reference BLAS
+  libblas3                                  # that reference BLAS: a test checks the sidecar warns when it is the one in use
   libboost-dev                              # Boost.Interprocess maps the segments and allocates in the cache; Boost.Lockfree for the ring comparison
   libxxhash-dev                             # XXH3-128: the result cache's key
   libspdlog-dev                             # the daemon's logging

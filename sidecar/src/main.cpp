@@ -75,14 +75,7 @@ int main(int argc, char** argv) {
     auto runner = ModelRunner::load(options.model_path, {options.freeze, options.optimize_for_inference});
     spdlog::info("loaded {} ({}), forward takes {} tensor(s)", options.model_path, runner->preparation(),
                  runner->input_count());
-    const MatrixLibrary blas = loaded_matrix_library();
-    if (blas.optimized) {
-      spdlog::info("matrix multiplies: {} ({})", blas.name, blas.path);
-    } else {
-      spdlog::warn("matrix multiplies go to the {} ({}): linear layers run unblocked and batching saves nothing on "
-                   "them; install an optimized BLAS (apt-get install libopenblas0-openmp)",
-                   blas.name, blas.path);
-    }
+    log_matrix_library();
     if (options.warmup_signatures.empty()) {
       spdlog::warn("no --warmup-shape given: any shape is accepted and the first calls will be cold");
     }
