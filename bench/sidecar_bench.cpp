@@ -590,7 +590,8 @@ int run(int argc, char** argv) {
   app.add_option("--off-args", throughput.off_args, "further sidecar flags for the batching_off rows, one string")
       ->delimiter(' ');
   CLI11_PARSE(app, argc, argv);
-  placement = plan_placement(!no_pin);
+  // Many clients share the machine with the sidecar: the scheduler places everyone.
+  placement = plan_placement(!no_pin && client_counts.empty());
   if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);
   std::fprintf(stderr, "%s\n",
                placement.pinned ? "client pinned to the last CPU, sidecar to the others" : "not pinned");
@@ -620,13 +621,6 @@ int run(int argc, char** argv) {
 
   std::vector<Row> rows;
   if (!client_counts.empty()) {
-    // Many clients share the machine with the sidecar: let the scheduler place everyone.
-    cpu_set_t all;
-    if (::sched_getaffinity(0, sizeof(all), &all) == 0 && placement.pinned) {
-      CPU_OR(&all, &placement.client, &placement.sidecar);
-      ::sched_setaffinity(0, sizeof(all), &all);
-      placement.pinned = false;
-    }
     for (const ModelCase& model : models) {
       if (model_path.empty() && model.name != "demo") continue;
       for (std::uint32_t clients : client_counts) {
