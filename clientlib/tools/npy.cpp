@@ -395,8 +395,11 @@ std::vector<std::byte> encode_npy(const TensorView& tensor) {
   std::vector<std::byte> bytes;
   bytes.reserve(kMagicBytes + 2 + length_bytes + header.size() + tensor.bytes);
   auto append = [&](const void* data, std::size_t count) {
-    const auto* first = static_cast<const std::byte*>(data);
-    bytes.insert(bytes.end(), first, first + count);
+    // resize + memcpy rather than insert: GCC 12 at -O3 warns (-Wstringop-overflow, a false
+    // positive) on inserting a range into this reserved vector.
+    const std::size_t at = bytes.size();
+    bytes.resize(at + count);
+    if (count != 0) std::memcpy(bytes.data() + at, data, count);
   };
   append(kMagic, kMagicBytes);
   bytes.push_back(static_cast<std::byte>(major));

@@ -133,13 +133,14 @@ std::string match_signature(const RequestDescriptor& request, const std::vector<
     if (match) return {};
   }
   if (accepted.size() == 1 && accepted[0].size() == 1) {
-    return "input 0: expected " + describe_shape(accepted[0][0]) + ", got " + describe_shape(request.inputs[0].shape);
+    return fmt::format("input 0: expected {}, got {}", describe_shape(accepted[0][0]),
+                       describe_shape(request.inputs[0].shape));
   }
-  std::string text =
-      "inputs (" + describe_inputs(request.inputs, request.input_count) + ") match no accepted signature; expected ";
+  std::string text = fmt::format("inputs ({}) match no accepted signature; expected ",
+                                 describe_inputs(request.inputs, request.input_count));
   for (std::size_t i = 0; i < accepted.size(); ++i) {
     if (i) text += " or ";
-    text += "(" + describe_signature(accepted[i]) + ")";
+    text += fmt::format("({})", describe_signature(accepted[i]));
   }
   return text;
 }
