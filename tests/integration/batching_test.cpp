@@ -10,6 +10,7 @@
 
 #include "client_helpers.hpp"
 #include "sidecar/client.hpp"
+#include "sidecar/shared/descriptor_check.hpp"
 #include "sidecar_process.hpp"
 
 namespace sidecar {
@@ -71,20 +72,20 @@ double normwise_relative_difference(const Tensor& a, const Tensor& b) {
 // Four requests alone, then the same four sent together through one worker with a long gathering
 // window, so that they form a batch: each batched output must match its unbatched one.
 void expect_batched_outputs_match_unbatched_ones(const std::string& model, const std::vector<std::int64_t>& shape) {
-  auto joined = [&](std::size_t from, const std::string& separator) {
-    std::string text;
-    for (std::size_t d = from; d < shape.size(); ++d) text += (d > from ? separator : "") + std::to_string(shape[d]);
-    return text;
-  };
-  const std::string shape_text = joined(0, "x");  // as --warmup-shape takes it
+  std::string shape_text;  // as --warmup-shape takes it
+  for (std::int64_t dim : shape) shape_text += (shape_text.empty() ? "" : "x") + std::to_string(dim);
   SidecarProcess sidecar(
       unique_name("batch-" + model),
       {"--model", model_path(model), "--warmup-shape", shape_text, "--max-batch", "4", "--max-queue-delay-us", "300000",
        "--workers", "1", "--warmup-iterations", "2", "--channels", "8", "--arena-bytes", "2M", "--cache-bytes", "0"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  TensorShape warmed{};
+  warmed.dtype = static_cast<std::uint8_t>(DType::kFloat32);
+  warmed.rank = static_cast<std::uint8_t>(shape.size());
+  std::copy(shape.begin(), shape.end(), warmed.dims);
   for (int rows = 1; rows <= 4; ++rows) {
-    EXPECT_NE(sidecar.log().find("warmed ([" + std::to_string(rows) + ", " + joined(1, ", ") + "] float32)"),
-              std::string::npos)
+    warmed.dims[0] = rows;
+    EXPECT_NE(sidecar.log().find("warmed (" + describe_shape(warmed) + ")"), std::string::npos)
         << rows << " rows not warmed up:\n"
         << sidecar.log();
   }
