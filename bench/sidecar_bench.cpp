@@ -13,7 +13,7 @@
 //   key_hash, memcmp, memcpy   the pieces of a hit on the model's input bytes, for GB/s
 // With --clients 1,2,4,8,16: closed-loop client processes instead, each with one request in
 // flight, new inputs every call, cache bypassed; rows batching_off and batching_on per client count
-// with throughput_rps beside the latency percentiles.
+// with throughput_rps and mean_batch_size beside the latency percentiles, on "demo" and "mlp".
 // The sidecar rows use the zero-copy path (inputs written in place); the cache rows use infer(),
 // whose lookup reads the caller's buffer, so a client-side hit copies nothing into shared memory.
 //
@@ -577,9 +577,9 @@ int run(int argc, char** argv) {
   app.add_flag("--no-cache-rows", no_cache, "skip the cache rows");
   std::vector<std::uint32_t> client_counts;
   ThroughputSettings throughput;
-  app.add_option(
-         "--clients", client_counts,
-         "throughput rows instead: closed-loop client processes, e.g. --clients 1,2,4,8,16 (default model: demo)")
+  app.add_option("--clients", client_counts,
+                 "throughput rows instead: closed-loop client processes, e.g. --clients 1,2,4,8,16 (default models: "
+                 "demo and mlp)")
       ->delimiter(',');
   app.add_option("--max-batch", throughput.max_batch, "--max-batch of the batching_on rows")->capture_default_str();
   app.add_option("--batch-delay-us", throughput.batch_delay_us, "--max-queue-delay-us of the batching_on rows")
@@ -601,12 +601,20 @@ int run(int argc, char** argv) {
   retain_freed_memory();
   std::vector<ModelCase> models;
   const std::string scratch = std::filesystem::temp_directory_path() / ("sidecar-bench-" + std::to_string(::getpid()));
-  if (model_path.empty()) {
+  if (model_path.empty() && client_counts.empty()) {
     std::filesystem::create_directories(scratch);
     save_tiny_model(scratch + "/tiny.pt");
     save_demo_model(scratch + "/demo.pt");
     models.push_back({"tiny", scratch + "/tiny.pt", parse_signature("1x64"), requests ? requests : 20000});
     models.push_back({"demo", scratch + "/demo.pt", parse_signature("1x3x224x224"), requests ? requests : 300});
+  } else if (model_path.empty()) {
+    // Throughput: the demo CNN, whose cost per row is the same at any batch size, and the MLP,
+    // whose weights make a batch cost little more than one row.
+    std::filesystem::create_directories(scratch);
+    save_demo_model(scratch + "/demo.pt");
+    save_mlp_model(scratch + "/mlp.pt");
+    models.push_back({"demo", scratch + "/demo.pt", parse_signature("1x3x224x224"), 0});
+    models.push_back({"mlp", scratch + "/mlp.pt", parse_signature("1x1024"), 0});
   } else {
     models.push_back(
         {std::filesystem::path(model_path).stem(), model_path, parse_signature(shape), requests ? requests : 300});
@@ -622,7 +630,6 @@ int run(int argc, char** argv) {
   std::vector<Row> rows;
   if (!client_counts.empty()) {
     for (const ModelCase& model : models) {
-      if (model_path.empty() && model.name != "demo") continue;
       for (std::uint32_t clients : client_counts) {
         for (bool batching : {false, true}) {
           std::fprintf(stderr, "%s, %u clients, batching %s...\n", model.name.c_str(), clients,
