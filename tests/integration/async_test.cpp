@@ -20,6 +20,8 @@ namespace sidecar {
 namespace {
 
 using testing::connect_or_fail;
+using testing::kImageElements;
+using testing::kImageShape;
 using testing::model_path;
 using testing::random_values;
 using testing::SidecarProcess;
@@ -27,7 +29,6 @@ using testing::unique_name;
 using namespace std::chrono_literals;
 
 constexpr std::int64_t kTinyShape[] = {1, 64};
-constexpr std::int64_t kImageShape[] = {1, 3, 224, 224};
 
 std::vector<std::byte> bytes_of(Result<std::vector<Tensor>>& result) {
   EXPECT_TRUE(result.ok()) << result.message();
@@ -173,7 +174,7 @@ class DemoQueue : public testing::SuiteSidecar<DemoQueue> {
 
 TEST_F(DemoQueue, TheSeventeenthRequestInFlightIsOverloadedNotQueued) {
   Client client = connect_or_fail(sidecar_->name());
-  const auto input = random_values(3 * 224 * 224, 7);
+  const auto input = random_values(kImageElements, 7);
   const TensorView view = TensorView::of(input, kImageShape);
   std::deque<RequestHandle> handles;
   std::optional<Result<RequestHandle>> refused;
@@ -208,8 +209,8 @@ TEST_F(DemoQueue, ACancelledRequestNeverRuns) {
   ConnectOptions options;
   options.cache_lookup = CacheLookup::kInSidecar;  // so that a later lookup tells whether it ran
   Client client = connect_or_fail(sidecar_->name(), options);
-  const auto first = random_values(3 * 224 * 224, 1);
-  const auto second = random_values(3 * 224 * 224, 2);
+  const auto first = random_values(kImageElements, 1);
+  const auto second = random_values(kImageElements, 2);
   const TensorView running = TensorView::of(first, kImageShape);
   const TensorView queued = TensorView::of(second, kImageShape);
   auto a = client.submit(std::span<const TensorView>(&running, 1));
@@ -237,8 +238,8 @@ TEST_F(DemoQueue, ARequestWhoseDeadlinePassedInTheQueueIsNeverRun) {
   ConnectOptions options;
   options.cache_lookup = CacheLookup::kInSidecar;
   Client client = connect_or_fail(sidecar_->name(), options);
-  const auto first = random_values(3 * 224 * 224, 3);
-  const auto second = random_values(3 * 224 * 224, 4);
+  const auto first = random_values(kImageElements, 3);
+  const auto second = random_values(kImageElements, 4);
   const TensorView running = TensorView::of(first, kImageShape);
   const TensorView late = TensorView::of(second, kImageShape);
   auto a = client.submit(std::span<const TensorView>(&running, 1), SubmitOptions{10s});
@@ -269,7 +270,7 @@ TEST_F(DemoQueue, AFloodingClientCannotPushAnotherBackByMoreThanTwoRequests) {
   ASSERT_LT(flooding_client.channel_index(), victim.channel_index());
   std::thread flooder([&] {
     Client& client = flooding_client;
-    const auto input = random_values(3 * 224 * 224, 5);
+    const auto input = random_values(kImageElements, 5);
     const TensorView view = TensorView::of(input, kImageShape);
     std::deque<RequestHandle> handles;
     while (!stop.load()) {
@@ -287,7 +288,7 @@ TEST_F(DemoQueue, AFloodingClientCannotPushAnotherBackByMoreThanTwoRequests) {
       if (result.ok()) flooder_orders.push_back(client.last_service().service_order);
     }
   });
-  const auto input = random_values(3 * 224 * 224, 6);
+  const auto input = random_values(kImageElements, 6);
   std::vector<std::uint64_t> victim_orders;
   std::this_thread::sleep_for(200ms);  // the flooder's ring is full by now
   for (int i = 0; i < 15; ++i) {

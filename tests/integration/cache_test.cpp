@@ -23,14 +23,13 @@ namespace sidecar {
 namespace {
 
 using testing::connect_or_fail;
+using testing::kImageElements;
+using testing::kImageShape;
 using testing::model_path;
 using testing::random_values;
 using testing::SidecarProcess;
 using testing::unique_name;
 using namespace std::chrono_literals;
-
-constexpr std::int64_t kImageShape[] = {1, 3, 224, 224};
-constexpr std::size_t kImageElements = 3 * 224 * 224;
 
 std::vector<std::byte> only_output(Result<std::vector<Tensor>>& result) {
   EXPECT_TRUE(result.ok()) << result.message();

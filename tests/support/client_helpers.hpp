@@ -1,6 +1,8 @@
 // Test support: what every client-side test needs.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -9,6 +11,10 @@
 #include "sidecar/client.hpp"
 
 namespace sidecar::testing {
+
+// The demo CNN's input (scripts/make_models.py "demo").
+constexpr std::int64_t kImageShape[] = {1, 3, 224, 224};
+constexpr std::size_t kImageElements = 3 * 224 * 224;
 
 // A test that cannot connect has nothing to test: throw, and the test fails with the reason.
 inline Client connect_or_fail(const std::string& name, ConnectOptions options = {}) {
