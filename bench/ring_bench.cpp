@@ -14,7 +14,8 @@
 #include <thread>
 #include <vector>
 
-#include "sidecar/shared/layout.hpp"
+#include "sidecar/shared/channel_layout.hpp"
+#include "sidecar/shared/clock.hpp"
 
 namespace {
 

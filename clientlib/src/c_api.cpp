@@ -6,6 +6,11 @@
 #include "sidecar/client.hpp"
 #include "sidecar/sidecar_client.h"
 
+static_assert(SIDECAR_OUT_OF_MEMORY == static_cast<int>(sidecar::ErrorCode::kOutOfMemory) &&
+                  SIDECAR_PROTOCOL_ERROR == static_cast<int>(sidecar::ErrorCode::kProtocolError) &&
+                  SIDECAR_TOO_MANY_CLIENTS == static_cast<int>(sidecar::ErrorCode::kTooManyClients),
+              "sidecar_status and sidecar::ErrorCode must keep the same numbers");
+
 struct sidecar_client {
   sidecar::Client client;
   std::string last_error;

@@ -1,18 +1,20 @@
 #include "sidecar/client.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/interprocess/exceptions.hpp>
+#include <atomic>
 #include <cstring>
-#include <map>
-#include <thread>
 
-#include "sidecar/shared/cache_reader.hpp"
+#include "client_cache.hpp"
+#include "connection.hpp"
+#include "request_table.hpp"
+#include "sidecar/shared/clock.hpp"
 #include "sidecar/shared/descriptor_check.hpp"
 #include "sidecar/shared/output_region.hpp"
-#include "sidecar/shared/process_identity.hpp"
-#include "sidecar/shared/segment.hpp"
+#include "sidecar/shared/runtime_dir.hpp"
+#include "sidecar/shared/signature.hpp"
 
 namespace sidecar {
 
@@ -23,30 +25,6 @@ std::string describe(DType dtype, std::span<const std::int64_t> shape) {
     text += std::to_string(shape[i]);
   }
   return text + "] " + std::string(dtype_name(dtype));
-}
-
-const char* error_code_name(ErrorCode code) noexcept {
-  switch (code) {
-    case ErrorCode::kOk: return "ok";
-    case ErrorCode::kNotRunning: return "not running";
-    case ErrorCode::kNotReady: return "not ready";
-    case ErrorCode::kLayoutMismatch: return "layout mismatch";
-    case ErrorCode::kNoFreeChannel: return "no free channel";
-    case ErrorCode::kInvalidArgument: return "invalid argument";
-    case ErrorCode::kRejected: return "rejected";
-    case ErrorCode::kModelError: return "model error";
-    case ErrorCode::kUnsupportedOutput: return "unsupported output";
-    case ErrorCode::kOutputTooLarge: return "output too large";
-    case ErrorCode::kTimeout: return "timeout";
-    case ErrorCode::kSidecarGone: return "sidecar gone";
-    case ErrorCode::kShuttingDown: return "shutting down";
-    case ErrorCode::kDeadlineExceeded: return "deadline exceeded";
-    case ErrorCode::kOverloaded: return "overloaded";
-    case ErrorCode::kCancelled: return "cancelled";
-    case ErrorCode::kBusy: return "busy";
-    case ErrorCode::kProtocolError: return "protocol error";
-  }
-  return "unknown";
 }
 
 const char* cache_outcome_name(CacheOutcome outcome) noexcept {
@@ -61,32 +39,31 @@ const char* cache_outcome_name(CacheOutcome outcome) noexcept {
 
 namespace {
 
+// Bumped in the child after fork(): a Client connected before it belongs to the parent, and the
+// child must not post into its channel, read its answers or close anything the parent relies on.
+std::atomic<std::uint64_t> fork_generation{0};
+void count_fork_in_child() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
+[[maybe_unused]] const int fork_handler = ::pthread_atfork(nullptr, nullptr, count_fork_in_child);
+
+// How often, at most, a call checks that the sidecar's end of the socket is still open: a syscall
+// that a client calling in a tight loop must not pay on every call.
+constexpr std::uint64_t kLivenessCheckNs = 1'000'000;
+
 // CLOCK_MONOTONIC nanoseconds `timeout` from now; a huge timeout saturates instead of wrapping.
-std::uint64_t deadline_after(std::chrono::microseconds timeout) {
+std::uint64_t deadline_after(std::chrono::nanoseconds timeout) {
   const std::uint64_t now = monotonic_ns();
   if (timeout.count() <= 0) return now;
-  const auto micros = static_cast<std::uint64_t>(timeout.count());
-  if (micros > (~0ull - now) / 1000u) return ~0ull;
-  return now + micros * 1000u;
+  const auto nanos = static_cast<std::uint64_t>(timeout.count());
+  return nanos > ~0ull - now ? ~0ull : now + nanos;
 }
 
-// How often a waiting call checks that the sidecar process still exists.
-constexpr std::uint64_t kLivenessCheckNs = 50'000'000;
-
-ErrorCode error_code_for(Status status) {
-  switch (status) {
-    case Status::kOk: return ErrorCode::kOk;
-    case Status::kInvalidRequest: return ErrorCode::kRejected;
-    case Status::kModelError: return ErrorCode::kModelError;
-    case Status::kUnsupportedOutput: return ErrorCode::kUnsupportedOutput;
-    case Status::kOutputTooLarge: return ErrorCode::kOutputTooLarge;
-    case Status::kDeadlineExceeded: return ErrorCode::kDeadlineExceeded;
-    case Status::kOverloaded: return ErrorCode::kOverloaded;
-    case Status::kCancelled: return ErrorCode::kCancelled;
-    case Status::kShuttingDown: return ErrorCode::kShuttingDown;
-    case Status::kInternal: return ErrorCode::kProtocolError;
-  }
-  return ErrorCode::kProtocolError;
+DialSettings dial_settings(const ConnectOptions& options, ConnectKind kind) {
+  DialSettings settings;
+  settings.runtime_dir = options.runtime_dir;
+  if (options.sidecar_uid) settings.expected_sidecar_uid = static_cast<uid_t>(*options.sidecar_uid);
+  settings.arena_bytes = options.arena_bytes;
+  settings.kind = kind;
+  return settings;
 }
 
 std::vector<std::pair<DType, std::vector<std::int64_t>>> to_pairs(const TensorShape* shapes, std::uint32_t count) {
@@ -99,137 +76,124 @@ std::vector<std::pair<DType, std::vector<std::int64_t>>> to_pairs(const TensorSh
   return result;
 }
 
-// Why a mapped cache segment must not be used by clients of the sidecar in `header`, or "". Anyone
-// may create files in /dev/shm, and the pid and start time in a header are public: a cache counts
-// as the sidecar's only if the sidecar's user owns it, as it owns the main segment, and nobody
-// else may write it.
-std::string cache_trust_problem(const SegmentMapping& cache_segment, const SegmentMapping& main_segment) {
-  const std::string name = cache_segment.name();
-  if (std::string problem = check_cache_layout(cache_segment.base(), cache_segment.size(), name); !problem.empty()) {
-    return problem;
+// What the status page says about the model (the signatures once the sidecar is ready).
+ModelInfo model_info_of(const StatusPage& page, const ConnectReply& reply) {
+  ModelInfo model;
+  const ModelDescription& description = page.model;
+  model.model_path.assign(description.model_path, strnlen(description.model_path, kModelPathBytes));
+  model.input_count = std::min<std::uint32_t>(description.input_count, kMaxTensors);
+  if (page.state.load(std::memory_order_acquire) >= static_cast<std::uint32_t>(SidecarState::kReady)) {
+    model.output_count = std::min<std::uint32_t>(description.output_count, kMaxTensors);
+    model.max_batch = std::max<std::uint32_t>(description.max_batch, 1);
+    for (std::uint32_t s = 0; s < std::min(description.signature_count, kMaxSignatures); ++s) {
+      model.signatures.push_back({to_pairs(description.signatures[s].inputs, description.input_count),
+                                  to_pairs(description.signatures[s].outputs, description.output_count)});
+    }
   }
-  const SegmentHeader& header = *main_segment.header();
-  const auto& cache_header = *reinterpret_cast<const CacheHeader*>(cache_segment.base());
-  if (cache_header.sidecar_pid != header.sidecar_pid || cache_header.sidecar_start_time != header.sidecar_start_time) {
-    return "cache segment " + name + " belongs to another sidecar process";
-  }
-  const std::optional<uid_t> sidecar_uid = process_uid(header.sidecar_pid);
-  if (!sidecar_uid || cache_segment.owner_uid() != *sidecar_uid ||
-      cache_segment.owner_uid() != main_segment.owner_uid()) {
-    return "cache segment " + name + " is not owned by the sidecar's user; ignoring it";
-  }
-  if (cache_segment.mode_bits() & 0022) {
-    return "cache segment " + name + " is writable by others than the sidecar; ignoring it";
-  }
-  return {};
+  model.sidecar_pid = page.sidecar_pid;
+  model.sidecar_uid = page.sidecar_uid;
+  model.start_generation = page.start_generation;
+  model.started_unix_ns = page.started_unix_ns;
+  model.max_clients = page.max_clients;
+  model.arena_bytes = reply.arena_bytes;
+  model.client_id = reply.client_id;
+  return model;
+}
+
+CacheStats cache_stats_of(const StatusPage& page) {
+  CacheStats stats;
+  if (page.cache_bytes == 0) return stats;
+  const CacheCounters& counters = page.cache;
+  stats.enabled = true;
+  stats.budget_bytes = page.cache_bytes;
+  stats.bytes_used = counters.bytes_used.load(std::memory_order_relaxed);
+  stats.entries = counters.entries.load(std::memory_order_relaxed);
+  stats.client_hits = counters.client_hits.load(std::memory_order_relaxed);
+  stats.sidecar_hits = counters.sidecar_hits.load(std::memory_order_relaxed);
+  stats.misses = counters.misses.load(std::memory_order_relaxed);
+  stats.inserts = counters.inserts.load(std::memory_order_relaxed);
+  stats.evictions = counters.evictions.load(std::memory_order_relaxed);
+  stats.too_large = counters.too_large.load(std::memory_order_relaxed);
+  stats.flushes = counters.flushes.load(std::memory_order_relaxed);
+  stats.generation = counters.generation.load(std::memory_order_relaxed);
+  stats.max_entry_bytes = counters.max_entry_bytes.load(std::memory_order_relaxed);
+  return stats;
 }
 
 }  // namespace
 
 struct Client::Impl {
-  SegmentMapping segment;
-  std::string instance;
+  std::string name;
+  ConnectOptions options;
+  std::uint64_t fork_generation_at_connect = 0;
+  std::unique_ptr<Connection> connection;  // null after the sidecar went, until the next call reconnects
+  std::uint64_t connections = 0;
+  RequestTable requests;
+  ClientCache cache;
   ModelInfo model;
-  std::uint32_t channel_index = 0;
-  Channel* channel = nullptr;
-  std::uint8_t* arena = nullptr;
-  std::uint64_t arena_bytes = 0;
-  SpscProducer<RequestRing> requests;
-  SpscConsumer<ResponseRing> responses;
+  ModelDescription description{};  // a private copy: output sizing must not read shared memory twice
   std::uint64_t spin_ns = 0;
-
-  // The sidecar's result cache, mapped read-only; not attached when it has none.
-  SegmentMapping cache_segment;
-  CacheView cache;
   CacheLookup cache_lookup = CacheLookup::kInClient;
   CacheOutcome last_cache_outcome = CacheOutcome::kNotUsed;
-  SpscProducer<HitLogRing> hit_log;
   ServiceInfo last_service;
-
-  std::uint64_t next_request_id = 1;
-  // A request that timed out: the sidecar may still write its outputs into the arena, so the arena
-  // is not reused until its answer arrives.
-  std::uint64_t unanswered_request_id = 0;
-
-  // Requests submitted with submit() (infer() too), by id: ids grow, so the map's order is the
-  // order their arena regions were allocated in, which the allocator relies on.
-  struct Submitted {
-    std::uint64_t offset = 0;  // region in the arena: cancel word, inputs, outputs
-    std::uint64_t bytes = 0;   // 0 once the answer is in (or for a hit found here): region free
-    RequestDescriptor request{};
-    bool done = false;
-    bool abandoned = false;  // its wait() timed out: dropped when its answer comes
-    bool cancelled = false;
-    ErrorCode code = ErrorCode::kOk;
-    std::string message;
-    std::vector<Tensor> outputs;
-    CacheOutcome cache_outcome = CacheOutcome::kNotUsed;
-    ServiceInfo service;
-  };
-  std::map<std::uint64_t, Submitted> submitted;
-  std::uint64_t submitted_in_flight = 0;  // entries whose answer has not come yet
-
-  // The request being assembled by input_buffer().
-  RequestDescriptor pending{};
-  std::uint64_t arena_cursor = 0;
-
-  // Outputs of the last run(): copies of the descriptors, views into the arena.
-  std::vector<std::int64_t> output_dims;
-  std::vector<TensorView> output_views;
   std::uint64_t last_liveness_check_ns = 0;
 
-  ~Impl() {
-    if (channel != nullptr) {
-      channel->state.store(static_cast<std::uint32_t>(ChannelState::kDetaching), std::memory_order_release);
+  // The zero-copy request being assembled by input_buffer(), and the views run() hands out.
+  RequestDescriptor pending{};
+  std::uint64_t arena_cursor = 0;
+  std::vector<std::int64_t> output_dims;
+  std::vector<TensorView> output_views;
+
+  Done usable() const {
+    if (fork_generation.load(std::memory_order_relaxed) != fork_generation_at_connect) {
+      return {ErrorCode::kInvalidArgument,
+              "this client was connected before fork(): it belongs to the parent process; connect anew in the child"};
     }
+    return {};
   }
 
-  // A stopping sidecar still finishes (or refuses with "shutting down") what it was given: only
-  // the process being gone means no answer will come.
-  bool sidecar_alive() const {
-    const SegmentHeader& header = *segment.header();
-    return process_alive(header.sidecar_pid, header.sidecar_start_time);
+  void adopt(std::unique_ptr<Connection> fresh) {
+    connection = std::move(fresh);
+    ++connections;
+    requests.attach(*connection);
+    cache.attach(*connection);
+    std::memcpy(static_cast<void*>(&description), &connection->status().model, sizeof description);
+    model = model_info_of(connection->status(), connection->reply());
+    last_liveness_check_ns = monotonic_ns();
   }
 
-  // Before the arena is reused: waits until `deadline_ns` for the answer to a request that timed
-  // out earlier, whose outputs the sidecar may still write into the arena.
-  std::pair<ErrorCode, std::string> settle_unanswered(std::uint64_t deadline_ns) {
-    if (unanswered_request_id == 0) return {ErrorCode::kOk, {}};
-    auto [code, message] = await_response(unanswered_request_id, deadline_ns);
-    if (code == ErrorCode::kTimeout) {
-      return {ErrorCode::kBusy, "an earlier request that timed out is still running in the sidecar"};
-    }
-    if (code != ErrorCode::kOk) return {code, message};
-    responses.pop();
-    unanswered_request_id = 0;
-    return {ErrorCode::kOk, {}};
+  void disconnect(const std::string& why) {
+    requests.fail_in_flight(ErrorCode::kSidecarGone, why);
+    requests.detach();
+    cache.detach();
+    connection.reset();
+    pending.input_count = 0;
+    arena_cursor = 0;
   }
 
-  // Maps the sidecar's cache read-only, if it has one. Without it, the sidecar does the lookups.
-  std::pair<ErrorCode, std::string> attach_cache() {
-    const std::string name = cache_segment_name(instance);
-    try {
-      cache_segment = SegmentMapping::open(name, /*read_only=*/true);
-    } catch (const std::exception&) {
-      return {ErrorCode::kOk, {}};  // no cache (--cache-bytes 0)
+  // Before a new request: notices a sidecar that went (looking at the socket at most every
+  // kLivenessCheckNs), answers what was in flight with kSidecarGone, and reconnects.
+  Done ensure_connected(std::uint64_t call_deadline_ns) {
+    const std::uint64_t now = monotonic_ns();
+    if (connection) {
+      const bool check = now - last_liveness_check_ns >= kLivenessCheckNs;
+      if (check) last_liveness_check_ns = now;
+      if (!connection->sidecar_gone(check)) return {};
+      disconnect("sidecar '" + name + "' went away while the request was in flight");
     }
-    const std::string problem = cache_trust_problem(cache_segment, segment);
-    if (problem.rfind("layout version mismatch", 0) == 0) return {ErrorCode::kLayoutMismatch, problem};
-    if (!problem.empty()) {
-      // Stale (an earlier sidecar of this name, another model's results) or not the sidecar's:
-      // look nothing up here; the sidecar still uses its own cache if it has one.
-      cache_segment = SegmentMapping();
-      return {ErrorCode::kOk, {}};
+    if (!options.reconnect) {
+      return {ErrorCode::kSidecarGone, "sidecar '" + name + "' went away (ConnectOptions::reconnect is off)"};
     }
-    cache = CacheView(cache_segment.base());
-    return {ErrorCode::kOk, {}};
+    const std::uint64_t deadline = std::min(call_deadline_ns, deadline_after(options.timeout));
+    Result<std::unique_ptr<Connection>> fresh = Connection::open(name, dial_settings(options, ConnectKind::kAttach), deadline);
+    if (!fresh.ok()) return fresh.error();
+    adopt(std::move(*fresh));
+    return {};
   }
 
-  // Once the sidecar is gone its cache may hold a model that is no longer served; and it pins
-  // its memory in /dev/shm for as long as it is mapped.
-  void forget_cache() {
-    cache = CacheView();
-    cache_segment = SegmentMapping();
+  Done sidecar_went(const Done& waited) {
+    if (waited.code() == ErrorCode::kSidecarGone) disconnect(waited.message());
+    return waited;
   }
 
   bool looks_up_here(CachePolicy policy) const noexcept {
@@ -238,58 +202,34 @@ struct Client::Impl {
 
   // Flags for a request that missed (or skipped) the lookup here.
   std::uint32_t cache_flags(CachePolicy policy) {
-    if (!cache.attached()) {
-      // The sidecar has no cache (or one this client cannot read, and then it looks up itself).
-      last_cache_outcome = CacheOutcome::kNotUsed;
-      return policy == CachePolicy::kBypass || cache_lookup == CacheLookup::kOff ? kRequestFlagBypassCache
-                                                                                 : kRequestFlagNone;
-    }
     if (policy == CachePolicy::kBypass || cache_lookup == CacheLookup::kOff) {
       last_cache_outcome = CacheOutcome::kNotUsed;
       return kRequestFlagBypassCache;
+    }
+    if (connection->status().cache_bytes == 0) {
+      last_cache_outcome = CacheOutcome::kNotUsed;
+      return kRequestFlagNone;
     }
     last_cache_outcome = CacheOutcome::kMiss;  // until the sidecar says it answered from its cache
     return looks_up_here(policy) ? kRequestFlagCacheChecked : kRequestFlagNone;
   }
 
-  // A hit found here: counted, and reported so that the sidecar keeps the entry warm. Reports that
-  // do not fit the log are dropped; they only inform the eviction order.
-  void record_client_hit(const CacheHit& hit) {
-    last_cache_outcome = CacheOutcome::kHitInClient;
-    channel->cache_hits.store(channel->cache_hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    if (CacheHitRecord* record = hit_log.try_claim()) {
-      *record = CacheHitRecord{hit.slot, 0, hit.sequence};
-      hit_log.publish();
+  // Bytes the outputs of a request with these inputs take, from the shapes the sidecar published;
+  // 0 when unknown.
+  std::uint64_t expected_output_bytes(const RequestDescriptor& request) const {
+    TensorShape inputs[kMaxTensors];
+    for (std::uint32_t i = 0; i < request.input_count; ++i) inputs[i] = request.inputs[i].shape;
+    const std::uint32_t input_count = std::min<std::uint32_t>(description.input_count, kMaxTensors);
+    const std::uint32_t output_count = std::min<std::uint32_t>(description.output_count, kMaxTensors);
+    for (std::uint32_t s = 0; s < std::min(description.signature_count, kMaxSignatures); ++s) {
+      const ModelSignature& signature = description.signatures[s];
+      const std::uint64_t bytes = sidecar::expected_output_bytes(
+          std::span<const TensorShape>(signature.inputs, input_count),
+          std::span<const TensorShape>(signature.outputs, output_count),
+          std::span<const TensorShape>(inputs, request.input_count), std::max<std::uint32_t>(description.max_batch, 1));
+      if (bytes != 0) return bytes;
     }
-  }
-
-  // A hit needs no answer from the sidecar, so this is where a client notices a dead sidecar whose
-  // cache it still maps: at most every kLivenessCheckNs.
-  bool sidecar_alive_for_hits() {
-    const std::uint64_t now = monotonic_ns();
-    if (now - last_liveness_check_ns < kLivenessCheckNs) return true;
-    last_liveness_check_ns = now;
-    if (sidecar_alive()) return true;
-    forget_cache();
-    return false;
-  }
-
-  // Looks the pending request's inputs (in the arena) up and, on a hit, places the outputs in the
-  // arena's output region as the sidecar would and points output_views at them.
-  bool answer_pending_from_cache(const RequestDescriptor& request) {
-    TensorBytes inputs[kMaxTensors];
-    for (std::uint32_t i = 0; i < request.input_count; ++i) {
-      inputs[i] = TensorBytes{request.inputs[i].shape, arena + request.inputs[i].offset, request.inputs[i].bytes};
-    }
-    TensorDescriptor outputs[kMaxTensors];
-    std::uint32_t output_count = 0;
-    const auto hit =
-        lookup_into_arena(cache, std::span<const TensorBytes>(inputs, request.input_count), arena,
-                          OutputRegion{request.output_offset, request.output_capacity}, outputs, output_count);
-    if (!hit) return false;
-    record_client_hit(*hit);
-    set_output_views(outputs, output_count);
-    return true;
+    return 0;
   }
 
   void set_output_views(const TensorDescriptor* outputs, std::uint32_t count) {
@@ -301,346 +241,125 @@ struct Client::Impl {
       output_views.push_back(
           TensorView{static_cast<DType>(tensor.shape.dtype),
                      std::span<const std::int64_t>(output_dims.data() + i * kMaxRank, tensor.shape.rank),
-                     arena + tensor.offset, tensor.bytes});
+                     connection->arena() + tensor.offset, tensor.bytes});
     }
   }
 
-  // Posts `request` and waits for its answer, which is then at responses.front().
-  std::pair<ErrorCode, std::string> post_and_await(RequestDescriptor& request, std::uint64_t deadline_ns) {
-    request.request_id = next_request_id++;
-    // The sidecar drops the request unrun once this passes: an abandoned request costs no forward.
-    request.deadline_ns = deadline_ns;
-    RequestDescriptor* slot = requests.try_claim();
-    if (slot == nullptr) return {ErrorCode::kProtocolError, "the request ring is full or corrupt"};
-    // Only the used part of the 832-byte descriptor: this is the hot path.
-    std::memcpy(slot, &request, offsetof(RequestDescriptor, inputs) + sizeof(TensorDescriptor) * request.input_count);
-    requests.publish();
-    segment.header()->request_bell.ring();
-    auto [code, message] = await_response(request.request_id, deadline_ns);
-    if (code == ErrorCode::kTimeout) unanswered_request_id = request.request_id;
-    return {code, message};
-  }
-
-  // A free region of `bytes` for a submitted request: after the newest region in use, wrapping to
-  // the start of the arena, never over a region whose answer has not come (the sidecar may still
-  // write its outputs there). The zero-copy path uses the whole arena and is not mixed with these.
-  std::optional<std::uint64_t> allocate_region(std::uint64_t bytes) const {
-    const Submitted* oldest = nullptr;
-    const Submitted* newest = nullptr;
-    for (const auto& [id, entry] : submitted) {
-      if (entry.bytes == 0) continue;
-      if (oldest == nullptr) oldest = &entry;
-      newest = &entry;
-    }
-    if (oldest == nullptr) return bytes <= arena_bytes ? std::optional<std::uint64_t>(0) : std::nullopt;
-    const std::uint64_t end = align_up(newest->offset + newest->bytes, kTensorAlignment);
-    if (newest->offset >= oldest->offset) {
-      if (end <= arena_bytes && bytes <= arena_bytes - end) return end;
-      if (bytes <= oldest->offset) return 0;
-      return std::nullopt;
-    }
-    if (end <= oldest->offset && bytes <= oldest->offset - end) return end;
-    return std::nullopt;
-  }
-
-  // Bytes the outputs of a request with these inputs take, from the shapes the sidecar published
-  // (scaled by rows for a batchable signature); 0 when unknown.
-  std::uint64_t expected_output_bytes(const RequestDescriptor& request) const {
-    for (const ModelInfo::Signature& signature : model.signatures) {
-      if (signature.inputs.size() != request.input_count) continue;
-      bool exact = true;
-      bool rows_match = model.max_batch > 1;
-      const std::int64_t rows = request.inputs[0].shape.rank ? request.inputs[0].shape.dims[0] : 0;
-      for (std::size_t i = 0; i < signature.inputs.size(); ++i) {
-        const auto& [dtype, dims] = signature.inputs[i];
-        const TensorShape& got = request.inputs[i].shape;
-        const bool same_kind = static_cast<std::uint8_t>(dtype) == got.dtype && dims.size() == got.rank;
-        exact = exact && same_kind && std::equal(dims.begin(), dims.end(), got.dims);
-        rows_match = rows_match && same_kind && !dims.empty() && dims[0] == 1 && got.dims[0] == rows &&
-                     std::equal(dims.begin() + 1, dims.end(), got.dims + 1);
-      }
-      if (!exact && !rows_match) continue;
-      std::uint64_t sizes[kMaxTensors];
-      std::uint32_t count = 0;
-      for (const auto& [dtype, dims] : signature.outputs) {
-        if (count == kMaxTensors) break;
-        std::uint64_t size = dtype_size(dtype);
-        for (std::size_t d = 0; d < dims.size(); ++d)
-          size *= static_cast<std::uint64_t>(d == 0 && !exact ? rows : dims[d]);
-        sizes[count++] = size;
-      }
-      return OutputRegion::packed_bytes(sizes, count);
-    }
-    return 0;
-  }
-
-  // Takes the answer at the front of the response ring for a submitted request: copies its outputs
-  // out and frees its region. False when the answer is not for a submitted request.
-  bool take_submitted_answer(const ResponseDescriptor& shared) {
-    ResponseDescriptor response;
-    std::memcpy(&response, &shared, offsetof(ResponseDescriptor, outputs));
-    auto it = submitted.find(response.request_id);
-    if (it == submitted.end() || it->second.done || it->second.bytes == 0) return false;
-    Submitted& entry = it->second;
-    entry.bytes = 0;
-    --submitted_in_flight;
-    if (entry.abandoned || entry.cancelled) {
-      if (entry.abandoned)
-        submitted.erase(it);
+  // Hands a finished (or cancelled) request's result to the caller and forgets it; a cancelled one
+  // whose answer has not come stays listed, as abandoned, so its region is freed when it comes.
+  Result<std::vector<Tensor>> collect(std::uint64_t id) {
+    RequestTable::Entry& entry = *requests.find(id);
+    last_cache_outcome = entry.cache_outcome;
+    last_service = entry.service;
+    if (entry.cancelled) {
+      if (entry.in_flight)
+        entry.abandoned = true;
       else
-        entry.done = true;  // wait() already answers "cancelled"; nothing to keep
-      return true;
+        requests.erase(id);
+      return {ErrorCode::kCancelled, "cancelled"};
     }
-    entry.done = true;
-    entry.service = ServiceInfo{response.batch_size, response.service_order};
-    if (response.flags & kResponseFlagFromCache) entry.cache_outcome = CacheOutcome::kHitInSidecar;
-    const auto status = static_cast<Status>(response.status);
-    if (status != Status::kOk) {
-      entry.code = error_code_for(status);
-      entry.message.assign(shared.message, std::min<std::size_t>(response.message_length, kMessageBytes));
-      if (entry.message.empty()) entry.message = "the sidecar reported an error";
-      return true;
-    }
-    const std::uint32_t count = response.output_count;
-    if (count > kMaxTensors) {
-      entry.code = ErrorCode::kProtocolError;
-      entry.message = "the sidecar answered with " + std::to_string(count) + " outputs";
-      return true;
-    }
-    std::memcpy(response.outputs, shared.outputs, sizeof(TensorDescriptor) * count);
-    for (std::uint32_t i = 0; i < count; ++i) {
-      const TensorDescriptor& tensor = response.outputs[i];
-      std::string problem = check_tensor(tensor, arena_bytes);
-      if (problem.empty() &&
-          (tensor.offset < entry.request.output_offset ||
-           tensor.offset + tensor.bytes > entry.request.output_offset + entry.request.output_capacity)) {
-        problem = "outside the output region";
-      }
-      if (!problem.empty()) {
-        entry.code = ErrorCode::kProtocolError;
-        entry.message = "output " + std::to_string(i) + ": " + problem;
-        entry.outputs.clear();
-        return true;
-      }
-      Tensor& output = entry.outputs.emplace_back();
-      output.dtype = static_cast<DType>(tensor.shape.dtype);
-      output.shape.assign(tensor.shape.dims, tensor.shape.dims + tensor.shape.rank);
-      output.data.resize(tensor.bytes);
-      if (tensor.bytes) std::memcpy(output.data.data(), arena + tensor.offset, tensor.bytes);
-    }
-    return true;
-  }
-
-  // Takes every answer waiting in the response ring. Answers to a zero-copy request given up on
-  // earlier are dropped here too.
-  void pump() {
-    bool took = false;
-    while (const ResponseDescriptor* shared = responses.front()) {
-      if (!take_submitted_answer(*shared) && shared->request_id == unanswered_request_id) unanswered_request_id = 0;
-      responses.pop();
-      took = true;
-    }
-    // The sidecar takes a request only when its answer has a free slot: after freeing slots with
-    // requests still queued, tell it, rather than leave it to its idle timer.
-    if (took && submitted_in_flight != 0) segment.header()->request_bell.ring();
-  }
-
-  // Waits for the answer to `request_id`; on success the response is at responses.front().
-  std::pair<ErrorCode, std::string> await_response(std::uint64_t request_id, std::uint64_t deadline_ns) {
-    std::uint64_t spin_until = monotonic_ns() + spin_ns;
-    while (true) {
-      if (const ResponseDescriptor* response = responses.front()) {
-        if (response->request_id == request_id) return {ErrorCode::kOk, {}};
-        take_submitted_answer(*response);  // or the answer to a request given up on earlier
-        responses.pop();
-        continue;
-      }
-      if (responses.corrupt()) return {ErrorCode::kProtocolError, "the response ring's indices are corrupt"};
-      const std::uint64_t now = monotonic_ns();
-      if (now >= deadline_ns)
-        return {ErrorCode::kTimeout, "no answer from sidecar '" + instance + "' within the timeout"};
-      if (now < spin_until) {
-        cpu_relax();
-        continue;
-      }
-      if (now - last_liveness_check_ns >= kLivenessCheckNs) {
-        last_liveness_check_ns = now;
-        if (!sidecar_alive()) {
-          forget_cache();
-          return {ErrorCode::kSidecarGone, "sidecar '" + instance + "' stopped while the request was in flight"};
-        }
-      }
-      const std::uint64_t sleep = std::min(deadline_ns - now, kLivenessCheckNs);
-      channel->response_bell.wait([&] { return responses.has_data(); }, std::chrono::nanoseconds(sleep));
-    }
-  }
-
-  // Copies and checks the response at the front, fills output views, pops it.
-  std::pair<ErrorCode, std::string> take_response(const RequestDescriptor& request) {
-    const ResponseDescriptor* shared = responses.front();
-    ResponseDescriptor response;
-    std::memcpy(&response, shared, offsetof(ResponseDescriptor, outputs));
-    const auto status = static_cast<Status>(response.status);
-    if (status != Status::kOk) {
-      const std::size_t length = std::min<std::size_t>(response.message_length, kMessageBytes);
-      std::string message(shared->message, length);
-      responses.pop();
-      return {error_code_for(status), message.empty() ? "the sidecar reported an error" : message};
-    }
-    const std::uint32_t count = response.output_count;
-    if (count > kMaxTensors) {
-      responses.pop();
-      return {ErrorCode::kProtocolError, "the sidecar answered with " + std::to_string(count) + " outputs"};
-    }
-    std::memcpy(response.outputs, shared->outputs, sizeof(TensorDescriptor) * count);
-    responses.pop();
-    for (std::uint32_t i = 0; i < count; ++i) {
-      const TensorDescriptor& tensor = response.outputs[i];
-      std::string problem = check_tensor(tensor, arena_bytes);
-      if (problem.empty() && (tensor.offset < request.output_offset ||
-                              tensor.offset + tensor.bytes > request.output_offset + request.output_capacity)) {
-        problem = "outside the output region";
-      }
-      if (!problem.empty()) return {ErrorCode::kProtocolError, "output " + std::to_string(i) + ": " + problem};
-    }
-    if (response.flags & kResponseFlagFromCache) last_cache_outcome = CacheOutcome::kHitInSidecar;
-    last_service = ServiceInfo{response.batch_size, response.service_order};
-    set_output_views(response.outputs, count);
-    return {ErrorCode::kOk, {}};
+    Result<std::vector<Tensor>> result = entry.code == ErrorCode::kOk
+                                             ? Result<std::vector<Tensor>>(std::move(entry.outputs))
+                                             : Result<std::vector<Tensor>>(entry.code, std::move(entry.message));
+    requests.erase(id);
+    return result;
   }
 };
 
 Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 Client::Client(Client&&) noexcept = default;
 Client& Client::operator=(Client&&) noexcept = default;
+// Closing the socket is the whole goodbye: the sidecar reclaims the channel on the hang-up. In a
+// forked child, closing the inherited copies hangs nothing up while the parent holds its own.
 Client::~Client() = default;
 
 const ModelInfo& Client::model() const noexcept { return impl_->model; }
 CacheOutcome Client::last_cache_outcome() const noexcept { return impl_->last_cache_outcome; }
 ServiceInfo Client::last_service() const noexcept { return impl_->last_service; }
 void Client::set_cache_lookup(CacheLookup lookup) noexcept { impl_->cache_lookup = lookup; }
+std::uint32_t Client::client_id() const noexcept { return impl_->model.client_id; }
+std::uint64_t Client::connections() const noexcept { return impl_->connections; }
+std::size_t Client::in_flight() const noexcept { return impl_->requests.in_flight(); }
 
 void Client::reset_inputs() noexcept {
   impl_->pending.input_count = 0;
   impl_->arena_cursor = 0;
 }
-std::uint32_t Client::channel_index() const noexcept { return impl_->channel_index; }
 
 Result<Client> Client::connect(const std::string& name, const ConnectOptions& options) {
   if (!is_valid_instance_name(name)) {
     return {ErrorCode::kInvalidArgument, "'" + name + "' is not a valid sidecar name"};
   }
-  const std::string shm_name = segment_name(name);
-  const auto deadline = std::chrono::steady_clock::now() + options.timeout;
-  ErrorCode last_code = ErrorCode::kNotRunning;
-  std::string last_message = "no sidecar named '" + name + "' is running (no segment " + shm_name + ")";
   auto impl = std::make_unique<Impl>();
-  impl->instance = name;
-  impl->spin_ns =
-      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count());
-
-  // Wait for a live, ready sidecar.
-  while (true) {
-    try {
-      impl->segment = SegmentMapping::open(shm_name);
-      const std::string problem = check_segment_layout(impl->segment);
-      const SegmentHeader& header = *impl->segment.header();
-      if (problem.rfind("layout version mismatch", 0) == 0) return {ErrorCode::kLayoutMismatch, problem};
-      if (!problem.empty()) {
-        last_code = ErrorCode::kNotReady;
-        last_message = problem;
-      } else if (!process_alive(header.sidecar_pid, header.sidecar_start_time)) {
-        last_code = ErrorCode::kNotRunning;
-        last_message =
-            "sidecar '" + name + "' (pid " + std::to_string(header.sidecar_pid) + ") is gone; its segment is stale";
-      } else if (header.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SidecarState::kReady)) {
-        last_code = ErrorCode::kNotReady;
-        last_message = "sidecar '" + name + "' is " + sidecar_state_name(header.state.load(std::memory_order_acquire)) +
-                       ", not ready";
-      } else {
-        break;
-      }
-    } catch (const boost::interprocess::interprocess_exception&) {
-      last_code = ErrorCode::kNotRunning;
-      last_message = "no sidecar named '" + name + "' is running (no segment " + shm_name + ")";
-    } catch (const std::exception& error) {
-      last_code = ErrorCode::kNotRunning;
-      last_message = "cannot map the segment of sidecar '" + name + "': " + error.what();
-    }
-    impl->segment = SegmentMapping();
-    if (std::chrono::steady_clock::now() >= deadline) return {last_code, last_message};
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-
-  SegmentHeader& header = *impl->segment.header();
-  const SegmentGeometry geometry = SegmentGeometry::compute(header.channel_count, header.arena_bytes);
-  ModelInfo& model = impl->model;
-  model.model_path.assign(header.model.model_path, strnlen(header.model.model_path, kModelPathBytes));
-  model.input_count = header.model.input_count;
-  model.output_count = header.model.output_count;
-  model.max_batch = std::max<std::uint32_t>(header.model.max_batch, 1);
-  for (std::uint32_t s = 0; s < std::min(header.model.signature_count, kMaxSignatures); ++s) {
-    model.signatures.push_back({to_pairs(header.model.signatures[s].inputs, header.model.input_count),
-                                to_pairs(header.model.signatures[s].outputs, header.model.output_count)});
-  }
-  model.sidecar_pid = header.sidecar_pid;
-  model.start_generation = header.start_generation;
-  model.started_unix_ns = header.started_unix_ns;
-  model.channel_count = header.channel_count;
-  model.arena_bytes = geometry.arena_bytes;
+  impl->name = name;
+  impl->options = options;
+  impl->fork_generation_at_connect = fork_generation.load(std::memory_order_relaxed);
+  impl->spin_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count());
   impl->cache_lookup = options.cache_lookup;
-  if (auto [code, message] = impl->attach_cache(); code != ErrorCode::kOk) return {code, message};
+  Result<std::unique_ptr<Connection>> connection =
+      Connection::open(name, dial_settings(options, ConnectKind::kAttach), deadline_after(options.timeout));
+  if (!connection.ok()) return connection.error();
+  impl->adopt(std::move(*connection));
+  return Client(std::move(impl));
+}
 
-  const std::uint64_t own_start_time = process_start_time(::getpid());
-  // Claim a free channel: the CAS makes it ours; the sidecar recycles it when we detach or die.
-  // When all are taken, wait (within the timeout) for the sidecar to recycle one of a client that
-  // left: it checks every 100 ms.
-  while (true) {
-    for (std::uint32_t i = 0; i < header.channel_count; ++i) {
-      auto* channel = reinterpret_cast<Channel*>(impl->segment.base() + geometry.channel_offset(i));
-      std::uint32_t expected = static_cast<std::uint32_t>(ChannelState::kFree);
-      if (channel->state.load(std::memory_order_relaxed) != expected) continue;
-      if (!channel->state.compare_exchange_strong(expected, static_cast<std::uint32_t>(ChannelState::kClaimed),
-                                                  std::memory_order_acq_rel)) {
-        continue;
-      }
-      // Read before the claim, so that the window in which a claimed channel has no owner is two stores.
-      channel->owner_start_time.store(own_start_time, std::memory_order_relaxed);
-      channel->owner_pid.store(::getpid(), std::memory_order_release);
-      impl->channel_index = i;
-      impl->channel = channel;
-      impl->arena = impl->segment.base() + geometry.arena_offset(i);
-      impl->arena_bytes = geometry.arena_bytes;
-      impl->requests = SpscProducer<RequestRing>(&channel->requests);
-      impl->responses = SpscConsumer<ResponseRing>(&channel->responses);
-      impl->hit_log = SpscProducer<HitLogRing>(&channel->cache_hit_log);
-      header.active_channels[i / 64].fetch_or(1ull << (i % 64), std::memory_order_acq_rel);
-      return Client(std::move(impl));
-    }
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return {ErrorCode::kNoFreeChannel,
-              "all " + std::to_string(header.channel_count) + " channels of sidecar '" + name + "' are in use"};
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+Result<SidecarStatus> read_status(const std::string& name, const ConnectOptions& options) {
+  if (!is_valid_instance_name(name)) {
+    return {ErrorCode::kInvalidArgument, "'" + name + "' is not a valid sidecar name"};
   }
+  Result<std::unique_ptr<Connection>> connection =
+      Connection::open(name, dial_settings(options, ConnectKind::kObserve), deadline_after(options.timeout));
+  if (!connection.ok()) return connection.error();
+  const StatusPage& page = (*connection)->status();
+  SidecarStatus status;
+  const std::uint32_t state = page.state.load(std::memory_order_acquire);
+  status.state = sidecar_state_name(state);
+  status.ready = state == static_cast<std::uint32_t>(SidecarState::kReady);
+  status.model = model_info_of(page, (*connection)->reply());
+  status.socket_path = (*connection)->socket_path();
+  status.clients_connected = page.clients.connected.load(std::memory_order_relaxed);
+  status.clients_admitted = page.clients.admitted.load(std::memory_order_relaxed);
+  status.clients_refused = page.clients.refused.load(std::memory_order_relaxed);
+  status.clients_reclaimed = page.clients.reclaimed.load(std::memory_order_relaxed);
+  status.requests = page.clients.requests.load(std::memory_order_relaxed);
+  status.default_arena_bytes = page.default_arena_bytes;
+  status.max_arena_bytes = page.max_arena_bytes;
+  status.cache_per_user = page.cache_scope == static_cast<std::uint32_t>(CacheScope::kPerUser);
+  status.cache = cache_stats_of(page);
+  return status;
+}
+
+Result<CacheStats> read_cache_stats(const std::string& name, const ConnectOptions& options) {
+  Result<SidecarStatus> status = read_status(name, options);
+  if (!status.ok()) return status.error();
+  return status->cache;
+}
+
+CacheStats Client::cache_stats() const {
+  if (!impl_->connection) return CacheStats{};
+  return cache_stats_of(impl_->connection->status());
 }
 
 Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const std::int64_t> shape) {
   Impl& impl = *impl_;
+  if (Done usable = impl.usable(); !usable.ok()) return usable.error();
   RequestDescriptor& request = impl.pending;
   // A refused input abandons the whole request being assembled, so run() cannot send half of it.
   auto refuse = [&](std::string message) -> Result<std::span<std::byte>> {
-    impl.pending.input_count = 0;
-    impl.arena_cursor = 0;
+    reset_inputs();
     return {ErrorCode::kInvalidArgument, std::move(message)};
   };
   if (request.input_count == 0) {
-    // A new request: its inputs may only go where a late answer cannot land.
-    auto [code, message] = impl.settle_unanswered(monotonic_ns());
-    if (code != ErrorCode::kOk) return {code, message};
-    impl.pump();
-    if (impl.submitted_in_flight != 0) {
-      return {ErrorCode::kBusy, std::to_string(impl.submitted_in_flight) +
+    if (Done connected = impl.ensure_connected(deadline_after(impl.options.timeout)); !connected.ok()) {
+      return connected.error();
+    }
+    impl.requests.pump();
+    // A new request takes the whole arena: only where no answer can still land.
+    if (const std::uint64_t in_flight = impl.requests.in_flight(); in_flight != 0) {
+      if (impl.requests.abandoned_in_flight() == in_flight) {
+        return {ErrorCode::kBusy, "an earlier request that timed out is still running in the sidecar"};
+      }
+      return {ErrorCode::kBusy, std::to_string(in_flight) +
                                     " submitted request(s) still in flight: the zero-copy path needs the whole arena"};
     }
   }
@@ -659,74 +378,110 @@ Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const s
   if (!shape_byte_size(tensor.shape, bytes)) {
     return refuse("shape " + describe(dtype, shape) + " has a negative dimension or is too large");
   }
+  const std::uint64_t arena_bytes = impl.connection->arena_bytes();
   const std::uint64_t offset = align_up(impl.arena_cursor, kTensorAlignment);
-  if (offset > impl.arena_bytes || bytes > impl.arena_bytes - offset) {
-    return refuse("the inputs need more than the channel's " + std::to_string(impl.arena_bytes) +
-                  " bytes of shared memory (sidecar --arena-bytes)");
+  if (offset > arena_bytes || bytes > arena_bytes - offset) {
+    return refuse("the inputs need more than this client's " + std::to_string(arena_bytes) +
+                  " bytes of shared memory (ConnectOptions::arena_bytes, within the sidecar's --max-arena-bytes)");
   }
   tensor.offset = offset;
   tensor.bytes = bytes;
   impl.arena_cursor = offset + bytes;
   ++request.input_count;
-  return std::span<std::byte>(reinterpret_cast<std::byte*>(impl.arena + offset), bytes);
+  return std::span<std::byte>(reinterpret_cast<std::byte*>(impl.connection->arena() + offset), bytes);
 }
 
 Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeout, CachePolicy policy) {
-  return send_pending(timeout, policy, /*looked_up=*/false);
-}
-
-Result<std::span<const TensorView>> Client::send_pending(std::chrono::microseconds timeout, CachePolicy policy,
-                                                         bool looked_up) {
   Impl& impl = *impl_;
+  if (Done usable = impl.usable(); !usable.ok()) return usable.error();
   const std::uint64_t deadline_ns = deadline_after(timeout);
   // The request is taken over from `pending`, which is left empty for the next one.
-  RequestDescriptor& request = impl.pending;
-  impl.arena_cursor = 0;
-  struct ResetPending {
-    RequestDescriptor& pending;
-    ~ResetPending() { pending.input_count = 0; }
-  } reset_pending{request};
+  RequestDescriptor request = impl.pending;
+  reset_inputs();
   if (request.input_count == 0) return {ErrorCode::kInvalidArgument, "no inputs: call input_buffer() first"};
-  // input_buffer() settled any earlier unanswered request before it handed out arena space.
-
+  if (!impl.connection || impl.connection->sidecar_gone(false)) {
+    return {ErrorCode::kSidecarGone, "sidecar '" + impl.name + "' went away; write the inputs again"};
+  }
+  const std::uint64_t arena_bytes = impl.connection->arena_bytes();
   std::uint64_t inputs_end = 0;
   for (std::uint32_t i = 0; i < request.input_count; ++i) {
     inputs_end = std::max(inputs_end, request.inputs[i].offset + request.inputs[i].bytes);
   }
   request.output_offset = align_up(inputs_end, kTensorAlignment);
-  request.output_capacity = request.output_offset < impl.arena_bytes ? impl.arena_bytes - request.output_offset : 0;
+  request.output_capacity = request.output_offset < arena_bytes ? arena_bytes - request.output_offset : 0;
   if (request.output_capacity == 0) request.output_offset = 0;
-
   request.flags = impl.cache_flags(policy);
   impl.last_service = ServiceInfo{};
-  if (impl.looks_up_here(policy) && !looked_up) {
-    if (!impl.sidecar_alive_for_hits()) {
-      return {ErrorCode::kSidecarGone, "sidecar '" + impl.instance + "' is gone"};
+  if (impl.looks_up_here(policy)) {
+    TensorDescriptor outputs[kMaxTensors];
+    std::uint32_t count = 0;
+    if (impl.cache.lookup_in_arena(request, impl.connection->arena(), outputs, count)) {
+      impl.last_cache_outcome = CacheOutcome::kHitInClient;
+      impl.set_output_views(outputs, count);
+      return std::span<const TensorView>(impl.output_views);
     }
-    if (impl.answer_pending_from_cache(request)) return std::span<const TensorView>(impl.output_views);
   }
 
-  auto [code, message] = impl.post_and_await(request, deadline_ns);
-  if (code != ErrorCode::kOk) return {code, message};
-  auto [taken, problem] = impl.take_response(request);
-  if (taken != ErrorCode::kOk) return {taken, problem};
+  const std::uint64_t id = impl.requests.next_id();
+  request.request_id = id;
+  // The sidecar drops the request unrun once this passes: an abandoned request costs no forward.
+  request.deadline_ns = deadline_ns;
+  RequestTable::Entry& entry = impl.requests.add(id);
+  entry.in_place = true;
+  entry.offset = 0;
+  entry.bytes = arena_bytes;
+  entry.request = request;
+  entry.cache_outcome = impl.last_cache_outcome;
+  if (Done posted = impl.requests.post(entry); !posted.ok()) {
+    impl.requests.erase(id);
+    return posted.error();
+  }
+  Done waited = impl.sidecar_went(
+      impl.requests.wait_until([&] { return entry.done; }, deadline_ns, impl.spin_ns));
+  if (!waited.ok()) {
+    if (waited.code() == ErrorCode::kTimeout) {
+      entry.abandoned = true;  // its region (the whole arena) stays reserved until the answer comes
+      return {ErrorCode::kTimeout, "no answer from sidecar '" + impl.name + "' within the timeout"};
+    }
+    if (RequestTable::Entry* left = impl.requests.find(id)) {
+      if (left->in_flight) left->abandoned = true;
+      else impl.requests.erase(id);
+    }
+    return waited.error();
+  }
+  impl.last_cache_outcome = entry.cache_outcome;
+  impl.last_service = entry.service;
+  if (entry.code != ErrorCode::kOk) {
+    Error error{entry.code, entry.message};
+    impl.requests.erase(id);
+    return error;
+  }
+  impl.set_output_views(entry.placed, entry.placed_count);
+  impl.requests.erase(id);
   return std::span<const TensorView>(impl.output_views);
 }
 
 Result<std::vector<Tensor>> Client::infer(std::span<const TensorView> inputs, std::chrono::microseconds timeout,
                                           CachePolicy policy) {
   Impl& impl = *impl_;
+  if (Done usable = impl.usable(); !usable.ok()) return usable.error();
   bool looked_up = false;
-  if (impl.looks_up_here(policy) && !inputs.empty() && inputs.size() <= kMaxTensors) {
-    // The hot path of a hit: straight from the cache into the result, no request bookkeeping.
-    if (auto hit = lookup_in_client(inputs); hit.has_value()) {
-      impl.last_service = ServiceInfo{};
-      return std::move(*hit);
+  if (policy == CachePolicy::kUse && impl.cache_lookup == CacheLookup::kInClient && !inputs.empty() &&
+      inputs.size() <= kMaxTensors) {
+    // A hit must come from the cache of a sidecar that still runs.
+    if (Done connected = impl.ensure_connected(deadline_after(timeout)); !connected.ok()) return connected.error();
+    if (impl.looks_up_here(policy)) {
+      // The hot path of a hit: straight from the cache into the result, no request bookkeeping.
+      if (auto hit = impl.cache.lookup(inputs)) {
+        impl.last_service = ServiceInfo{};
+        impl.last_cache_outcome = CacheOutcome::kHitInClient;
+        return std::move(*hit);
+      }
+      looked_up = true;
     }
-    looked_up = true;
   }
   auto handle = submit_request(inputs, SubmitOptions{timeout, policy}, looked_up);
-  if (!handle.ok()) return {handle.code(), handle.message()};
+  if (!handle.ok()) return handle.error();
   return wait(*handle, timeout);
 }
 
@@ -737,34 +492,35 @@ Result<RequestHandle> Client::submit(std::span<const TensorView> inputs, const S
 Result<RequestHandle> Client::submit_request(std::span<const TensorView> inputs, const SubmitOptions& options,
                                              bool looked_up) {
   Impl& impl = *impl_;
+  if (Done usable = impl.usable(); !usable.ok()) return usable.error();
   reset_inputs();
   const std::uint64_t deadline_ns = deadline_after(options.timeout);
-  if (auto [code, message] = impl.settle_unanswered(monotonic_ns()); code != ErrorCode::kOk) return {code, message};
-  impl.pump();
   if (inputs.empty() || inputs.size() > kMaxTensors) {
     return {ErrorCode::kInvalidArgument, "between 1 and " + std::to_string(kMaxTensors) + " inputs per request"};
   }
-  if (impl.submitted_in_flight >= kRingCapacity) {
+  if (Done connected = impl.ensure_connected(deadline_ns); !connected.ok()) return connected.error();
+  impl.requests.pump();
+  if (impl.requests.in_flight() >= kRingCapacity) {
     // The bound that keeps a client from queueing without end: one ring's worth, all answerable.
     return {ErrorCode::kOverloaded,
             std::to_string(kRingCapacity) + " requests in flight on this client: wait for some first"};
   }
-  const std::uint64_t id = impl.next_request_id++;
+  const std::uint64_t id = impl.requests.next_id();
   impl.last_service = ServiceInfo{};
 
   if (impl.looks_up_here(options.cache) && !looked_up) {
     // Looked up in the caller's own buffers: a hit does not even copy the inputs to shared memory.
-    if (auto hit = lookup_in_client(inputs); hit.has_value()) {
-      if (!hit->ok()) return {hit->code(), hit->message()};
-      Impl::Submitted& entry = impl.submitted[id];
+    if (auto hit = impl.cache.lookup(inputs)) {
+      RequestTable::Entry& entry = impl.requests.add(id);
       entry.done = true;
-      entry.outputs = std::move(**hit);
+      entry.outputs = std::move(*hit);
       entry.cache_outcome = CacheOutcome::kHitInClient;
       return RequestHandle{id};
     }
   }
 
   // The region: the cancel word, then the inputs, then room for the outputs, each aligned.
+  const std::uint64_t arena_bytes = impl.connection->arena_bytes();
   RequestDescriptor request{};
   request.request_id = id;
   request.deadline_ns = deadline_ns;
@@ -795,34 +551,26 @@ Result<RequestHandle> Client::submit_request(std::span<const TensorView> inputs,
     tensor.offset = cursor;  // relative to the region for now
     tensor.bytes = bytes;
     cursor = align_up(cursor + bytes, kTensorAlignment);
-    if (cursor > impl.arena_bytes) {
-      return {ErrorCode::kInvalidArgument, "the inputs need more than the channel's " +
-                                               std::to_string(impl.arena_bytes) +
-                                               " bytes of shared memory (sidecar --arena-bytes)"};
+    if (cursor > arena_bytes) {
+      return {ErrorCode::kInvalidArgument, "the inputs need more than this client's " + std::to_string(arena_bytes) +
+                                               " bytes of shared memory (ConnectOptions::arena_bytes, within the "
+                                               "sidecar's --max-arena-bytes)"};
     }
   }
   const std::uint64_t inputs_bytes = cursor;
   std::uint64_t output_bytes = impl.expected_output_bytes(request);
-  std::optional<std::uint64_t> offset;
   if (output_bytes == 0) {
     // Outputs of unknown size: alone, the whole rest of the arena; beside others, a generous guess.
-    output_bytes = impl.submitted_in_flight == 0 ? impl.arena_bytes - inputs_bytes
-                                                 : std::max<std::uint64_t>(1 << 20, 2 * inputs_bytes);
+    output_bytes = impl.requests.in_flight() == 0 ? arena_bytes - inputs_bytes
+                                                  : std::max<std::uint64_t>(1 << 20, 2 * inputs_bytes);
   }
-  const std::uint64_t region_bytes =
-      std::min(impl.arena_bytes, align_up(inputs_bytes + output_bytes, kTensorAlignment));
-  offset = impl.allocate_region(region_bytes);
+  const std::uint64_t region_bytes = std::min(arena_bytes, align_up(inputs_bytes + output_bytes, kTensorAlignment));
+  const std::optional<std::uint64_t> offset = impl.requests.allocate_region(region_bytes);
   if (!offset) {
     return {ErrorCode::kOverloaded, "no room in the channel's arena beside the " +
-                                        std::to_string(impl.submitted_in_flight) + " request(s) in flight"};
+                                        std::to_string(impl.requests.in_flight()) + " request(s) in flight"};
   }
-  RequestDescriptor* slot = impl.requests.try_claim();
-  if (slot == nullptr) {
-    if (impl.requests.corrupt()) return {ErrorCode::kProtocolError, "the request ring's indices are corrupt"};
-    return {ErrorCode::kOverloaded,
-            std::to_string(kRingCapacity) + " requests in flight on this client: wait for some first"};
-  }
-  std::uint8_t* region = impl.arena + *offset;
+  std::uint8_t* region = impl.connection->arena() + *offset;
   reinterpret_cast<std::atomic<std::uint64_t>*>(region)->store(0, std::memory_order_relaxed);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].bytes) std::memcpy(region + request.inputs[i].offset, inputs[i].data, inputs[i].bytes);
@@ -832,215 +580,101 @@ Result<RequestHandle> Client::submit_request(std::span<const TensorView> inputs,
   request.output_capacity = region_bytes - inputs_bytes;
   request.cancel_offset = *offset;
   request.flags = impl.cache_flags(options.cache) | kRequestFlagCancellable;
-  std::memcpy(slot, &request, offsetof(RequestDescriptor, inputs) + sizeof(TensorDescriptor) * request.input_count);
-  impl.requests.publish();
-  impl.segment.header()->request_bell.ring();
 
-  Impl::Submitted& entry = impl.submitted[id];
+  RequestTable::Entry& entry = impl.requests.add(id);
   entry.offset = *offset;
   entry.bytes = region_bytes;
   entry.request = request;
   entry.cache_outcome = impl.last_cache_outcome;  // kMiss or kNotUsed until the answer says otherwise
-  ++impl.submitted_in_flight;
+  if (Done posted = impl.requests.post(entry); !posted.ok()) {
+    impl.requests.erase(id);
+    return posted.error();
+  }
   return RequestHandle{id};
-}
-
-namespace {
-Result<std::vector<Tensor>> collect(Client::Impl& impl, std::map<std::uint64_t, Client::Impl::Submitted>::iterator it);
 }
 
 std::optional<Result<std::vector<Tensor>>> Client::try_get(RequestHandle handle) {
   Impl& impl = *impl_;
-  impl.pump();
-  auto it = impl.submitted.find(handle.id);
-  if (it == impl.submitted.end() || it->second.abandoned) {
+  if (Done usable = impl.usable(); !usable.ok()) return Result<std::vector<Tensor>>(usable.error());
+  if (impl.connection) {
+    impl.requests.pump();
+    const std::uint64_t now = monotonic_ns();
+    const bool check = now - impl.last_liveness_check_ns >= kLivenessCheckNs;
+    if (check) impl.last_liveness_check_ns = now;
+    if (impl.connection->sidecar_gone(check)) {
+      impl.disconnect("sidecar '" + impl.name + "' went away while the request was in flight");
+    }
+  }
+  RequestTable::Entry* entry = impl.requests.find(handle.id);
+  if (entry == nullptr || entry->abandoned) {
     return Result<std::vector<Tensor>>{ErrorCode::kInvalidArgument, "unknown request handle (collected already?)"};
   }
-  if (it->second.cancelled) return collect(impl, it);
-  if (!it->second.done) return std::nullopt;
-  return collect(impl, it);
+  if (!entry->done && !entry->cancelled) return std::nullopt;
+  return impl.collect(handle.id);
 }
 
 Result<std::vector<Tensor>> Client::wait(RequestHandle handle, std::chrono::microseconds timeout) {
   Impl& impl = *impl_;
+  if (Done usable = impl.usable(); !usable.ok()) return usable.error();
   const std::uint64_t deadline_ns = deadline_after(timeout);
-  auto it = impl.submitted.find(handle.id);
-  if (it == impl.submitted.end() || it->second.abandoned) {
+  RequestTable::Entry* entry = impl.requests.find(handle.id);
+  if (entry == nullptr || entry->abandoned) {
     return {ErrorCode::kInvalidArgument, "unknown request handle (collected already?)"};
   }
-  std::uint64_t spin_until = monotonic_ns() + impl.spin_ns;
-  while (!it->second.done && !it->second.cancelled) {
-    impl.pump();
-    if (it->second.done) break;
-    if (impl.responses.corrupt()) return {ErrorCode::kProtocolError, "the response ring's indices are corrupt"};
-    const std::uint64_t now = monotonic_ns();
-    if (now >= deadline_ns) {
+  if (!entry->done && !entry->cancelled) {
+    Done waited = impl.sidecar_went(
+        impl.requests.wait_until([&] { return entry->done || entry->cancelled; }, deadline_ns, impl.spin_ns));
+    if (!waited.ok() && waited.code() != ErrorCode::kSidecarGone) {
       // Its region stays reserved until the answer comes; the answer is then dropped.
-      it->second.abandoned = true;
-      return {ErrorCode::kTimeout, "no answer from sidecar '" + impl.instance + "' within the timeout"};
-    }
-    if (now < spin_until) {
-      cpu_relax();
-      continue;
-    }
-    if (now - impl.last_liveness_check_ns >= kLivenessCheckNs) {
-      impl.last_liveness_check_ns = now;
-      if (!impl.sidecar_alive()) {
-        impl.forget_cache();
-        it->second.abandoned = true;
-        return {ErrorCode::kSidecarGone, "sidecar '" + impl.instance + "' stopped while the request was in flight"};
+      if (waited.code() == ErrorCode::kTimeout) {
+        entry->abandoned = true;
+        return {ErrorCode::kTimeout, "no answer from sidecar '" + impl.name + "' within the timeout"};
       }
+      return waited.error();
     }
-    const std::uint64_t sleep = std::min(deadline_ns - now, kLivenessCheckNs);
-    impl.channel->response_bell.wait([&] { return impl.responses.has_data(); }, std::chrono::nanoseconds(sleep));
   }
-  return collect(impl, it);
+  return impl.collect(handle.id);
 }
 
 bool Client::cancel(RequestHandle handle) {
   Impl& impl = *impl_;
-  auto it = impl.submitted.find(handle.id);
-  if (it == impl.submitted.end() || it->second.done || it->second.abandoned || it->second.cancelled) return false;
+  if (!impl.usable().ok() || !impl.connection) return false;
+  RequestTable::Entry* entry = impl.requests.find(handle.id);
+  if (entry == nullptr || entry->done || entry->abandoned || entry->cancelled || !entry->in_flight) return false;
   // The sidecar reads the word before it runs the request; one it has started runs to the end.
-  reinterpret_cast<std::atomic<std::uint64_t>*>(impl.arena + it->second.offset)->store(1, std::memory_order_release);
-  it->second.cancelled = true;
+  reinterpret_cast<std::atomic<std::uint64_t>*>(impl.connection->arena() + entry->offset)
+      ->store(1, std::memory_order_release);
+  entry->cancelled = true;
   return true;
-}
-
-std::size_t Client::in_flight() const noexcept { return impl_->submitted_in_flight; }
-
-namespace {
-// Hands a finished (or cancelled) request's result to the caller and forgets it; a cancelled one
-// whose answer has not come stays listed, as abandoned, so its region is freed when it comes.
-Result<std::vector<Tensor>> collect(Client::Impl& impl, std::map<std::uint64_t, Client::Impl::Submitted>::iterator it) {
-  Client::Impl::Submitted& entry = it->second;
-  impl.last_cache_outcome = entry.cache_outcome;
-  impl.last_service = entry.service;
-  if (entry.cancelled) {
-    if (entry.bytes != 0)
-      entry.abandoned = true;
-    else
-      impl.submitted.erase(it);
-    return {ErrorCode::kCancelled, "cancelled"};
-  }
-  Result<std::vector<Tensor>> result = entry.code == ErrorCode::kOk
-                                           ? Result<std::vector<Tensor>>(std::move(entry.outputs))
-                                           : Result<std::vector<Tensor>>(entry.code, std::move(entry.message));
-  impl.submitted.erase(it);
-  return result;
-}
-}  // namespace
-
-// nullopt: a miss (or inputs the normal path must refuse); else the hit's outputs, or an error.
-std::optional<Result<std::vector<Tensor>>> Client::lookup_in_client(std::span<const TensorView> inputs) {
-  Impl& impl = *impl_;
-  TensorBytes keyed[kMaxTensors];
-  for (std::size_t i = 0; i < inputs.size(); ++i) {
-    const TensorView& input = inputs[i];
-    if (input.shape.size() > kMaxRank) return std::nullopt;
-    TensorShape shape{};
-    shape.dtype = static_cast<std::uint8_t>(input.dtype);
-    shape.rank = static_cast<std::uint8_t>(input.shape.size());
-    std::copy(input.shape.begin(), input.shape.end(), shape.dims);
-    std::uint64_t bytes = 0;
-    if (!shape_byte_size(shape, bytes) || bytes != input.bytes) return std::nullopt;
-    keyed[i] = TensorBytes{shape, input.data, input.bytes};
-  }
-  if (!impl.sidecar_alive_for_hits()) {
-    return Result<std::vector<Tensor>>{ErrorCode::kSidecarGone, "sidecar '" + impl.instance + "' is gone"};
-  }
-  const std::span<const TensorBytes> key_inputs(keyed, inputs.size());
-  std::vector<Tensor> outputs;
-  const std::uint64_t generation = impl.cache.generation();
-  const auto hit =
-      impl.cache.lookup(compute_cache_key(generation, key_inputs), generation, key_inputs,
-                        [&](std::uint32_t count, const CacheTensor* found, std::uint8_t** where) {
-                          outputs.resize(count);
-                          for (std::uint32_t i = 0; i < count; ++i) {
-                            outputs[i].dtype = static_cast<DType>(found[i].shape.dtype);
-                            outputs[i].shape.assign(found[i].shape.dims, found[i].shape.dims + found[i].shape.rank);
-                            outputs[i].data.resize(found[i].bytes);
-                            where[i] = reinterpret_cast<std::uint8_t*>(outputs[i].data.data());
-                          }
-                          return true;
-                        });
-  if (!hit) return std::nullopt;
-  impl.record_client_hit(*hit);
-  return Result<std::vector<Tensor>>(std::move(outputs));
-}
-
-namespace {
-CacheStats stats_of(const CacheHeader& header) {
-  CacheStats stats;
-  const CacheCounters& counters = header.counters;
-  stats.enabled = true;
-  stats.budget_bytes = header.segment_bytes;
-  stats.max_entry_bytes = header.max_entry_bytes;
-  stats.generation = header.generation.load(std::memory_order_acquire);
-  stats.bytes_used = counters.bytes_used.load(std::memory_order_relaxed);
-  stats.entries = counters.entries.load(std::memory_order_relaxed);
-  stats.client_hits = counters.client_hits.load(std::memory_order_relaxed);
-  stats.sidecar_hits = counters.sidecar_hits.load(std::memory_order_relaxed);
-  stats.misses = counters.misses.load(std::memory_order_relaxed);
-  stats.inserts = counters.inserts.load(std::memory_order_relaxed);
-  stats.evictions = counters.evictions.load(std::memory_order_relaxed);
-  stats.too_large = counters.too_large.load(std::memory_order_relaxed);
-  stats.flushes = counters.flushes.load(std::memory_order_relaxed);
-  return stats;
-}
-}  // namespace
-
-CacheStats Client::cache_stats() const {
-  if (!impl_->cache.attached()) return CacheStats{};
-  return stats_of(impl_->cache.header());
-}
-
-Result<CacheStats> read_cache_stats(const std::string& name) {
-  if (!is_valid_instance_name(name)) return {ErrorCode::kInvalidArgument, "'" + name + "' is not a valid sidecar name"};
-  SegmentMapping main_segment;
-  try {
-    main_segment = SegmentMapping::open(segment_name(name), /*read_only=*/true);
-  } catch (const std::exception&) {
-    return {ErrorCode::kNotRunning,
-            "no sidecar named '" + name + "' is running (no segment " + segment_name(name) + ")"};
-  }
-  if (std::string problem = check_segment_layout(main_segment); !problem.empty()) {
-    return {problem.rfind("layout version mismatch", 0) == 0 ? ErrorCode::kLayoutMismatch : ErrorCode::kNotReady,
-            problem};
-  }
-  const SegmentHeader& header = *main_segment.header();
-  if (!process_alive(header.sidecar_pid, header.sidecar_start_time)) {
-    return {ErrorCode::kNotRunning, "sidecar '" + name + "' (pid " + std::to_string(header.sidecar_pid) + ") is gone"};
-  }
-  const std::string cache_name = cache_segment_name(name);
-  SegmentMapping cache_segment;
-  try {
-    cache_segment = SegmentMapping::open(cache_name, /*read_only=*/true);
-  } catch (const std::exception&) {
-    return CacheStats{};  // running without a cache
-  }
-  if (std::string problem = cache_trust_problem(cache_segment, main_segment); !problem.empty()) {
-    if (problem.rfind("layout version mismatch", 0) == 0) return {ErrorCode::kLayoutMismatch, problem};
-    return CacheStats{};  // stale, or not the sidecar's: this sidecar runs without a cache
-  }
-  return stats_of(*reinterpret_cast<const CacheHeader*>(cache_segment.base()));
 }
 
 Result<std::string> Client::flush_cache(std::chrono::microseconds timeout) {
   Impl& impl = *impl_;
+  if (Done usable = impl.usable(); !usable.ok()) return usable.error();
   reset_inputs();
   const std::uint64_t deadline_ns = deadline_after(timeout);
-  if (auto [code, message] = impl.settle_unanswered(deadline_ns); code != ErrorCode::kOk) return {code, message};
-  RequestDescriptor request{};
-  request.flags = kRequestFlagFlushCache;
-  auto [code, message] = impl.post_and_await(request, deadline_ns);
-  if (code != ErrorCode::kOk) return {code, message};
-  const ResponseDescriptor* response = impl.responses.front();
-  const auto status = static_cast<Status>(response->status);
-  std::string text(response->message, std::min<std::size_t>(response->message_length, kMessageBytes));
-  impl.responses.pop();
-  if (status != Status::kOk) return {error_code_for(status), text};
-  return text;
+  if (Done connected = impl.ensure_connected(deadline_ns); !connected.ok()) return connected.error();
+  const std::uint64_t id = impl.requests.next_id();
+  RequestTable::Entry& entry = impl.requests.add(id);
+  entry.request.request_id = id;
+  entry.request.deadline_ns = deadline_ns;
+  entry.request.flags = kRequestFlagFlushCache;
+  if (Done posted = impl.requests.post(entry); !posted.ok()) {
+    impl.requests.erase(id);
+    return posted.error();
+  }
+  Done waited = impl.sidecar_went(impl.requests.wait_until([&] { return entry.done; }, deadline_ns, impl.spin_ns));
+  if (!waited.ok()) {
+    if (RequestTable::Entry* left = impl.requests.find(id)) {
+      if (left->in_flight) left->abandoned = true;
+      else impl.requests.erase(id);
+    }
+    return waited.error();
+  }
+  Result<std::string> result =
+      entry.code == ErrorCode::kOk ? Result<std::string>(entry.message) : Result<std::string>(entry.code, entry.message);
+  impl.requests.erase(id);
+  return result;
 }
 
 }  // namespace sidecar

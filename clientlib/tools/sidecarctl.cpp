@@ -4,11 +4,10 @@
 //   sidecarctl status --name resnet
 //   sidecarctl cache --name resnet [--flush]
 //
-// infer goes through the client library like any service would. status reads the segment header
-// without claiming a channel, so it works while the sidecar is still warming up and even when every
-// channel is taken.
+// infer goes through the client library like any service would. status and cache connect as an
+// observer, which gets the sidecar's status page and no channel, so they work while the sidecar is
+// still warming up and even when it serves its maximum of clients.
 #include <CLI/CLI.hpp>
-#include <boost/interprocess/exceptions.hpp>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -19,10 +18,7 @@
 
 #include "npy.hpp"
 #include "sidecar/client.hpp"
-#include "sidecar/shared/cache_layout.hpp"
-#include "sidecar/shared/descriptor_check.hpp"
-#include "sidecar/shared/process_identity.hpp"
-#include "sidecar/shared/segment.hpp"
+#include "sidecar/shared/runtime_dir.hpp"
 
 namespace {
 
@@ -33,12 +29,13 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitNotRunning = 1,   // no sidecar by that name, or it died
   kExitUsage = 2,        // bad command line
-  kExitUnavailable = 3,  // it exists but cannot serve now: not ready, no free channel, other layout, stopping
+  kExitUnavailable = 3,  // it exists but cannot serve now: not ready, too many clients, other version, stopping
   kExitFile = 4,         // an input could not be read or an output written
   kExitRejected = 5,     // the inputs do not fit the model (dtype, shape, count)
   kExitModelError = 6,   // the model raised, or returned something that is not tensors
   kExitTimeout = 7,      // no answer within --timeout-ms
   kExitProtocol = 8,     // the sidecar answered with something malformed
+  kExitDenied = 9,       // this user may not connect, or the socket's owner is not to be trusted
 };
 
 constexpr const char* kExitCodeHelp =
@@ -46,13 +43,15 @@ constexpr const char* kExitCodeHelp =
     "  0  success\n"
     "  1  no sidecar by that name is running (or it died)\n"
     "  2  bad command line\n"
-    "  3  the sidecar exists but cannot serve: not ready, no free channel, other layout version, shutting down, "
-    "overloaded\n"
+    "  3  the sidecar exists but cannot serve: not ready, too many clients, other protocol version, shutting "
+    "down, overloaded, out of memory\n"
     "  4  an input .npy could not be read or an output written\n"
     "  5  the sidecar refused the inputs (dtype, shape or count): the message says what it expects\n"
     "  6  the model raised, or returned something other than tensors\n"
     "  7  no answer within --timeout-ms\n"
     "  8  the sidecar answered with something malformed\n"
+    "  9  permission denied: the socket or the sidecar's --allow-user/--allow-group refuse this user, or the\n"
+    "     process behind the socket is not the sidecar's user\n"
     "Errors are one line on stderr: 'sidecarctl: <error>: <message>'.";
 
 int exit_code_for(ErrorCode code) {
@@ -61,8 +60,9 @@ int exit_code_for(ErrorCode code) {
     case ErrorCode::kNotRunning:
     case ErrorCode::kSidecarGone: return kExitNotRunning;
     case ErrorCode::kNotReady:
-    case ErrorCode::kLayoutMismatch:
-    case ErrorCode::kNoFreeChannel:
+    case ErrorCode::kVersionMismatch:
+    case ErrorCode::kTooManyClients:
+    case ErrorCode::kOutOfMemory:
     case ErrorCode::kShuttingDown:
     case ErrorCode::kOverloaded:
     case ErrorCode::kBusy:
@@ -75,6 +75,8 @@ int exit_code_for(ErrorCode code) {
     case ErrorCode::kTimeout:
     case ErrorCode::kDeadlineExceeded: return kExitTimeout;
     case ErrorCode::kProtocolError: return kExitProtocol;
+    case ErrorCode::kPermissionDenied:
+    case ErrorCode::kUntrusted: return kExitDenied;
   }
   return kExitProtocol;
 }
@@ -185,17 +187,16 @@ int run_infer(const InferArgs& args) {
   return kExitOk;
 }
 
-// "(a, b) -> (c)" for one signature; counts come from the segment, so they are clamped.
-std::string describe_signature(const sidecar::ModelSignature& signature, std::uint32_t input_count,
-                               std::uint32_t output_count) {
-  auto list = [](const sidecar::TensorShape* shapes, std::uint32_t count) {
+// "(a, b) -> (c)" for one signature.
+std::string describe_signature(const sidecar::ModelInfo::Signature& signature) {
+  auto list = [](const std::vector<std::pair<sidecar::DType, std::vector<std::int64_t>>>& shapes) {
     std::string text = "(";
-    for (std::uint32_t i = 0; i < std::min(count, sidecar::kMaxTensors); ++i) {
-      text += (i ? ", " : "") + sidecar::describe_shape(shapes[i]);
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      text += (i ? ", " : "") + sidecar::describe(shapes[i].first, shapes[i].second);
     }
     return text + ")";
   };
-  return list(signature.inputs, input_count) + " -> " + list(signature.outputs, output_count);
+  return list(signature.inputs) + " -> " + list(signature.outputs);
 }
 
 std::string describe_duration(std::uint64_t nanoseconds) {
@@ -217,92 +218,51 @@ std::string mebibytes(std::uint64_t bytes) {
   return text;
 }
 
-int run_status(const std::string& name) {
-  namespace bip = boost::interprocess;
-  const std::string shm_name = sidecar::segment_name(name);
-  // Read-only: watching a sidecar needs no write permission on its segment.
-  sidecar::SegmentMapping segment;
-  try {
-    segment = sidecar::SegmentMapping::open(shm_name, /*read_only=*/true);
-  } catch (const bip::interprocess_exception& error) {
-    if (error.get_error_code() == bip::not_found_error) {
-      return fail(ErrorCode::kNotRunning,
-                  "no sidecar named '" + name + "' is running (no segment /dev/shm" + shm_name + ")");
-    }
-    return fail(kExitUnavailable, "cannot map /dev/shm" + shm_name + ": " + error.what());
-  } catch (const std::exception& error) {
-    return fail(kExitUnavailable, "cannot map /dev/shm" + shm_name + ": " + error.what());
-  }
-
-  const sidecar::SegmentHeader& header = *segment.header();
-  if (segment.size() >= sizeof(sidecar::SegmentHeader) && header.magic.load(std::memory_order_acquire) == 0) {
-    return fail(ErrorCode::kNotReady, "sidecar '" + name + "' is still creating its segment");
-  }
-  if (std::string problem = sidecar::check_segment_layout(segment); !problem.empty()) {
-    return fail(ErrorCode::kLayoutMismatch, problem);
-  }
-  if (!sidecar::process_alive(header.sidecar_pid, header.sidecar_start_time)) {
-    return fail(ErrorCode::kNotRunning, "sidecar '" + name + "' (pid " + std::to_string(header.sidecar_pid) +
-                                            ") is gone; its segment /dev/shm" + shm_name +
-                                            " is stale and the next sidecar of that name replaces it");
-  }
-
-  // The sidecar writes the model description before it stores kReady with release: read the
-  // state first so that the description read after it is complete.
-  const std::uint32_t state = header.state.load(std::memory_order_acquire);
-  const sidecar::ModelDescription& model = header.model;
-  // Ready and stopping sidecars have published their shapes; starting and warming ones have not.
-  const bool described = state == static_cast<std::uint32_t>(sidecar::SidecarState::kReady) ||
-                         state == static_cast<std::uint32_t>(sidecar::SidecarState::kStopping);
-
-  const sidecar::SegmentGeometry geometry = sidecar::SegmentGeometry::compute(header.channel_count, header.arena_bytes);
-  std::uint32_t claimed = 0;
-  std::uint32_t detaching = 0;
-  for (std::uint32_t i = 0; i < header.channel_count; ++i) {
-    const auto* channel = reinterpret_cast<const sidecar::Channel*>(segment.base() + geometry.channel_offset(i));
-    const auto channel_state = static_cast<sidecar::ChannelState>(channel->state.load(std::memory_order_acquire));
-    if (channel_state == sidecar::ChannelState::kClaimed) ++claimed;
-    if (channel_state == sidecar::ChannelState::kDetaching) ++detaching;
-  }
-
+int run_status(const std::string& name, std::int64_t timeout_ms) {
+  sidecar::ConnectOptions options;
+  options.timeout = std::chrono::milliseconds(timeout_ms);
+  auto status = sidecar::read_status(name, options);
+  if (!status.ok()) return fail(status.code(), status.message());
+  const sidecar::ModelInfo& model = status->model;
   const auto now_ns = static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
           .count());
 
   std::cout << "name: " << name << "\n";
-  std::cout << "state: " << sidecar::sidecar_state_name(state) << "\n";
-  std::cout << "pid: " << header.sidecar_pid << "\n";
-  // The model path and input count are written at creation; the shapes once warm-up is done.
-  std::cout << "model: " << std::string(model.model_path, strnlen(model.model_path, sidecar::kModelPathBytes)) << "\n";
+  std::cout << "state: " << status->state << "\n";
+  std::cout << "socket: " << status->socket_path << "\n";
+  std::cout << "pid: " << model.sidecar_pid << " (uid " << model.sidecar_uid << ")\n";
+  // The model path and input count are known from the start; the shapes once warm-up is done.
+  std::cout << "model: " << model.model_path << "\n";
   std::cout << "inputs: " << model.input_count << "\n";
-  if (described) {
+  if (status->ready) {
     std::cout << "outputs: " << model.output_count << "\n";
-    if (model.signature_count == 0) {
-      std::cout << "signatures: any dtype and shape (no --warmup-shape)\n";
+    if (model.signatures.empty()) std::cout << "signatures: any dtype and shape (no --warmup-shape)\n";
+    for (std::size_t s = 0; s < model.signatures.size(); ++s) {
+      std::cout << "signature " << s << ": " << describe_signature(model.signatures[s]) << "\n";
     }
-    for (std::uint32_t s = 0; s < std::min(model.signature_count, sidecar::kMaxSignatures); ++s) {
-      std::cout << "signature " << s << ": "
-                << describe_signature(model.signatures[s], model.input_count, model.output_count) << "\n";
-    }
+    if (model.max_batch > 1) std::cout << "batching: up to " << model.max_batch << " rows\n";
   } else {
     std::cout << "signatures: (described once the sidecar is ready)\n";
   }
-  std::cout << "channels: " << header.channel_count << " (" << claimed << " claimed";
-  if (detaching) std::cout << ", " << detaching << " detaching";
-  std::cout << ")\n";
-  std::cout << "arena bytes per channel: " << header.arena_bytes << " (" << (header.arena_bytes >> 20) << " MiB)\n";
-  std::cout << "uptime: " << describe_duration(now_ns > header.started_unix_ns ? now_ns - header.started_unix_ns : 0)
-            << "\n";
-  std::cout << "start generation: " << header.start_generation << "\n";
-  if (auto cache = sidecar::read_cache_stats(name); cache.ok()) {
-    if (!cache->enabled) {
-      std::cout << "cache: off\n";
-    } else {
-      char ratio[32];
-      std::snprintf(ratio, sizeof(ratio), "%.3f", cache->hit_ratio());
-      std::cout << "cache: " << cache->entries << " entries, " << mebibytes(cache->bytes_used) << " of "
-                << mebibytes(cache->budget_bytes) << ", hit ratio " << ratio << " (sidecarctl cache for more)\n";
-    }
+  std::cout << "clients: " << status->clients_connected << " connected of " << model.max_clients << " ("
+            << status->clients_admitted << " admitted, " << status->clients_reclaimed << " gone, "
+            << status->clients_refused << " refused since start)\n";
+  std::cout << "requests answered: " << status->requests << "\n";
+  std::cout << "arena bytes per client: " << status->default_arena_bytes << " by default, up to "
+            << status->max_arena_bytes << "\n";
+  std::cout << "uptime: "
+            << describe_duration(now_ns > model.started_unix_ns ? now_ns - model.started_unix_ns : 0) << "\n";
+  std::cout << "start generation: " << model.start_generation << "\n";
+  const sidecar::CacheStats& cache = status->cache;
+  if (!cache.enabled) {
+    std::cout << "cache: off\n";
+  } else {
+    char ratio[32];
+    std::snprintf(ratio, sizeof(ratio), "%.3f", cache.hit_ratio());
+    std::cout << "cache: " << cache.entries << " entries, " << mebibytes(cache.bytes_used) << " of "
+              << mebibytes(cache.budget_bytes) << ", hit ratio " << ratio << ", scope "
+              << (status->cache_per_user ? "per-user" : "shared") << " (sidecarctl cache for more)\n";
   }
   std::cout << std::flush;
   return kExitOk;
@@ -324,14 +284,16 @@ int run_cache(const CacheArgs& args) {
     if (!flushed.ok()) return fail(flushed.code(), flushed.message());
     std::cout << *flushed << "\n";
   }
-  auto stats = sidecar::read_cache_stats(args.name);
-  if (!stats.ok()) return fail(stats.code(), stats.message());
-  if (!stats->enabled) {
+  sidecar::ConnectOptions options;
+  options.timeout = std::chrono::milliseconds(args.timeout_ms);
+  auto status = sidecar::read_status(args.name, options);
+  if (!status.ok()) return fail(status.code(), status.message());
+  if (!status->cache.enabled) {
     std::cout << "cache: off (the sidecar runs with --cache-bytes 0)" << std::endl;
     return kExitOk;
   }
-  const sidecar::CacheStats& c = *stats;
-  std::cout << "cache: /dev/shm" << sidecar::cache_segment_name(args.name) << "\n";
+  const sidecar::CacheStats& c = status->cache;
+  std::cout << "scope: " << (status->cache_per_user ? "per-user (clients do not map it)" : "shared") << "\n";
   std::cout << "budget: " << c.budget_bytes << " bytes (" << mebibytes(c.budget_bytes) << ")\n";
   char share[32];
   std::snprintf(share, sizeof(share), "%.1f%%", 100.0 * static_cast<double>(c.bytes_used) / c.budget_bytes);
@@ -385,16 +347,20 @@ int main(int argc, char** argv) {
       std::string(kExitCodeHelp));
 
   std::string status_name;
+  std::int64_t status_timeout_ms = 0;
   CLI::App* status_command = app.add_subcommand(
-      "status", "show a sidecar's state, model, accepted shapes and channels (works while warming up)");
+      "status", "show a sidecar's state, model, accepted shapes and clients (works while warming up)");
   status_command->add_option("--name", status_name, "sidecar instance name (inference-sidecar --name)")->required();
+  status_command->add_option("--timeout-ms", status_timeout_ms, "how long to wait for a sidecar that is not running yet (0: ask once)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   status_command->footer(kExitCodeHelp);
 
   CacheArgs cache;
   CLI::App* cache_command =
       app.add_subcommand("cache", "show a sidecar's result cache: entries, bytes, hits, misses, evictions, hit ratio");
   cache_command->add_option("--name", cache.name, "sidecar instance name (inference-sidecar --name)")->required();
-  cache_command->add_flag("--flush", cache.flush, "empty the cache first (takes a channel for the request)");
+  cache_command->add_flag("--flush", cache.flush, "empty the cache first (connects as a client for the request)");
   cache_command->add_option("--timeout-ms", cache.timeout_ms, "how long --flush waits to connect and for the answer")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -420,7 +386,7 @@ int main(int argc, char** argv) {
   try {
     if (infer_command->parsed()) return run_infer(infer);
     if (cache_command->parsed()) return run_cache(cache);
-    return run_status(status_name);
+    return run_status(status_name, status_timeout_ms);
   } catch (const std::exception& error) {
     // Only allocation failures reach here: the client library and npy report everything else.
     return fail(kExitProtocol, error.what());

@@ -1,13 +1,13 @@
-// inference-sidecar: parses the command line, then runs the Server. The logic lives in the
-// sidecar_core library, which the tests and benchmarks link too.
+// inference-sidecar: parses the command line, takes the instance lock, loads the model, then runs
+// the Server. The logic lives in the sidecar_core library, which the tests and benchmarks link too.
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
-#include <atomic>
 #include <condition_variable>
-#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
@@ -16,11 +16,20 @@
 #include "matrix_library.hpp"
 #include "model_runner.hpp"
 #include "options.hpp"
+#include "runtime_files.hpp"
 #include "server.hpp"
-#include "sidecar/shared/segment.hpp"
 
 namespace {
-std::atomic<bool> segment_created{false};
+
+// Each client holds four fds here (socket, channel, two eventfds): take the hard limit.
+void raise_open_file_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -34,37 +43,60 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n:" + options.name + "] %v");
 
   // Signals are taken synchronously by one thread (sigwait), so every other thread must have them
-  // blocked: block them before the first thread exists, LibTorch's pools included.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // blocked: block them before the first thread exists, LibTorch's pools included. A client that
+  // goes away must never kill the daemon through SIGPIPE (sends use MSG_NOSIGNAL too).
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t handled;
+  sigemptyset(&handled);
+  sigaddset(&handled, SIGTERM);
+  sigaddset(&handled, SIGINT);
+  sigaddset(&handled, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &handled, nullptr);
+  raise_open_file_limit();
 
   // A signal thread from the start: a stop during a long warm-up must not wait for it to finish
-  // (systemd would SIGKILL us after TimeoutStopSec and leave the segment behind).
-  // Static: the detached signal thread may outlive main's frame on the error path.
+  // (systemd would SIGKILL us after TimeoutStopSec). Static: the detached thread may outlive
+  // main's frame on the error path.
   static std::mutex stop_mutex;
   static std::condition_variable stop_requested;
   static int stop_signal = 0;
   static bool serving = false;
-  static const std::string shm_name = segment_name(options.name);
-  std::thread signal_thread([stop_signals] {
-    int signal_number = 0;
-    sigwait(&stop_signals, &signal_number);
-    std::unique_lock lock(stop_mutex);
-    stop_signal = signal_number;
-    if (!serving) {
-      // Nothing is in flight before ready: abandon the warm-up. The segment, if made, goes with us.
-      spdlog::info("received {} before ready; abandoning start-up", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
-      if (segment_created.load()) SegmentMapping::remove(shm_name);
-      std::_Exit(0);
+  static std::string socket_to_remove;  // guarded by stop_mutex
+  std::thread signal_thread([handled] {
+    while (true) {
+      int signal_number = 0;
+      sigwait(&handled, &signal_number);
+      if (signal_number == SIGHUP) {
+        spdlog::warn("SIGHUP: reloading is not supported yet; ignoring it and serving on");
+        continue;
+      }
+      std::unique_lock lock(stop_mutex);
+      stop_signal = signal_number;
+      if (!serving) {
+        // Nothing is in flight before ready: abandon the start. Memory goes with the process; the
+        // socket file is ours to remove while we hold the lock.
+        spdlog::info("received {} before ready; abandoning start-up", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
+        if (!socket_to_remove.empty()) ::unlink(socket_to_remove.c_str());
+        std::_Exit(0);
+      }
+      stop_requested.notify_all();
+      return;
     }
-    stop_requested.notify_all();
   });
   signal_thread.detach();
 
   try {
+    Result<std::string> runtime_dir = prepare_runtime_dir(options.runtime_dir);
+    if (!runtime_dir.ok()) {
+      spdlog::error("{}", runtime_dir.message());
+      return 1;
+    }
+    // Before the model loads: a second sidecar of this name is refused at once.
+    Result<InstanceLock> lock = InstanceLock::acquire(*runtime_dir, options.name);
+    if (!lock.ok()) {
+      spdlog::error("{}", lock.message());
+      return 1;
+    }
     configure_torch_threads(options.intra_op_threads, options.inter_op_threads);
     retain_freed_memory();
     const int cpus = usable_cpu_count();
@@ -80,24 +112,31 @@ int main(int argc, char** argv) {
       spdlog::warn("no --warmup-shape given: any shape is accepted and the first calls will be cold");
     }
     sd_notify(0, "STATUS=warming up");
-    Server server(options, std::move(runner));
+    Server server(options, std::move(runner), *runtime_dir, std::move(*lock));
     {
-      std::lock_guard lock(stop_mutex);
-      server.create_segment();
-      segment_created.store(true);
+      std::lock_guard guard(stop_mutex);
+      if (Done opened = server.open(); !opened.ok()) {
+        spdlog::error("{}", opened.message());
+        return 1;
+      }
+      socket_to_remove = server.socket_path();
     }
-    server.start();
+    if (Done started = server.start(); !started.ok()) {
+      spdlog::error("{}", started.message());
+      return 1;
+    }
     {
-      std::unique_lock lock(stop_mutex);
+      std::lock_guard guard(stop_mutex);
       server.mark_ready();
       serving = true;
     }
-    spdlog::info("ready: {} workers, spin {} us, segment {}", options.workers, options.spin_us, server.segment_name());
+    spdlog::info("ready: {} workers, spin {} us, socket {}, start generation {}", options.workers, options.spin_us,
+                 server.socket_path(), server.start_generation());
     sd_notify(0, "READY=1\nSTATUS=serving");
 
-    std::unique_lock lock(stop_mutex);
-    stop_requested.wait(lock, [&] { return stop_signal != 0; });
-    lock.unlock();
+    std::unique_lock wait(stop_mutex);
+    stop_requested.wait(wait, [&] { return stop_signal != 0; });
+    wait.unlock();
     spdlog::info("received {}, draining", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
     sd_notify(0, "STOPPING=1");
     server.stop();

@@ -119,6 +119,9 @@ class TorchScriptRunner final : public ModelRunner {
 
   std::size_t input_count() const noexcept override { return input_count_; }
   const std::string& preparation() const noexcept override { return preparation_; }
+  // OpenMP keeps the thread count per thread: a thread started later would otherwise use one
+  // OpenMP thread per core, whatever was configured.
+  void prepare_worker_thread() override { at::init_num_threads(); }
 
   std::vector<WarmupResult> warm_up(const std::vector<InputSignature>& signatures, int iterations) override {
     c10::InferenceMode inference_mode;
@@ -265,7 +268,6 @@ void configure_torch_threads(int intra_op_threads, int inter_op_threads) {
   at::set_num_interop_threads(inter_op_threads);
 }
 
-void adopt_torch_threads_on_this_thread() { at::init_num_threads(); }
 
 void retain_freed_memory() {
   // Every allocation comes from a heap, not mmap, and no heap's top is given back: a batch's

@@ -9,22 +9,10 @@
 #include <vector>
 
 #include "sidecar/shared/descriptor_check.hpp"
-#include "sidecar/shared/layout.hpp"
+#include "sidecar/shared/descriptors.hpp"
+#include "sidecar/shared/signature.hpp"
 
 namespace sidecar {
-
-// Input shapes of one call: one TensorShape per model input.
-using InputSignature = std::vector<TensorShape>;
-
-// "[1, 3, 224, 224] float32, [1, 8] int64"
-inline std::string describe_signature(const InputSignature& signature) {
-  std::string text;
-  for (std::size_t i = 0; i < signature.size(); ++i) {
-    if (i) text += ", ";
-    text += describe_shape(signature[i]);
-  }
-  return text;
-}
 
 struct InputView {
   TensorShape shape;
@@ -73,6 +61,10 @@ class ModelRunner {
   // How the module was prepared ("frozen + optimize_for_inference", or what it fell back to).
   virtual const std::string& preparation() const noexcept = 0;
 
+  // Called once on each worker thread before it warms up or runs anything (LibTorch keeps its
+  // thread settings per thread).
+  virtual void prepare_worker_thread() {}
+
   // Runs forward `iterations` times on each signature on the calling thread, with deterministic
   // inputs, so that this thread's profiling executor has specialized the graph for each shape.
   // Throws std::runtime_error naming the signature when the model fails on it.
@@ -92,8 +84,5 @@ void configure_torch_threads(int intra_op_threads, int inter_op_threads);
 // (6 ms against 26-34 ms a forward). Call once at start-up, before the model runs.
 void retain_freed_memory();
 
-// Applies that intra-op count to the calling thread. OpenMP keeps the thread count per thread: a
-// thread started later would otherwise use one OpenMP thread per core, whatever was configured.
-void adopt_torch_threads_on_this_thread();
 
 }  // namespace sidecar

@@ -7,7 +7,8 @@
 #include <stdexcept>
 
 #include "sidecar/shared/cache_layout.hpp"
-#include "sidecar/shared/layout.hpp"
+#include "sidecar/shared/channel_layout.hpp"
+#include "sidecar/shared/runtime_dir.hpp"
 
 namespace sidecar {
 namespace {
@@ -31,6 +32,21 @@ std::vector<std::string> split(const std::string& text, char separator) {
     start = end + 1;
   }
   return parts;
+}
+
+// "0660": octal permission bits, nothing else.
+unsigned parse_mode(const std::string& text) {
+  std::size_t used = 0;
+  unsigned long value = 0;
+  try {
+    value = std::stoul(text, &used, 8);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || text.empty() || value > 0777) {
+    throw CLI::ValidationError("--socket-mode", "'" + text + "' is not an octal mode like 0660");
+  }
+  return static_cast<unsigned>(value);
 }
 
 }  // namespace
@@ -95,16 +111,27 @@ ParsedOptions parse_command_line(int argc, char** argv) {
   SidecarOptions options;
   std::vector<std::string> shapes;
   std::string arena = "8M";
+  std::string max_arena = "64M";
   std::string mode = "0660";
+  std::string cache_scope = "shared";
   std::string cache_bytes = "64M";
   std::string cache_max_entry = "0";
   bool no_freeze = false;
   bool no_optimize = false;
 
   CLI::App app{"inference-sidecar: serves a TorchScript model to processes on this host through shared memory"};
+  app.option_defaults()->always_capture_default();
   app.add_option("--model", options.model_path, "TorchScript file (torch.jit.script / torch.jit.save output)")
       ->required();
-  app.add_option("--name", options.name, "instance name; the segment is /dev/shm/sidecar.NAME")->required();
+  app.add_option("--name", options.name, "instance name; clients connect to RUNTIME_DIR/NAME.sock")->required();
+  app.add_option("--runtime-dir", options.runtime_dir,
+                 "directory of NAME.sock and NAME.lock (default: $RUNTIME_DIRECTORY from systemd, else "
+                 "/run/inference-sidecar when writable, else $XDG_RUNTIME_DIR/inference-sidecar)");
+  app.add_option("--allow-user", options.allow_users,
+                 "admit only these users (name or uid; repeatable) and the --allow-group members; default: whoever "
+                 "the socket's mode lets connect");
+  app.add_option("--allow-group", options.allow_groups, "admit members of this group (name or gid; repeatable)");
+  app.add_option("--socket-mode", mode, "permissions of NAME.sock, octal: who may connect at all");
   app.add_option("--warmup-shape", shapes,
                  "input shapes to warm up and accept, e.g. 1x3x224x224 or 1x8:int64,1x8:int64 for two inputs; "
                  "repeat for several. Without it, any shape is accepted and first calls are cold");
@@ -117,9 +144,10 @@ ParsedOptions parse_command_line(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
   app.add_option("--inter-op-threads", options.inter_op_threads, "LibTorch inter-op threads")
       ->check(CLI::Range(1, 256));
-  app.add_option("--channels", options.channels, "client connections the segment holds")
-      ->check(CLI::Range(1u, kMaxChannels));
-  app.add_option("--arena-bytes", arena, "tensor space per channel (K, M, G suffixes)");
+  app.add_option("--max-clients", options.max_clients, "clients connected at once (each has its own channel)")
+      ->check(CLI::Range(1u, kMaxClients));
+  app.add_option("--arena-bytes", arena, "tensor space per client unless it asks for another size (K, M, G suffixes)");
+  app.add_option("--max-arena-bytes", max_arena, "the most tensor space a client may ask for");
   app.add_option("--max-batch", options.max_batch,
                  "batch up to this many rows of requests whose --warmup-shape has a leading dim of 1 into one "
                  "forward (the model must take a leading batch dim); every size is warmed up. 1: no batching")
@@ -127,12 +155,15 @@ ParsedOptions parse_command_line(int argc, char** argv) {
   app.add_option("--max-queue-delay-us", options.max_queue_delay_us,
                  "how long the first request of a batch waits for others to join it")
       ->check(CLI::Range(0u, 1000000u));
-  app.add_option("--segment-mode", mode, "permissions of the shared-memory segment, octal");
   app.add_option("--cache-bytes", cache_bytes,
                  "size of the result cache in shared memory, metadata included (K, M, G suffixes; 0: no cache). "
                  "Cache only deterministic models");
   app.add_option("--cache-max-entry-bytes", cache_max_entry,
                  "results whose entry (inputs + outputs) is larger are not cached (default: an eighth of the cache)");
+  app.add_option("--cache-scope", cache_scope,
+                 "shared: every client may find (and read) every entry; per-user: entries are keyed by the client's "
+                 "uid and clients do not map the cache")
+      ->check(CLI::IsMember({"shared", "per-user"}));
   app.add_flag("--no-freeze", no_freeze, "do not freeze the module (for models that freezing breaks)");
   app.add_flag("--no-optimize", no_optimize, "do not apply optimize_for_inference");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")
@@ -157,10 +188,11 @@ ParsedOptions parse_command_line(int argc, char** argv) {
     }
     try {
       options.arena_bytes = parse_byte_size(arena);
-      options.segment_mode = static_cast<unsigned>(std::stoul(mode, nullptr, 8));
+      options.max_arena_bytes = parse_byte_size(max_arena);
     } catch (const std::exception& error) {
-      throw CLI::ValidationError("--arena-bytes/--segment-mode", error.what());
+      throw CLI::ValidationError("--arena-bytes/--max-arena-bytes", error.what());
     }
+    options.socket_mode = parse_mode(mode);
     try {
       options.cache_bytes = parse_byte_size(cache_bytes);
       options.cache_max_entry_bytes = parse_byte_size(cache_max_entry);
@@ -170,9 +202,13 @@ ParsedOptions parse_command_line(int argc, char** argv) {
     if (options.cache_bytes != 0 && options.cache_bytes < kCacheMinimumBytes) {
       throw CLI::ValidationError("--cache-bytes", "must be 0 (no cache) or at least 64K");
     }
-    if (options.arena_bytes < kArenaAlignment || options.arena_bytes > (1ull << 32)) {
-      throw CLI::ValidationError("--arena-bytes", "must be between 4K and 4G");
+    if (options.arena_bytes < kArenaAlignment || options.arena_bytes > kMaxArenaBytes) {
+      throw CLI::ValidationError("--arena-bytes", "must be between 4K and 16G");
     }
+    if (options.max_arena_bytes < options.arena_bytes || options.max_arena_bytes > kMaxArenaBytes) {
+      throw CLI::ValidationError("--max-arena-bytes", "must be at least --arena-bytes and at most 16G");
+    }
+    options.cache_scope = cache_scope == "per-user" ? CacheScope::kPerUser : CacheScope::kShared;
   } catch (const CLI::ParseError& error) {
     parsed.exit_code = app.exit(error);
     return parsed;

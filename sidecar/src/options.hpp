@@ -6,13 +6,24 @@
 #include <string>
 #include <vector>
 
-#include "model_runner.hpp"
+#include "sidecar/shared/signature.hpp"
+#include "sidecar/shared/status_layout.hpp"
 
 namespace sidecar {
+
+inline constexpr std::uint32_t kMaxClients = 1024;
+inline constexpr std::uint64_t kMaxArenaBytes = 16ull << 30;
 
 struct SidecarOptions {
   std::string model_path;
   std::string name;
+  // Where NAME.sock and NAME.lock go; empty: resolved as runtime_dir.hpp says.
+  std::string runtime_dir;
+  // Who may connect beyond what the socket's mode allows: users and groups by name or number.
+  // Both empty: whoever the socket's mode lets connect. The sidecar's own user always may.
+  std::vector<std::string> allow_users;
+  std::vector<std::string> allow_groups;
+  unsigned socket_mode = 0660;
   std::vector<InputSignature> warmup_signatures;
   int warmup_iterations = 10;
   // How long an idle worker polls the rings before it sleeps on the doorbell. Waking from a sleep
@@ -21,17 +32,19 @@ struct SidecarOptions {
   int workers = 0;           // 0: the CPUs this process may run on
   int intra_op_threads = 1;  // LibTorch threads inside one forward
   int inter_op_threads = 1;
-  std::uint32_t channels = 64;
+  std::uint32_t max_clients = 64;
   // Dynamic batching: requests with a declared shape whose leading dim is 1 (or up to max_batch
   // rows of it) are gathered for up to max_queue_delay_us and run as one forward. 1: off.
   std::uint32_t max_batch = 1;
   std::uint32_t max_queue_delay_us = 0;  // 0: batch what is queued already, never wait (Triton's default too)
+  // Tensor space per client: what a client gets unless it asks for more, and the most it may ask for.
   std::uint64_t arena_bytes = 8ull << 20;
-  unsigned segment_mode = 0660;
+  std::uint64_t max_arena_bytes = 64ull << 20;
   // The result cache's whole size, metadata included; 0 turns it off. Results of a model that is
   // not deterministic (dropout left on, sampling) must not be cached: run such a model with 0.
   std::uint64_t cache_bytes = 64ull << 20;
   std::uint64_t cache_max_entry_bytes = 0;  // 0: an eighth of cache_bytes
+  CacheScope cache_scope = CacheScope::kShared;
   bool freeze = true;
   bool optimize_for_inference = true;
   std::string log_level = "info";

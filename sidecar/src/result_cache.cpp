@@ -3,14 +3,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mem_algo/rbtree_best_fit.hpp>
 #include <boost/interprocess/sync/mutex_family.hpp>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
 
-#include "sidecar/shared/process_identity.hpp"
 
 namespace sidecar {
 
@@ -42,44 +40,26 @@ void end_write(CacheSlot& slot) {
   slot.sequence.store(slot.sequence.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
-// The budget is reserved up front: every page is faulted in now, so that a miss storing its result
-// in a page never touched before does not pay a page fault (about a microsecond each, measured on
-// the tiny model's miss path) and the memory a cache of this size needs is known at start.
-// The segment's memory is already reserved (posix_fallocate), so touching its pages cannot SIGBUS.
-void populate(std::uint8_t* base, std::uint64_t bytes) {
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23  // Linux 5.14
-#endif
-  if (::madvise(base, bytes, MADV_POPULATE_WRITE) == 0 || errno != EINVAL) return;
-  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-  for (std::uint64_t offset = 0; offset < bytes; offset += page) {
-    reinterpret_cast<volatile std::uint8_t*>(base)[offset] = 0;
-  }
-}
-
 }  // namespace
 
-std::unique_ptr<ResultCache> ResultCache::create(const std::string& instance, const CacheSettings& settings) {
+Result<std::unique_ptr<ResultCache>> ResultCache::create(const CacheSettings& settings, CacheCounters& counters) {
   if (settings.budget_bytes < kCacheMinimumBytes) {
-    throw std::runtime_error("cache budget of " + std::to_string(settings.budget_bytes) +
-                             " bytes is below the minimum of " + std::to_string(kCacheMinimumBytes));
+    return Error{ErrorCode::kInvalidArgument, "cache budget of " + std::to_string(settings.budget_bytes) +
+                                                  " bytes is below the minimum of " +
+                                                  std::to_string(kCacheMinimumBytes)};
   }
   const CacheGeometry geometry = CacheGeometry::compute(settings.budget_bytes);
-  const std::string name = cache_segment_name(instance);
   std::unique_ptr<ResultCache> cache(new ResultCache);
-  // The main segment's creation already refused a live sidecar of this name: what is left is stale.
-  SegmentMapping::remove(name);
-  try {
-    cache->segment_ = SegmentMapping::create(name, geometry.segment_bytes, settings.mode, /*reserve=*/true);
-  } catch (const std::exception& error) {
-    throw std::runtime_error("cannot create the cache segment " + name + ": " + error.what());
-  }
-  cache->owns_segment_ = true;
-  std::uint8_t* base = cache->segment_.base();
-  populate(base, geometry.segment_bytes);
+  // Committed and faulted in at once: the memory a cache of this size needs is known (and refused
+  // clearly when missing) at start, and no miss pays a page fault to store its result.
+  Result<OwnedMemory> memory = create_committed_memory("sidecar-cache", geometry.segment_bytes);
+  if (!memory.ok()) return Error{memory.code(), "result cache: " + memory.message()};
+  cache->memory_ = std::move(*memory);
+  cache->counters_ = &counters;
+  std::uint8_t* base = cache->memory_.mapping.base();
 
   auto* header = new (base) CacheHeader;
-  header->layout_version = kLayoutVersion;
+  header->protocol_version = kProtocolVersion;
   header->header_bytes = sizeof(CacheHeader);
   header->segment_bytes = geometry.segment_bytes;
   header->bucket_count = geometry.bucket_count;
@@ -91,9 +71,9 @@ std::unique_ptr<ResultCache> ResultCache::create(const std::string& instance, co
   const std::uint64_t default_cap = settings.budget_bytes / 8;
   header->max_entry_bytes =
       std::min(settings.max_entry_bytes ? settings.max_entry_bytes : default_cap, geometry.heap_bytes);
-  header->sidecar_pid = ::getpid();
-  header->sidecar_start_time = process_start_time(::getpid());
   header->generation.store(1, std::memory_order_relaxed);
+  counters.generation.store(1, std::memory_order_relaxed);
+  counters.max_entry_bytes.store(header->max_entry_bytes, std::memory_order_relaxed);
   cache->header_ = header;
   cache->tags_ = reinterpret_cast<CacheTags*>(base + geometry.tags_offset);
   for (std::uint32_t i = 0; i < geometry.bucket_count; ++i) new (&cache->tags_[i]) CacheTags{};
@@ -110,14 +90,15 @@ std::unique_ptr<ResultCache> ResultCache::create(const std::string& instance, co
   cache->last_use_.assign(slots, 0);
   cache->publish_usage();
   header->magic.store(kCacheMagic, std::memory_order_release);
+  // From here on only the mapping above can write the cache.
+  if (Done sealed = add_seals(cache->fd(), kReadOnlySeals); !sealed.ok()) return sealed.error();
   cache->view_ = CacheView(base);
   return cache;
 }
 
+// Lookups in mappings clients still hold miss from now on.
 ResultCache::~ResultCache() {
-  if (!owns_segment_) return;
-  close();
-  SegmentMapping::remove(segment_.name());
+  if (header_ != nullptr) close();
 }
 
 std::uint64_t ResultCache::record_bytes(std::span<const TensorBytes> inputs, std::span<const TensorBytes> outputs) {
@@ -136,7 +117,7 @@ ResultCache::Stored ResultCache::insert(const CacheKey& key, std::uint64_t gener
     return Stored::kStaleGeneration;
   }
   if (bytes > header_->max_entry_bytes || inputs.size() > kMaxTensors || outputs.size() > kMaxTensors) {
-    bump(header_->counters.too_large);
+    bump(counters_->too_large);
     return Stored::kTooLarge;
   }
   const std::uint32_t bucket = view_.bucket_of(key);
@@ -159,7 +140,7 @@ ResultCache::Stored ResultCache::insert(const CacheKey& key, std::uint64_t gener
   while ((record = static_cast<std::uint8_t*>(heap_->allocate(bytes))) == nullptr) {
     if (coldest_ == kNone) {
       // Nothing left to evict and still no block: the entry is larger than the heap can hold.
-      bump(header_->counters.too_large);
+      bump(counters_->too_large);
       publish_usage();
       return Stored::kTooLarge;
     }
@@ -204,7 +185,7 @@ ResultCache::Stored ResultCache::insert(const CacheKey& key, std::uint64_t gener
   records_[slot] = record;
   link_warmest(slot);
   ++entries_;
-  bump(header_->counters.inserts);
+  bump(counters_->inserts);
   publish_usage();
   return Stored::kStored;
 }
@@ -221,12 +202,15 @@ ResultCache::Flushed ResultCache::flush() {
   std::lock_guard lock(mutex_);
   Flushed flushed;
   flushed.entries = entries_;
-  flushed.bytes = header_->counters.bytes_used.load(std::memory_order_relaxed) - header_->heap_offset;
+  flushed.bytes = counters_->bytes_used.load(std::memory_order_relaxed) - header_->heap_offset;
   // A new generation first: lookups racing the flush miss instead of finding what is being removed.
   const std::uint64_t generation = header_->generation.load(std::memory_order_relaxed);
-  if (generation != 0) header_->generation.store(generation + 1, std::memory_order_release);
+  if (generation != 0) {
+    header_->generation.store(generation + 1, std::memory_order_release);
+    counters_->generation.store(generation + 1, std::memory_order_relaxed);
+  }
   while (coldest_ != kNone) evict(coldest_);
-  bump(header_->counters.flushes);
+  bump(counters_->flushes);
   publish_usage();
   return flushed;
 }
@@ -234,6 +218,7 @@ ResultCache::Flushed ResultCache::flush() {
 void ResultCache::close() {
   std::lock_guard lock(mutex_);
   header_->generation.store(0, std::memory_order_release);
+  counters_->generation.store(0, std::memory_order_relaxed);
 }
 
 // The way to store into: a free one, else the bucket's least recently used.
@@ -263,7 +248,7 @@ void ResultCache::evict(std::uint32_t slot) {
   records_[slot] = nullptr;
   unlink(slot);
   --entries_;
-  bump(header_->counters.evictions);
+  bump(counters_->evictions);
 }
 
 void ResultCache::link_warmest(std::uint32_t slot) {
@@ -290,9 +275,9 @@ void ResultCache::unlink(std::uint32_t slot) {
 }
 
 void ResultCache::publish_usage() {
-  header_->counters.entries.store(entries_, std::memory_order_relaxed);
+  counters_->entries.store(entries_, std::memory_order_relaxed);
   const std::uint64_t heap_used = header_->heap_bytes - heap_->free_bytes();
-  header_->counters.bytes_used.store(header_->heap_offset + heap_used, std::memory_order_relaxed);
+  counters_->bytes_used.store(header_->heap_offset + heap_used, std::memory_order_relaxed);
 }
 
 std::string ResultCache::check_invariants() {
@@ -327,7 +312,7 @@ std::string ResultCache::check_invariants() {
   }
   if (used != entries_ || used != listed) return "entry count disagrees with the slots";
   if (!heap_->check_sanity()) return "the heap allocator's structures are inconsistent";
-  if (header_->counters.bytes_used.load() > header_->segment_bytes) return "bytes used exceed the budget";
+  if (counters_->bytes_used.load() > header_->segment_bytes) return "bytes used exceed the budget";
   return {};
 }
 

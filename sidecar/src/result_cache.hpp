@@ -17,28 +17,32 @@
 #include <vector>
 
 #include "sidecar/shared/cache_reader.hpp"
-#include "sidecar/shared/segment.hpp"
+#include "committed_memory.hpp"
+#include "sidecar/shared/memfd.hpp"
 
 namespace sidecar {
 
 struct CacheSettings {
-  std::uint64_t budget_bytes = 0;     // the whole segment; >= kCacheMinimumBytes
+  std::uint64_t budget_bytes = 0;     // the whole memfd; >= kCacheMinimumBytes
   std::uint64_t max_entry_bytes = 0;  // 0: an eighth of the budget
-  unsigned mode = 0640;               // no write bit for anyone but the owner: clients map it read-only
 };
 
 class ResultCache {
  public:
-  // Creates "/sidecar-cache.INSTANCE" (replacing a stale one). Throws std::runtime_error.
-  static std::unique_ptr<ResultCache> create(const std::string& instance, const CacheSettings& settings);
-  ~ResultCache();  // closes the cache and removes its segment
+  // A cache in a new memfd of exactly the budget, its memory committed, sealed so that every other
+  // mapping of it is read-only. Its statistics go to `counters` (the status page's). Errors:
+  // kInvalidArgument for a budget below the minimum, kOutOfMemory when the memory is not there.
+  static Result<std::unique_ptr<ResultCache>> create(const CacheSettings& settings, CacheCounters& counters);
+  ~ResultCache();
   ResultCache(const ResultCache&) = delete;
   ResultCache& operator=(const ResultCache&) = delete;
 
   const CacheView& view() const noexcept { return view_; }
   std::uint64_t generation() const noexcept { return view_.generation(); }
   std::uint64_t max_entry_bytes() const noexcept { return header_->max_entry_bytes; }
-  const std::string& segment_name() const noexcept { return segment_.name(); }
+  // The memfd to hand to clients (read-only for them by its seals), and its size.
+  int fd() const noexcept { return memory_.fd.get(); }
+  std::uint64_t bytes() const noexcept { return memory_.mapping.size(); }
 
   // Bytes an entry with `input_count` inputs of `input_bytes` in all leaves for its outputs under
   // the size cap (allowing for the largest table and every tensor's alignment); 0 when the inputs
@@ -72,12 +76,10 @@ class ResultCache {
   // From now on every lookup misses (the sidecar is stopping).
   void close();
 
-  void count_sidecar_hit() noexcept { bump(header_->counters.sidecar_hits); }
-  void count_miss() noexcept { bump(header_->counters.misses); }
-  void count_too_large() noexcept { bump(header_->counters.too_large); }
-  void set_client_hits(std::uint64_t total) noexcept {
-    header_->counters.client_hits.store(total, std::memory_order_relaxed);
-  }
+  void count_sidecar_hit() noexcept { bump(counters_->sidecar_hits); }
+  void count_miss() noexcept { bump(counters_->misses); }
+  void count_too_large() noexcept { bump(counters_->too_large); }
+  void set_client_hits(std::uint64_t total) noexcept { counters_->client_hits.store(total, std::memory_order_relaxed); }
 
   // Consistency of the private bookkeeping with the segment, for tests: "" or what is wrong.
   std::string check_invariants();
@@ -96,14 +98,14 @@ class ResultCache {
   void publish_usage();
 
   std::mutex mutex_;
-  SegmentMapping segment_;
+  OwnedMemory memory_;
   CacheHeader* header_ = nullptr;
+  CacheCounters* counters_ = nullptr;
   CacheTags* tags_ = nullptr;
   CacheSlot* slots_ = nullptr;
   std::uint8_t* heap_base_ = nullptr;
   std::unique_ptr<Heap> heap_;
   CacheView view_;
-  bool owns_segment_ = false;
 
   // Private bookkeeping, one element per slot: the record's address (nullptr when the slot is
   // free), the recency list (doubly linked through slot numbers), and a use stamp that picks the

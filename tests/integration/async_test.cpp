@@ -38,7 +38,7 @@ std::vector<std::byte> bytes_of(Result<std::vector<Tensor>>& result) {
 class TinyAsync : public testing::SuiteSidecar<TinyAsync> {
  public:
   static std::vector<std::string> sidecar_args() {
-    return {"--model", model_path("tiny"), "--warmup-shape", "1x64",          "--channels",
+    return {"--model", model_path("tiny"), "--warmup-shape", "1x64",          "--max-clients",
             "80",      "--arena-bytes",    "256K",           "--cache-bytes", "0"};
   }
 };
@@ -163,7 +163,7 @@ class DemoQueue : public testing::SuiteSidecar<DemoQueue> {
             "1",
             "--warmup-iterations",
             "2",
-            "--channels",
+            "--max-clients",
             "8",
             "--arena-bytes",
             "16M",
@@ -267,7 +267,7 @@ TEST_F(DemoQueue, AFloodingClientCannotPushAnotherBackByMoreThanTwoRequests) {
   // channel 0 would serve it first every time.
   Client flooding_client = connect_or_fail(sidecar_->name());
   Client victim = connect_or_fail(sidecar_->name());
-  ASSERT_LT(flooding_client.channel_index(), victim.channel_index());
+  ASSERT_LT(flooding_client.client_id(), victim.client_id());
   std::thread flooder([&] {
     Client& client = flooding_client;
     const auto input = random_values(kImageElements, 5);

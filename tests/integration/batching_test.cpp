@@ -77,7 +77,7 @@ void expect_batched_outputs_match_unbatched_ones(const std::string& model, const
   SidecarProcess sidecar(
       unique_name("batch-" + model),
       {"--model", model_path(model), "--warmup-shape", shape_text, "--max-batch", "4", "--max-queue-delay-us", "300000",
-       "--workers", "1", "--warmup-iterations", "2", "--channels", "8", "--arena-bytes", "2M", "--cache-bytes", "0"});
+       "--workers", "1", "--warmup-iterations", "2", "--max-clients", "8", "--arena-bytes", "2M", "--cache-bytes", "0"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   TensorShape warmed{};
   warmed.dtype = static_cast<std::uint8_t>(DType::kFloat32);
@@ -134,7 +134,7 @@ TEST(Batching, OneBadRequestInABatchDoesNotFailTheOthers) {
   SidecarProcess sidecar(
       unique_name("batchbad"),
       {"--model", model_path("raises"), "--warmup-shape", "1x16", "--max-batch", "4", "--max-queue-delay-us", "300000",
-       "--workers", "1", "--channels", "8", "--arena-bytes", "64K", "--cache-bytes", "0"});
+       "--workers", "1", "--max-clients", "8", "--arena-bytes", "64K", "--cache-bytes", "0"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   const std::int64_t shape[] = {1, 16};
   std::vector<std::vector<float>> inputs;
@@ -162,7 +162,7 @@ TEST(Batching, AShapeThatCannotBeBatchedGoesAlone) {
   // 8x64 has more rows than --max-batch: such requests run alone, while 1x64 ones are batched.
   SidecarProcess sidecar(unique_name("batchalone"),
                          {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--warmup-shape", "8x64",
-                          "--max-batch", "4", "--max-queue-delay-us", "300000", "--workers", "1", "--channels", "8",
+                          "--max-batch", "4", "--max-queue-delay-us", "300000", "--workers", "1", "--max-clients", "8",
                           "--arena-bytes", "64K", "--cache-bytes", "0"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   const std::int64_t wide[] = {8, 64};

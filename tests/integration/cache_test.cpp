@@ -12,11 +12,9 @@
 #include <thread>
 
 #include "client_helpers.hpp"
-#include "result_cache.hpp"
+#include "raw_client.hpp"
 #include "sidecar/client.hpp"
 #include "sidecar/shared/cache_layout.hpp"
-#include "sidecar/shared/layout.hpp"
-#include "sidecar/shared/process_identity.hpp"
 #include "sidecar_process.hpp"
 
 namespace sidecar {
@@ -59,7 +57,7 @@ class DemoCacheSidecar : public testing::SuiteSidecar<DemoCacheSidecar> {
             "1x3x224x224",
             "--warmup-iterations",
             "2",
-            "--channels",
+            "--max-clients",
             "8",
             "--arena-bytes",
             "2M",
@@ -201,16 +199,20 @@ TEST_F(DemoCacheSidecar, FlushEmptiesTheCacheAndStatisticsCountEverything) {
 class SmallCacheSidecar : public testing::SuiteSidecar<SmallCacheSidecar> {
  public:
   static std::vector<std::string> sidecar_args() {
-    return {"--model", model_path("tiny"),        "--channels", "4", "--arena-bytes", "1M", "--cache-bytes",
+    return {"--model", model_path("tiny"),        "--max-clients", "4", "--arena-bytes", "1M", "--cache-bytes",
             "256K",    "--cache-max-entry-bytes", "48K"};
   }
 };
 
 TEST_F(SmallCacheSidecar, BudgetHoldsWhileFilledManyTimesOverAndEveryHitIsRight) {
   Client client = connect_or_fail(sidecar_->name());
-  struct stat info {};
-  ASSERT_EQ(::stat(("/dev/shm" + cache_segment_name(sidecar_->name())).c_str(), &info), 0);
-  EXPECT_EQ(info.st_size, 256 << 10) << "the segment is the budget";
+  {
+    testing::RawClient raw(sidecar_->name());
+    ASSERT_EQ(raw.reply().fd_count, 5u);
+    struct stat info {};
+    ASSERT_EQ(::fstat(raw.fds()[kCacheFd].get(), &info), 0);
+    EXPECT_EQ(info.st_size, 256 << 10) << "the cache's memfd is the budget";
+  }
 
   std::uint64_t stored_input_bytes = 0;
   int hits = 0;
@@ -240,12 +242,11 @@ TEST_F(SmallCacheSidecar, BudgetHoldsWhileFilledManyTimesOverAndEveryHitIsRight)
   EXPECT_GT(stats.evictions, 100u);
   EXPECT_GT(stats.too_large, 0u) << "some entries were over the 48K cap";
   EXPECT_GT(hits, 100);
-  ASSERT_EQ(::stat(("/dev/shm" + cache_segment_name(sidecar_->name())).c_str(), &info), 0);
-  EXPECT_EQ(info.st_size, 256 << 10);
+  EXPECT_EQ(stats.budget_bytes, 256u << 10);
 }
 
 TEST(CacheOff, ZeroCacheBytesRunsWithoutACacheAndSaysSo) {
-  SidecarProcess sidecar(unique_name("nocache"), {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels",
+  SidecarProcess sidecar(unique_name("nocache"), {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--max-clients",
                                                   "2", "--arena-bytes", "64K", "--cache-bytes", "0"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   Client client = connect_or_fail(sidecar.name());
@@ -263,8 +264,9 @@ TEST(CacheOff, ZeroCacheBytesRunsWithoutACacheAndSaysSo) {
   auto flushed = client.flush_cache(5s);
   EXPECT_EQ(flushed.code(), ErrorCode::kRejected);
   EXPECT_NE(flushed.message().find("--cache-bytes 0"), std::string::npos) << flushed.message();
-  struct stat info {};
-  EXPECT_NE(::stat(("/dev/shm" + cache_segment_name(sidecar.name())).c_str(), &info), 0);
+  testing::RawClient raw(sidecar.name());
+  EXPECT_EQ(raw.reply().fd_count, 4u) << "no cache fd";
+  EXPECT_EQ(raw.reply().cache_bytes, 0u);
   EXPECT_EQ(sidecar.stop(), 0);
 }
 
@@ -272,7 +274,7 @@ TEST(CacheLifetime, StoppingRemovesTheCacheAndARestartStartsEmpty) {
   const std::string name = unique_name("cachelife");
   const std::vector<std::string> args = {"--model",        model_path("tiny"),
                                          "--warmup-shape", "1x64",
-                                         "--channels",     "2",
+                                         "--max-clients",     "2",
                                          "--arena-bytes",  "64K",
                                          "--cache-bytes",  "1M"};
   const std::vector<float> input = random_values(64, 8);
@@ -288,8 +290,7 @@ TEST(CacheLifetime, StoppingRemovesTheCacheAndARestartStartsEmpty) {
     // The old sidecar's cache is closed: this client's lookups miss, and it learns the sidecar is gone.
     auto after_stop = client.infer(TensorView::of(input, shape), 1s);
     EXPECT_FALSE(after_stop.ok());
-    struct stat info {};
-    EXPECT_NE(::stat(("/dev/shm" + cache_segment_name(name)).c_str(), &info), 0) << "cache segment removed";
+    EXPECT_EQ(after_stop.code(), ErrorCode::kNotRunning) << after_stop.message();
   }
   SidecarProcess restarted(name, args);
   ASSERT_TRUE(restarted.wait_ready()) << restarted.log();
@@ -300,85 +301,67 @@ TEST(CacheLifetime, StoppingRemovesTheCacheAndARestartStartsEmpty) {
   EXPECT_EQ(restarted.stop(), 0);
 }
 
-// Anyone may create files in /dev/shm, and a sidecar's pid and start time are public. A cache
-// segment planted under the sidecar's cache name, claiming its pid, must not be believed unless the
-// sidecar's user owns it and nobody else can write it.
-TEST(CacheTrust, AForgedCacheIsIgnoredUnlessTheSidecarsUserOwnsIt) {
-  SidecarProcess sidecar(unique_name("forged"), {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels",
-                                                 "2", "--arena-bytes", "64K", "--cache-bytes", "0"});
-  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
-  const std::vector<float> input = random_values(64, 9);
-  const std::int64_t shape[] = {1, 64};
-  TensorShape in_shape{};
-  in_shape.dtype = static_cast<std::uint8_t>(DType::kFloat32);
-  in_shape.rank = 2;
-  in_shape.dims[0] = 1;
-  in_shape.dims[1] = 64;
-  TensorShape out_shape = in_shape;
-  out_shape.dims[1] = 10;
-  const std::vector<float> forged_output(10, 1234.5f);
-
-  Client reference = connect_or_fail(sidecar.name());
-  auto real = reference.infer(TensorView::of(input, shape), 5s);
-  const std::vector<std::byte> real_output = only_output(real);
-
-  // The forgery: a well-formed cache claiming the sidecar's pid and start time, with a wrong answer.
-  CacheSettings settings;
-  settings.budget_bytes = 1 << 20;
-  settings.mode = 0644;
-  auto forged = ResultCache::create(sidecar.name(), settings);
-  auto& header = const_cast<CacheHeader&>(forged->view().header());
-  header.sidecar_pid = sidecar.pid();
-  header.sidecar_start_time = process_start_time(sidecar.pid());
-  const TensorBytes in[] = {TensorBytes{in_shape, input.data(), input.size() * 4}};
-  const TensorBytes out[] = {TensorBytes{out_shape, forged_output.data(), forged_output.size() * 4}};
-  ASSERT_EQ(forged->insert(compute_cache_key(forged->generation(), in), forged->generation(), in, out),
-            ResultCache::Stored::kStored);
-  const std::string path = "/dev/shm" + cache_segment_name(sidecar.name());
-
-  struct Case {
-    const char* what;
-    uid_t owner;
-    mode_t mode;
-    bool believed;
-  };
-  // The tests run as the sidecar's user, for whom a forgery is no boundary (it could ptrace the
-  // sidecar): the first case shows the lookup would find the planted entry, so the others test
-  // the ownership checks and not a miss for some other reason.
-  const Case cases[] = {{"owned by the sidecar's user, 0644", ::geteuid(), 0644, true},
-                        {"owned by another user", 65534, 0644, false},
-                        {"writable by the group", ::geteuid(), 0664, false},
-                        {"writable by everyone", ::geteuid(), 0666, false}};
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.what);
-    ASSERT_EQ(::chown(path.c_str(), c.owner, static_cast<gid_t>(-1)), 0);
-    ASSERT_EQ(::chmod(path.c_str(), c.mode), 0);
-    Client client = connect_or_fail(sidecar.name());
-    auto result = client.infer(TensorView::of(input, shape), 5s);
-    const std::vector<std::byte> output = only_output(result);
-    if (c.believed) {
-      EXPECT_EQ(client.last_cache_outcome(), CacheOutcome::kHitInClient);
-      EXPECT_NE(output, real_output);
-    } else {
-      EXPECT_NE(client.last_cache_outcome(), CacheOutcome::kHitInClient);
-      EXPECT_EQ(output, real_output);
-      EXPECT_FALSE(read_cache_stats(sidecar.name())->enabled);
-    }
+// Runs `body(client)` in a child process that has dropped to uid/gid 65534 (nobody), and returns
+// its exit status (0 when the body returned true). Needs root.
+template <typename Body>
+int as_nobody(const std::string& name, Body&& body) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(90);
+    auto client = Client::connect(name);
+    if (!client.ok()) ::_exit(91);
+    ::_exit(body(*client) ? 0 : 1);
   }
-  EXPECT_EQ(sidecar.stop(), 0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-// A cache that /dev/shm cannot hold stops start-up with one clear line, not a SIGBUS, and leaves
-// no segment behind.
-TEST(CacheBudget, ABudgetDevShmCannotHoldStopsStartUpClearly) {
+// What "shared" means: an entry one user's request stored is another user's hit. With per-user
+// scope the key carries the uid the kernel reports for the client, and clients get no mapping of
+// the cache at all (with one, anyone could look any user's inputs up): the other user misses, and
+// each user's own repeats are hits found by the sidecar.
+TEST(CacheScope, SharedEntriesServeEveryUserPerUserOnesOnlyTheirOwn) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another user";
+  const std::vector<float> input = random_values(64, 31);
+  const std::int64_t shape[] = {1, 64};
+  for (const char* scope : {"shared", "per-user"}) {
+    SCOPED_TRACE(scope);
+    const bool per_user = std::string(scope) == "per-user";
+    SidecarProcess sidecar(unique_name("scope"), {"--model", model_path("tiny"), "--warmup-shape", "1x64",
+                                                  "--socket-mode", "0666", "--cache-scope", scope});
+    ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+    Client owner = connect_or_fail(sidecar.name());
+    ASSERT_TRUE(owner.infer(TensorView::of(input, shape), 5s).ok());
+    auto repeat = owner.infer(TensorView::of(input, shape), 5s);
+    ASSERT_TRUE(repeat.ok()) << repeat.message();
+    EXPECT_EQ(owner.last_cache_outcome(), per_user ? CacheOutcome::kHitInSidecar : CacheOutcome::kHitInClient);
+    testing::RawClient raw(sidecar.name());
+    EXPECT_EQ(raw.reply().fd_count, per_user ? 4u : 5u) << "a per-user cache is never mapped by clients";
+
+    const int other_user = as_nobody(sidecar.name(), [&](Client& client) {
+      auto first = client.infer(TensorView::of(input, shape), 5s);
+      if (!first.ok()) return false;
+      const CacheOutcome outcome = client.last_cache_outcome();
+      auto second = client.infer(TensorView::of(input, shape), 5s);
+      const bool own_repeat_hits = second.ok() && client.last_cache_outcome() != CacheOutcome::kMiss;
+      return own_repeat_hits && (per_user ? outcome == CacheOutcome::kMiss : outcome == CacheOutcome::kHitInClient);
+    });
+    EXPECT_EQ(other_user, 0);
+    EXPECT_EQ(sidecar.stop(), 0);
+  }
+}
+
+// A cache larger than the memory there is stops start-up with one clear line: checked before the
+// commit, because the kernel asked for more than it has would kill a process rather than fail.
+TEST(CacheBudget, ABudgetTheMemoryCannotHoldStopsStartUpClearly) {
   const std::string name = unique_name("hugecache");
-  SidecarProcess sidecar(name, {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels", "2",
+  SidecarProcess sidecar(name, {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--max-clients", "2",
                                 "--arena-bytes", "64K", "--cache-bytes", "65536G"});
   EXPECT_EQ(sidecar.wait_exit(), 1) << sidecar.log();
-  EXPECT_NE(sidecar.log().find("cannot reserve"), std::string::npos) << sidecar.log();
-  struct stat info {};
-  EXPECT_NE(::stat(("/dev/shm" + cache_segment_name(name)).c_str(), &info), 0);
-  EXPECT_FALSE(testing::segment_exists(name));
+  EXPECT_NE(sidecar.log().find("cannot commit 70368744177664 bytes for sidecar-cache: only "), std::string::npos)
+      << sidecar.log();
+  EXPECT_FALSE(testing::socket_exists(name));
 }
 
 }  // namespace

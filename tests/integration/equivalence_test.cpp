@@ -36,7 +36,7 @@ TEST(Equivalence, DemoModelThroughTheSidecarEqualsInProcessForwardBitForBit) {
   configure_torch_threads(1, 1);
   const std::string name = unique_name("equal");
   SidecarProcess sidecar(name, {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224", "--workers", "2",
-                                "--warmup-iterations", "5", "--channels", "4"});
+                                "--warmup-iterations", "5", "--max-clients", "4"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
 
   auto runner = ModelRunner::load(model_path("demo"), {});

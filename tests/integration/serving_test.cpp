@@ -9,8 +9,7 @@
 
 #include "client_helpers.hpp"
 #include "sidecar/client.hpp"
-#include "sidecar/shared/process_identity.hpp"
-#include "sidecar/shared/segment.hpp"
+#include "raw_client.hpp"
 #include "sidecar/sidecar_client.h"
 #include "sidecar_process.hpp"
 
@@ -34,7 +33,7 @@ std::vector<float> ramp(std::size_t count, float scale) {
 class TinySidecar : public testing::SuiteSidecar<TinySidecar> {
  public:
   static std::vector<std::string> sidecar_args() {
-    return {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels", "16", "--arena-bytes", "1M"};
+    return {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--max-clients", "16", "--arena-bytes", "1M"};
   }
 };
 
@@ -209,65 +208,7 @@ TEST_F(TinySidecar, ChannelsOfKilledClientsAreRecycled) {
   EXPECT_TRUE(client->infer(TensorView::of(ramp(64, 0.01f), kTinyShape), 5s).ok());
 }
 
-// Claims a channel the way a client does, but writes raw descriptors into it.
-class RawChannel {
- public:
-  explicit RawChannel(const std::string& instance) : segment_(SegmentMapping::open(segment_name(instance))) {
-    SegmentHeader& header = *segment_.header();
-    const auto geometry = SegmentGeometry::compute(header.channel_count, header.arena_bytes);
-    // Channels of clients that just went away come back within the reaper's period.
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      for (std::uint32_t i = 0; i < header.channel_count; ++i) {
-        auto* channel = reinterpret_cast<Channel*>(segment_.base() + geometry.channel_offset(i));
-        std::uint32_t expected = 0;
-        if (channel->state.compare_exchange_strong(expected, static_cast<std::uint32_t>(ChannelState::kClaimed))) {
-          channel->owner_start_time.store(process_start_time(::getpid()));
-          channel->owner_pid.store(::getpid());
-          channel_ = channel;
-          header.active_channels[i / 64].fetch_or(1ull << (i % 64));
-          arena_bytes_ = geometry.arena_bytes;
-          return;
-        }
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    throw std::runtime_error("no free channel");
-  }
-  ~RawChannel() { channel_->state.store(static_cast<std::uint32_t>(ChannelState::kDetaching)); }
-
-  void post(const RequestDescriptor& request) {
-    const std::uint64_t tail = channel_->requests.tail.load();
-    channel_->requests.slots[tail % kRingCapacity] = request;
-    channel_->requests.tail.store(tail + 1, std::memory_order_release);
-    segment_.header()->request_bell.ring();
-  }
-
-  // The next response, or status kInternal + "timeout" after `timeout`.
-  ResponseDescriptor await(std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      const std::uint64_t head = channel_->responses.head.load();
-      if (channel_->responses.tail.load(std::memory_order_acquire) > head) {
-        ResponseDescriptor response = channel_->responses.slots[head % kRingCapacity];
-        channel_->responses.head.store(head + 1, std::memory_order_release);
-        return response;
-      }
-      std::this_thread::sleep_for(1ms);
-    }
-    ResponseDescriptor none{};
-    none.status = static_cast<std::uint32_t>(Status::kInternal);
-    return none;
-  }
-
-  Channel* channel() { return channel_; }
-  std::uint64_t arena_bytes() const { return arena_bytes_; }
-
- private:
-  SegmentMapping segment_;
-  Channel* channel_ = nullptr;
-  std::uint64_t arena_bytes_ = 0;
-};
+using testing::RawClient;
 
 RequestDescriptor tiny_request(std::uint64_t id, std::uint64_t offset) {
   RequestDescriptor request{};
@@ -286,7 +227,7 @@ RequestDescriptor tiny_request(std::uint64_t id, std::uint64_t offset) {
 
 // Flags from a newer client, or garbage: refused by name, never guessed at.
 TEST_F(TinySidecar, UnknownRequestFlagsAreRefused) {
-  RawChannel raw(sidecar_->name());
+  RawClient raw(sidecar_->name());
   RequestDescriptor request = tiny_request(77, 0);
   request.flags = 1u << 30;
   raw.post(request);
@@ -299,7 +240,7 @@ TEST_F(TinySidecar, UnknownRequestFlagsAreRefused) {
 
 // Malformed descriptors get error answers naming the problem, and the sidecar keeps serving.
 TEST_F(TinySidecar, MalformedDescriptorsAreAnsweredWithErrors) {
-  RawChannel raw(sidecar_->name());
+  RawClient raw(sidecar_->name());
   const std::uint64_t arena = raw.arena_bytes();
   struct Case {
     std::string expect;
@@ -343,7 +284,7 @@ TEST_F(TinySidecar, MalformedDescriptorsAreAnsweredWithErrors) {
 // A client that scribbles on its own ring indices loses its channel, not the sidecar.
 TEST_F(TinySidecar, CorruptRingIndicesCostOnlyTheirOwner) {
   {
-    RawChannel raw(sidecar_->name());
+    RawClient raw(sidecar_->name());
     raw.channel()->requests.tail.store(1ull << 40, std::memory_order_release);
     Client client = connect_or_fail(sidecar_->name());
     for (int i = 0; i < 50; ++i) {
@@ -359,7 +300,7 @@ TEST_F(TinySidecar, CorruptRingIndicesCostOnlyTheirOwner) {
 // from several threads none may be lost (a lost wake-up shows as a timeout).
 TEST(Blocking, NoLostWakeupsWithoutSpinning) {
   SidecarProcess sidecar(unique_name("block"), {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--spin-us",
-                                                "0", "--channels", "8", "--arena-bytes", "64K"});
+                                                "0", "--max-clients", "8", "--arena-bytes", "64K"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   constexpr int kThreads = 4;
   constexpr int kRequests = 1500;
@@ -397,7 +338,7 @@ TEST(Timeouts, ALateAnswerNeverLandsInTheNextRequest) {
   // No cache: the abandoned request's result would be cached, and its repeats answered from it.
   SidecarProcess sidecar(unique_name("late"), {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224",
                                                "--warmup-shape", "4x3x224x224", "--workers", "1", "--warmup-iterations",
-                                               "3", "--channels", "2", "--cache-bytes", "0"});
+                                               "3", "--max-clients", "2", "--cache-bytes", "0"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   Client client = connect_or_fail(sidecar.name());
   const auto small = ramp(3 * 224 * 224, 0.01f);
@@ -436,7 +377,7 @@ TEST(Timeouts, ALateAnswerNeverLandsInTheNextRequest) {
 TEST(ModelKinds, TwoInputsOfDifferentDtypesAndATupleOfOutputs) {
   SidecarProcess sidecar(unique_name("two"),
                          {"--model", model_path("two_in_two_out"), "--warmup-shape", "2x3,2x3:int64", "--workers", "1",
-                          "--channels", "4", "--arena-bytes", "64K"});
+                          "--max-clients", "4", "--arena-bytes", "64K"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   Client client = connect_or_fail(sidecar.name());
   const std::vector<float> x{1, 2, 3, 4, 5, 6};
@@ -464,7 +405,7 @@ TEST(ModelKinds, TwoInputsOfDifferentDtypesAndATupleOfOutputs) {
 }
 
 TEST(ModelKinds, ListOutputsAndAnyShapeWithoutWarmupShapes) {
-  SidecarProcess sidecar(unique_name("list"), {"--model", model_path("list_out"), "--workers", "1", "--channels", "4",
+  SidecarProcess sidecar(unique_name("list"), {"--model", model_path("list_out"), "--workers", "1", "--max-clients", "4",
                                                "--arena-bytes", "64K"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   EXPECT_NE(sidecar.log().find("no --warmup-shape given"), std::string::npos);
@@ -482,7 +423,7 @@ TEST(ModelKinds, ListOutputsAndAnyShapeWithoutWarmupShapes) {
 }
 
 TEST(ModelKinds, DictOutputIsAnsweredWithAnErrorNamingTheType) {
-  SidecarProcess sidecar(unique_name("dict"), {"--model", model_path("dict_out"), "--workers", "1", "--channels", "4",
+  SidecarProcess sidecar(unique_name("dict"), {"--model", model_path("dict_out"), "--workers", "1", "--max-clients", "4",
                                                "--arena-bytes", "64K"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   Client client = connect_or_fail(sidecar.name());
@@ -496,7 +437,7 @@ TEST(ModelKinds, DictOutputIsAnsweredWithAnErrorNamingTheType) {
 
 TEST(ModelKinds, AModelThatRaisesIsAnsweredWithTorchScriptsMessage) {
   SidecarProcess sidecar(unique_name("raises"), {"--model", model_path("raises"), "--warmup-shape", "4", "--workers",
-                                                 "1", "--channels", "4", "--arena-bytes", "64K"});
+                                                 "1", "--max-clients", "4", "--arena-bytes", "64K"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   Client client = connect_or_fail(sidecar.name());
   const std::int64_t shape[] = {4};

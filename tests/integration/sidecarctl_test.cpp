@@ -14,7 +14,6 @@
 #include <thread>
 
 #include "sidecar/client.hpp"
-#include "sidecar/shared/segment.hpp"
 #include "sidecar_process.hpp"
 
 namespace sidecar {
@@ -148,14 +147,14 @@ std::vector<float> ramp(std::size_t count) {
 class SidecarctlTiny : public testing::SuiteSidecar<SidecarctlTiny> {
  public:
   static std::vector<std::string> sidecar_args() {
-    return {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--channels", "8", "--arena-bytes", "1M"};
+    return {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--max-clients", "8", "--arena-bytes", "1M"};
   }
 
  protected:
   ScratchDirectory scratch_;
 };
 
-TEST_F(SidecarctlTiny, StatusShowsTheStateModelSignatureAndChannels) {
+TEST_F(SidecarctlTiny, StatusShowsTheStateModelSignatureAndClients) {
   // A client of our own holds a channel, which status counts without taking one.
   auto client = Client::connect(sidecar_->name());
   ASSERT_TRUE(client.ok()) << client.message();
@@ -164,12 +163,14 @@ TEST_F(SidecarctlTiny, StatusShowsTheStateModelSignatureAndChannels) {
   ASSERT_EQ(status.exit_code, 0) << describe(status);
   EXPECT_EQ(status.err, "");
   EXPECT_NE(status.out.find("state: ready\n"), std::string::npos) << status.out;
-  EXPECT_NE(status.out.find("pid: " + std::to_string(sidecar_->pid()) + "\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("pid: " + std::to_string(sidecar_->pid()) + " (uid "), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("socket: " + testing::test_socket_path(sidecar_->name()) + "\n"), std::string::npos)
+      << status.out;
   EXPECT_NE(status.out.find("model: " + model_path("tiny") + "\n"), std::string::npos) << status.out;
   EXPECT_NE(status.out.find("inputs: 1\n"), std::string::npos) << status.out;
   EXPECT_NE(status.out.find("signature 0: ([1, 64] float32) -> ([1, 10] float32)\n"), std::string::npos) << status.out;
-  EXPECT_NE(status.out.find("channels: 8 (1 claimed"), std::string::npos) << status.out;
-  EXPECT_NE(status.out.find("arena bytes per channel: 1048576"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("clients: 1 connected of 8 ("), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("arena bytes per client: 1048576 by default"), std::string::npos) << status.out;
   EXPECT_NE(status.out.find("uptime: "), std::string::npos) << status.out;
   EXPECT_NE(status.out.find(" MiB of 64.0 MiB, hit ratio "), std::string::npos) << status.out;
 }
@@ -194,7 +195,7 @@ TEST_F(SidecarctlTiny, CacheShowsStatisticsAndFlushEmptiesIt) {
   }
   ASSERT_EQ(shown.exit_code, 0) << describe(shown);
   EXPECT_EQ(shown.err, "");
-  for (const char* line : {"cache: /dev/shm/sidecar-cache.", "budget: 67108864 bytes", "bytes: ", "entries: ", "hits: ",
+  for (const char* line : {"scope: shared\n", "budget: 67108864 bytes", "bytes: ", "entries: ", "hits: ",
                            "misses: ", "hit ratio: ", "evictions: ", "generation: "}) {
     EXPECT_NE(shown.out.find(line), std::string::npos) << line << " missing in:\n" << shown.out;
   }
@@ -285,7 +286,7 @@ class SidecarctlTwoInputs : public testing::SuiteSidecar<SidecarctlTwoInputs> {
  public:
   static std::vector<std::string> sidecar_args() {
     return {
-        "--model", model_path("two_in_two_out"), "--warmup-shape", "2x3,2x3:int64", "--channels", "8", "--arena-bytes",
+        "--model", model_path("two_in_two_out"), "--warmup-shape", "2x3,2x3:int64", "--max-clients", "8", "--arena-bytes",
         "1M"};
   }
 
@@ -354,8 +355,8 @@ TEST(SidecarctlNoSidecar, StatusAndInferExitOneWithOneLine) {
   const std::string name = unique_name("ctl-absent");
   const CommandResult status = run_sidecarctl({"status", "--name", name});
   EXPECT_EQ(status.exit_code, 1) << describe(status);
-  EXPECT_EQ(status.err, "sidecarctl: not running: no sidecar named '" + name + "' is running (no segment /dev/shm" +
-                            segment_name(name) + ")\n");
+  EXPECT_EQ(status.err, "sidecarctl: not running: no sidecar named '" + name + "' is running (no socket at " +
+                            testing::test_socket_path(name) + ")\n");
   EXPECT_EQ(status.out, "");
 
   ScratchDirectory scratch;
@@ -383,15 +384,15 @@ TEST(SidecarctlNoSidecar, BadCommandLinesExitTwoWithOneLine) {
   EXPECT_NE(help.out.find("Exit codes:"), std::string::npos) << help.out;
 }
 
-// Status reads the segment without claiming a channel, so it answers before the sidecar is ready,
-// and tells a dead sidecar's leftover segment from a live one.
+// Status connects as an observer, without taking a channel, so it answers before the sidecar is
+// ready, and tells a dead sidecar's leftover socket from a live one.
 TEST(SidecarctlWarming, StatusWorksWhileWarmingUpAndReportsADeadSidecar) {
   // The demo CNN at 1x3x224x224 takes milliseconds a forward: this warm-up outlasts the test.
   SidecarProcess sidecar(unique_name("ctl-warming"), {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224",
                                                       "--workers", "1", "--warmup-iterations", "100000"});
   CommandResult status;
   const auto deadline = std::chrono::steady_clock::now() + 120s;
-  // Until the segment exists, status says "not running" (1); while it is created, "not ready" (3).
+  // Until the socket exists, status says "not running" (1).
   do {
     ASSERT_FALSE(sidecar.has_exited()) << sidecar.log();
     std::this_thread::sleep_for(50ms);
@@ -403,15 +404,15 @@ TEST(SidecarctlWarming, StatusWorksWhileWarmingUpAndReportsADeadSidecar) {
       << status.out;
   EXPECT_NE(status.out.find("model: " + model_path("demo") + "\n"), std::string::npos) << status.out;
   EXPECT_NE(status.out.find("signatures: (described once the sidecar is ready)\n"), std::string::npos) << status.out;
-  EXPECT_NE(status.out.find("pid: " + std::to_string(sidecar.pid()) + "\n"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("pid: " + std::to_string(sidecar.pid()) + " (uid "), std::string::npos) << status.out;
 
-  // SIGKILL leaves the segment behind, as a crash would.
+  // SIGKILL leaves the socket file behind, as a crash would.
   sidecar.stop(SIGKILL);
+  ASSERT_TRUE(testing::socket_exists(sidecar.name()));
   const CommandResult gone = run_sidecarctl({"status", "--name", sidecar.name()});
-  SegmentMapping::remove(segment_name(sidecar.name()));
   EXPECT_EQ(gone.exit_code, 1) << describe(gone);
   EXPECT_TRUE(is_one_error_line(gone.err)) << gone.err;
-  EXPECT_NE(gone.err.find("(pid " + std::to_string(sidecar.pid()) + ") is gone"), std::string::npos) << gone.err;
+  EXPECT_NE(gone.err.find("is left by one that is gone"), std::string::npos) << gone.err;
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// The systemd contract: READY=1 only once the sidecar can serve (every worker warmed, segment
-// ready), STOPPING=1 on SIGTERM, and a unit file that systemd-analyze accepts.
+// The systemd contract: READY=1 only once the sidecar can serve (every worker warmed, its status
+// page says ready), STOPPING=1 on SIGTERM, and a unit file that systemd-analyze accepts.
 //
 // The notify tests stand in for systemd: they bind the AF_UNIX datagram socket that NOTIFY_SOCKET
 // names and read what sd_notify sends. The unit tests need systemd-analyze / systemd-sysusers and
@@ -21,14 +21,14 @@
 #include <string>
 #include <vector>
 
-#include "sidecar/shared/segment.hpp"
+#include "sidecar/client.hpp"
 #include "sidecar_process.hpp"
 
 namespace sidecar {
 namespace {
 
 using testing::model_path;
-using testing::segment_exists;
+using testing::socket_exists;
 using testing::SidecarProcess;
 using testing::unique_name;
 using namespace std::chrono_literals;
@@ -37,14 +37,14 @@ const std::string kUnitPath = std::string(SIDECAR_SOURCE_DIR) + "/systemd/infere
 const std::string kSysusersPath = std::string(SIDECAR_SOURCE_DIR) + "/systemd/inference-sidecar.sysusers.conf";
 
 constexpr int kWorkers = 2;
-// The demo CNN with a small segment: 2 channels of 1 MiB hold a 1x3x224x224 float32 input.
+// The demo CNN with small channels: 1 MiB holds a 1x3x224x224 float32 input.
 const std::vector<std::string> kDemoArgs = {"--model",
                                             model_path("demo"),
                                             "--warmup-shape",
                                             "1x3x224x224",
                                             "--workers",
                                             std::to_string(kWorkers),
-                                            "--channels",
+                                            "--max-clients",
                                             "2",
                                             "--arena-bytes",
                                             "1M",
@@ -125,12 +125,12 @@ std::size_t count_occurrences(const std::string& text, const std::string& needle
   return count;
 }
 
-// What the log and the segment said at the moment one notification was read.
+// What the log and the sidecar's status page said at the moment one notification was read.
 struct Observation {
   std::string message;
   std::size_t warmed_lines = 0;
   bool log_says_ready = false;
-  std::optional<SidecarState> segment_state;  // empty: no segment to map
+  std::optional<std::string> state;  // empty: no socket to ask yet
 };
 
 Observation observe(const std::string& message, const SidecarProcess& sidecar) {
@@ -139,29 +139,12 @@ Observation observe(const std::string& message, const SidecarProcess& sidecar) {
   const std::string log = sidecar.log();
   seen.warmed_lines = count_occurrences(log, "warmed (");
   seen.log_says_ready = log.find("] ready:") != std::string::npos;
-  try {
-    const SegmentMapping mapping = SegmentMapping::open(segment_name(sidecar.name()));
-    if (mapping.size() >= sizeof(SegmentHeader)) {
-      seen.segment_state = static_cast<SidecarState>(mapping.header()->state.load(std::memory_order_acquire));
-    }
-  } catch (const std::exception&) {
-    // Not created yet (STATUS=warming up is sent before the segment exists).
-  }
+  ConnectOptions once;
+  once.timeout = std::chrono::milliseconds(0);
+  // Not listening yet when STATUS=warming up is sent.
+  if (auto status = read_status(sidecar.name(), once); status.ok()) seen.state = status->state;
   return seen;
 }
-
-// Removes the segment a sidecar killed by a failed test left behind. Declared before the
-// SidecarProcess, so it runs after the process is gone.
-class SegmentCleanup {
- public:
-  explicit SegmentCleanup(std::string name) : name_(std::move(name)) {}
-  ~SegmentCleanup() { SegmentMapping::remove(segment_name(name_)); }
-  SegmentCleanup(const SegmentCleanup&) = delete;
-  SegmentCleanup& operator=(const SegmentCleanup&) = delete;
-
- private:
-  std::string name_;
-};
 
 std::string describe(const std::vector<Observation>& observations) {
   std::ostringstream text;
@@ -169,8 +152,7 @@ std::string describe(const std::vector<Observation>& observations) {
     std::string message = seen.message;
     std::replace(message.begin(), message.end(), '\n', '|');
     text << "  '" << message << "': " << seen.warmed_lines << " warmed lines, log ready " << seen.log_says_ready
-         << ", segment state "
-         << (seen.segment_state ? std::to_string(static_cast<unsigned>(*seen.segment_state)) : "none") << "\n";
+         << ", state " << (seen.state ? *seen.state : "none") << "\n";
   }
   return text.str();
 }
@@ -203,7 +185,6 @@ TEST(SystemdNotify, ReadyOnlyAfterEveryWorkerWarmedAndStoppingOnSigterm) {
   const std::string socket_path = directory.path() + "/notify";
   NotifySocket socket(socket_path);
   const std::string name = unique_name("sd-notify");
-  SegmentCleanup cleanup(name);
   SidecarProcess sidecar(name, kDemoArgs, {"NOTIFY_SOCKET=" + socket_path});
 
   std::vector<Observation> observations;
@@ -211,12 +192,12 @@ TEST(SystemdNotify, ReadyOnlyAfterEveryWorkerWarmedAndStoppingOnSigterm) {
                                                                     << describe(observations) << sidecar.log();
 
   // read_until stopped at the first READY=1, observed as it was read: by then every worker had
-  // logged its warm-up, the ready line was out, and the segment said ready.
+  // logged its warm-up, the ready line was out, and the status page said ready.
   const Observation& ready = observations.back();
   EXPECT_EQ(ready.warmed_lines, static_cast<std::size_t>(kWorkers)) << describe(observations) << sidecar.log();
   EXPECT_TRUE(ready.log_says_ready) << describe(observations) << sidecar.log();
-  ASSERT_TRUE(ready.segment_state.has_value()) << describe(observations);
-  EXPECT_EQ(*ready.segment_state, SidecarState::kReady) << describe(observations);
+  ASSERT_TRUE(ready.state.has_value()) << describe(observations);
+  EXPECT_EQ(*ready.state, "ready") << describe(observations);
   EXPECT_TRUE(has_assignment(ready.message, "STATUS=serving")) << describe(observations);
   // The status sent before warm-up shows this test watched the start-up, not only its end.
   ASSERT_GE(observations.size(), 2u) << describe(observations);
@@ -226,7 +207,7 @@ TEST(SystemdNotify, ReadyOnlyAfterEveryWorkerWarmedAndStoppingOnSigterm) {
   std::vector<Observation> after_stop;
   EXPECT_TRUE(read_until(socket, sidecar, "STOPPING=1", after_stop)) << "no STOPPING=1; messages:\n"
                                                                      << describe(after_stop) << sidecar.log();
-  EXPECT_FALSE(segment_exists(sidecar.name()));
+  EXPECT_FALSE(socket_exists(sidecar.name()));
 }
 
 // Type=notify reports a start-up failure instead of a service that claims to be ready, and
@@ -237,16 +218,15 @@ TEST(SystemdNotify, NoReadyWhenWarmupFails) {
   NotifySocket socket(socket_path);
   // The demo CNN takes 3 channels; 5 makes the first warm-up forward throw.
   const std::string name = unique_name("sd-nowarm");
-  SegmentCleanup cleanup(name);
   SidecarProcess sidecar(name,
                          {"--model", model_path("demo"), "--warmup-shape", "1x5x224x224", "--workers", "1",
-                          "--channels", "2", "--arena-bytes", "2M"},
+                          "--max-clients", "2", "--arena-bytes", "2M"},
                          {"NOTIFY_SOCKET=" + socket_path});
 
   std::vector<Observation> observations;
   EXPECT_FALSE(read_until(socket, sidecar, "READY=1", observations)) << describe(observations);
   EXPECT_EQ(sidecar.wait_exit(), 1) << sidecar.log();
-  EXPECT_FALSE(segment_exists(sidecar.name()));
+  EXPECT_FALSE(socket_exists(sidecar.name()));
 }
 
 // Path of `command` on PATH, or "" when it is not installed.

@@ -17,8 +17,8 @@
 #include <thread>
 #include <vector>
 
-#include "sidecar/shared/cache_layout.hpp"
-#include "sidecar/shared/layout.hpp"
+#include "sidecar/shared/runtime_dir.hpp"
+#include "test_runtime_dir.hpp"
 
 namespace sidecar::testing {
 
@@ -33,9 +33,11 @@ inline std::string unique_name(const std::string& prefix) {
   return prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
 }
 
-inline bool segment_exists(const std::string& name) {
+inline std::string test_socket_path(const std::string& name) { return socket_path(test_runtime_dir(), name); }
+
+inline bool socket_exists(const std::string& name) {
   struct stat info {};
-  return ::stat(("/dev/shm" + segment_name(name)).c_str(), &info) == 0;
+  return ::lstat(test_socket_path(name).c_str(), &info) == 0;
 }
 
 class SidecarProcess {
@@ -64,11 +66,10 @@ class SidecarProcess {
 
   ~SidecarProcess() {
     if (pid_ > 0 && !exited_) {
-      // A test that failed half-way: the killed sidecar's segment must not outlive the test run.
+      // A test that failed half-way: the killed sidecar's socket must not outlive the test run.
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
-      ::shm_unlink(segment_name(name_).c_str());
-      ::shm_unlink(cache_segment_name(name_).c_str());
+      ::unlink(test_socket_path(name_).c_str());
     }
     if (!keep_log_) ::unlink(log_path_.c_str());
   }
@@ -86,7 +87,7 @@ class SidecarProcess {
     return "/tmp/sidecar-test-" + name + "-" + std::to_string(started++) + ".log";
   }
 
-  // Waits until the segment says ready, or the process exits. True when ready.
+  // Waits until the log says ready, or the process exits. True when ready.
   bool wait_ready(std::chrono::seconds timeout = std::chrono::seconds(120)) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {

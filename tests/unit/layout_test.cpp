@@ -1,17 +1,24 @@
-// Pins the shared-memory layout. When a test here fails because a struct changed on purpose, bump
-// kLayoutVersion and update the numbers: clients built against the old layout must refuse the new.
-#include "sidecar/shared/layout.hpp"
-
+// Pins what the sidecar and its clients share: descriptors, the channel, the status page, the
+// cache and the handshake. When a test here fails because a struct changed on purpose, bump
+// kProtocolVersion and update the numbers: a client built against the old layout must refuse the
+// new one at the handshake.
 #include <gtest/gtest.h>
 
+#include <bit>
+
 #include "sidecar/shared/cache_layout.hpp"
-#include "sidecar/shared/segment.hpp"
+#include "sidecar/shared/channel_layout.hpp"
+#include "sidecar/shared/descriptors.hpp"
+#include "sidecar/shared/protocol.hpp"
+#include "sidecar/shared/runtime_dir.hpp"
+#include "sidecar/shared/status_layout.hpp"
 
 namespace sidecar {
 namespace {
 
+TEST(Layout, ProtocolVersionIsPinned) { EXPECT_EQ(kProtocolVersion, 4u); }
+
 TEST(Layout, DescriptorSizesArePinned) {
-  EXPECT_EQ(kLayoutVersion, 3u);
   EXPECT_EQ(sizeof(TensorShape), 72u);
   EXPECT_EQ(sizeof(TensorDescriptor), 96u);
   EXPECT_EQ(sizeof(RequestDescriptor), 832u);
@@ -23,15 +30,76 @@ TEST(Layout, DescriptorSizesArePinned) {
   EXPECT_EQ(sizeof(CacheHitRecord), 16u);
 }
 
+TEST(Layout, HandshakeMessagesArePinned) {
+  EXPECT_EQ(sizeof(HandshakePrefix), 16u);
+  EXPECT_EQ(offsetof(ConnectRequest, prefix), 0u);
+  EXPECT_EQ(offsetof(ConnectRequest, arena_bytes), 24u);
+  EXPECT_EQ(sizeof(ConnectRequest), 64u);
+  EXPECT_EQ(offsetof(ConnectReply, outcome), 16u);
+  EXPECT_EQ(offsetof(ConnectReply, start_generation), 24u);
+  EXPECT_EQ(offsetof(ConnectReply, message), 128u);
+  EXPECT_EQ(sizeof(ConnectReply), 640u);
+  EXPECT_EQ(static_cast<int>(kCacheFd), 4);
+}
+
+TEST(Layout, RingIndicesSitOnTheirOwnCacheLines) {
+  EXPECT_EQ(offsetof(RequestRing, head), 0u);
+  EXPECT_EQ(offsetof(RequestRing, tail), 64u);
+  EXPECT_EQ(offsetof(RequestRing, slots), 128u);
+  EXPECT_EQ(alignof(RequestRing), 64u);
+  EXPECT_EQ(offsetof(ResponseRing, tail) - offsetof(ResponseRing, head), 64u);
+}
+
+TEST(Layout, ChannelIsPinned) {
+  EXPECT_EQ(alignof(ChannelHeader), 64u);
+  EXPECT_EQ(offsetof(ChannelHeader, magic), 0u);
+  EXPECT_EQ(offsetof(ChannelHeader, arena_bytes), 32u);
+  EXPECT_EQ(offsetof(ChannelHeader, client_waiting), 64u);
+  EXPECT_EQ(offsetof(ChannelHeader, cache_hits), 72u);
+  EXPECT_EQ(offsetof(ChannelHeader, requests), 128u);
+  EXPECT_EQ(sizeof(RequestRing), 13440u);
+  EXPECT_EQ(sizeof(ResponseRing), 21632u);
+  EXPECT_EQ(sizeof(HitLogRing), 1152u);
+  EXPECT_EQ(offsetof(ChannelHeader, cache_hit_log), 128u + 13440u + 21632u);
+  EXPECT_EQ(sizeof(ChannelHeader), 36352u);
+}
+
+TEST(Layout, ChannelGeometryKeepsTheArenaPageAligned) {
+  const ChannelGeometry geometry = ChannelGeometry::compute(5000);
+  EXPECT_EQ(geometry.arena_offset, 36864u);
+  EXPECT_EQ(geometry.arena_bytes, 8192u);
+  EXPECT_EQ(geometry.channel_bytes, 36864u + 8192u);
+  EXPECT_EQ(geometry.arena_offset % kArenaAlignment, 0u);
+}
+
+TEST(Layout, StatusPageIsPinned) {
+  EXPECT_EQ(offsetof(StatusPage, magic), 0u);
+  EXPECT_EQ(offsetof(StatusPage, protocol_version), 8u);
+  EXPECT_EQ(offsetof(StatusPage, sidecar_pid), 16u);
+  EXPECT_EQ(offsetof(StatusPage, start_generation), 32u);
+  EXPECT_EQ(offsetof(StatusPage, cache_bytes), 64u);
+  EXPECT_EQ(offsetof(StatusPage, state), 128u);
+  EXPECT_EQ(offsetof(StatusPage, leader_sleeping), 192u);
+  EXPECT_EQ(offsetof(StatusPage, clients), 256u);
+  EXPECT_EQ(sizeof(ClientCounters), 64u);
+  EXPECT_EQ(offsetof(StatusPage, cache), 320u);
+  EXPECT_EQ(sizeof(CacheCounters), 88u);
+  EXPECT_EQ(offsetof(StatusPage, model), 448u);
+  EXPECT_EQ(sizeof(ModelDescription), 9488u);
+  EXPECT_EQ(sizeof(StatusPage), 9984u);
+  EXPECT_EQ(kStatusPageBytes, 12288u);
+}
+
 TEST(Layout, CacheLayoutIsPinned) {
   EXPECT_EQ(sizeof(CacheSlot), 64u);
   EXPECT_EQ(sizeof(CacheTags), 64u);
   EXPECT_EQ(sizeof(CacheTensor), 88u);
   EXPECT_EQ(sizeof(CacheRecordHeader), 16u);
+  EXPECT_EQ(offsetof(CacheHeader, protocol_version), 8u);
+  EXPECT_EQ(offsetof(CacheHeader, max_entry_bytes), 64u);
   EXPECT_EQ(offsetof(CacheHeader, generation), 128u);
-  EXPECT_EQ(offsetof(CacheHeader, counters), 192u);
-  EXPECT_EQ(sizeof(CacheHeader), 320u);
-  // The budget bounds the whole segment; metadata is about 1/64 of it.
+  EXPECT_EQ(sizeof(CacheHeader), 192u);
+  // The budget bounds the whole memfd; metadata is about 1/64 of it.
   for (std::uint64_t budget :
        {kCacheMinimumBytes, std::uint64_t{1} << 20, std::uint64_t{64} << 20, std::uint64_t{3} << 30}) {
     const CacheGeometry geometry = CacheGeometry::compute(budget);
@@ -44,82 +112,14 @@ TEST(Layout, CacheLayoutIsPinned) {
   }
 }
 
-TEST(Layout, RingIndicesSitOnTheirOwnCacheLines) {
-  EXPECT_EQ(offsetof(RequestRing, head), 0u);
-  EXPECT_EQ(offsetof(RequestRing, tail), 64u);
-  EXPECT_EQ(offsetof(RequestRing, slots), 128u);
-  EXPECT_EQ(alignof(RequestRing), 64u);
-  EXPECT_EQ(offsetof(ResponseRing, tail) - offsetof(ResponseRing, head), 64u);
-}
-
-TEST(Layout, ChannelAndHeaderArePinned) {
-  EXPECT_EQ(alignof(Channel), 64u);
-  EXPECT_EQ(offsetof(Channel, response_bell), 64u);
-  EXPECT_EQ(offsetof(Channel, requests), 128u);
-  EXPECT_EQ(offsetof(Channel, cache_hit_log), 128u + sizeof(RequestRing) + sizeof(ResponseRing));
-  EXPECT_EQ(sizeof(Channel), 128u + sizeof(RequestRing) + sizeof(ResponseRing) + sizeof(HitLogRing));
-  EXPECT_EQ(offsetof(SegmentHeader, magic), 0u);
-  EXPECT_EQ(offsetof(SegmentHeader, layout_version), 8u);
-  EXPECT_EQ(offsetof(SegmentHeader, request_bell) % 64, 0u);
-  EXPECT_EQ(offsetof(SegmentHeader, active_channels) % 64, 0u);
-}
-
-TEST(Layout, GeometryKeepsArenasPageAlignedAndDisjoint) {
-  const auto geometry = SegmentGeometry::compute(3, 5000);
-  EXPECT_EQ(geometry.arena_bytes, 8192u);
-  EXPECT_EQ(geometry.arenas_offset % kArenaAlignment, 0u);
-  EXPECT_GE(geometry.arenas_offset, geometry.channel_offset(2) + sizeof(Channel));
-  EXPECT_EQ(geometry.arena_offset(1) - geometry.arena_offset(0), 8192u);
-  EXPECT_EQ(geometry.segment_bytes, geometry.arena_offset(2) + 8192u);
-}
-
 TEST(Layout, InstanceNamesAreSafeFileNames) {
-  EXPECT_TRUE(is_valid_instance_name("resnet-50_v2.1"));
+  EXPECT_TRUE(is_valid_instance_name("resnet-50_v2.prod"));
   EXPECT_FALSE(is_valid_instance_name(""));
   EXPECT_FALSE(is_valid_instance_name(".hidden"));
   EXPECT_FALSE(is_valid_instance_name("a/b"));
   EXPECT_FALSE(is_valid_instance_name("../x"));
   EXPECT_FALSE(is_valid_instance_name(std::string(65, 'a')));
-  EXPECT_EQ(segment_name("demo"), "/sidecar.demo");
-}
-
-// A segment whose header was written by another layout version is refused with a message naming
-// both versions, before any offset in it is followed.
-TEST(Layout, AttachRefusesOtherVersionsAndBadGeometry) {
-  const std::string name = "/sidecar.layout-test-" + std::to_string(::getpid());
-  const auto geometry = SegmentGeometry::compute(2, 4096);
-  SegmentMapping::remove(name);
-  SegmentMapping created = SegmentMapping::create(name, geometry.segment_bytes, 0600);
-  SegmentHeader* header = new (created.base()) SegmentHeader;
-  header->layout_version = kLayoutVersion;
-  header->header_bytes = sizeof(SegmentHeader);
-  header->segment_bytes = geometry.segment_bytes;
-  header->channel_count = 2;
-  header->ring_capacity = kRingCapacity;
-  header->arena_bytes = geometry.arena_bytes;
-  header->channels_offset = geometry.channels_offset;
-  header->channel_stride = geometry.channel_stride;
-  header->arenas_offset = geometry.arenas_offset;
-
-  SegmentMapping attached = SegmentMapping::open(name);
-  EXPECT_NE(check_segment_layout(attached).find("being created"), std::string::npos);
-  header->magic.store(0x1234);
-  EXPECT_NE(check_segment_layout(attached).find("bad magic"), std::string::npos);
-  header->magic.store(kSegmentMagic);
-  EXPECT_EQ(check_segment_layout(attached), "");
-
-  header->layout_version = kLayoutVersion + 1;
-  const std::string mismatch = check_segment_layout(attached);
-  EXPECT_NE(mismatch.find("layout version mismatch"), std::string::npos) << mismatch;
-  EXPECT_NE(mismatch.find(std::to_string(kLayoutVersion + 1)), std::string::npos) << mismatch;
-  header->layout_version = kLayoutVersion;
-
-  header->arenas_offset += 64;
-  EXPECT_NE(check_segment_layout(attached).find("inconsistent geometry"), std::string::npos);
-  header->arenas_offset -= 64;
-  header->channel_count = 3;  // would put arenas past the end of the mapping
-  EXPECT_NE(check_segment_layout(attached).find("inconsistent geometry"), std::string::npos);
-  SegmentMapping::remove(name);
+  EXPECT_FALSE(is_valid_instance_name("sp ace"));
 }
 
 }  // namespace

@@ -66,5 +66,43 @@ TEST(Options, CacheBytesZeroTurnsTheCacheOffAndTinyBudgetsAreRefused) {
   EXPECT_NE(parsed_tiny.exit_code, 0);
 }
 
+TEST(Options, ConnectionFlagsAreParsedAndCheckedAgainstEachOther) {
+  const char* given[] = {"inference-sidecar", "--name", "x", "--model", "m.pt", "--runtime-dir", "/tmp/r",
+                         "--allow-user", "alice", "--allow-user", "1001", "--allow-group", "ml", "--socket-mode",
+                         "0600", "--max-clients", "200", "--arena-bytes", "1M", "--max-arena-bytes", "256M",
+                         "--cache-scope", "per-user"};
+  const auto parsed = parse_command_line(static_cast<int>(std::size(given)), const_cast<char**>(given));
+  ASSERT_TRUE(parsed.options.has_value());
+  EXPECT_EQ(parsed.options->runtime_dir, "/tmp/r");
+  EXPECT_EQ(parsed.options->allow_users, (std::vector<std::string>{"alice", "1001"}));
+  EXPECT_EQ(parsed.options->allow_groups, (std::vector<std::string>{"ml"}));
+  EXPECT_EQ(parsed.options->socket_mode, 0600u);
+  EXPECT_EQ(parsed.options->max_clients, 200u);
+  EXPECT_EQ(parsed.options->arena_bytes, 1u << 20);
+  EXPECT_EQ(parsed.options->max_arena_bytes, 256u << 20);
+  EXPECT_EQ(parsed.options->cache_scope, CacheScope::kPerUser);
+
+  const char* defaults[] = {"inference-sidecar", "--name", "x", "--model", "m.pt"};
+  const auto plain = parse_command_line(5, const_cast<char**>(defaults));
+  ASSERT_TRUE(plain.options.has_value());
+  EXPECT_EQ(plain.options->socket_mode, 0660u);
+  EXPECT_EQ(plain.options->cache_scope, CacheScope::kShared);
+  EXPECT_TRUE(plain.options->runtime_dir.empty());
+
+  for (std::vector<const char*> bad : {
+           std::vector<const char*>{"--socket-mode", "rw"},
+           std::vector<const char*>{"--socket-mode", "01777"},
+           std::vector<const char*>{"--max-arena-bytes", "4K", "--arena-bytes", "8M"},
+           std::vector<const char*>{"--cache-scope", "everyone"},
+           std::vector<const char*>{"--max-clients", "0"},
+       }) {
+    std::vector<const char*> argv{"inference-sidecar", "--name", "x", "--model", "m.pt"};
+    argv.insert(argv.end(), bad.begin(), bad.end());
+    const auto refused = parse_command_line(static_cast<int>(argv.size()), const_cast<char**>(argv.data()));
+    EXPECT_FALSE(refused.options.has_value()) << bad[0] << " " << bad[1];
+    EXPECT_NE(refused.exit_code, 0);
+  }
+}
+
 }  // namespace
 }  // namespace sidecar

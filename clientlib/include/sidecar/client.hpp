@@ -1,13 +1,19 @@
 // The client library: connect to a sidecar on this host by name and run its model through shared
 // memory. Links no LibTorch.
 //
+// connect() finds the sidecar's Unix socket from its name, checks that the process behind it runs
+// as the user who owns its runtime directory, and receives this client's own channel (rings and
+// tensor arena, a sealed memfd no other process holds) with the sidecar's status page and result
+// cache (read-only). After a sidecar restart the next call reconnects by itself.
+//
 //   auto client = sidecar::Client::connect("resnet", {});
 //   if (!client.ok()) { std::cerr << client.message() << "\n"; return 1; }
 //   std::vector<float> pixels(1 * 3 * 224 * 224);
 //   const std::int64_t shape[] = {1, 3, 224, 224};
 //   auto outputs = client->infer(sidecar::TensorView::of(pixels, shape), std::chrono::seconds(1));
 //
-// A Client owns one channel of the sidecar and is not thread-safe: give each thread its own.
+// A Client owns one channel of the sidecar and is not thread-safe: give each thread its own. A
+// forked child cannot use its parent's Client (calls answer kInvalidArgument; connect anew).
 // Calls never throw (except std::bad_alloc); failures come back as an ErrorCode and a message.
 #pragma once
 
@@ -22,63 +28,10 @@
 #include <utility>
 #include <vector>
 
+#include "sidecar/shared/error.hpp"
 #include "sidecar/tensor.hpp"
 
 namespace sidecar {
-
-enum class ErrorCode {
-  kOk = 0,
-  kNotRunning,         // no sidecar by that name, or its process is gone
-  kNotReady,           // it exists but did not finish warming up within the timeout
-  kLayoutMismatch,     // the sidecar speaks another shared-memory layout version
-  kNoFreeChannel,      // every channel is taken by other clients
-  kInvalidArgument,    // refused by this library before anything was sent
-  kRejected,           // the sidecar refused the inputs (dtype, shape...): the message says what it expects
-  kModelError,         // the model raised: the message is TorchScript's
-  kUnsupportedOutput,  // the model returned something other than tensors
-  kOutputTooLarge,
-  kTimeout,
-  kSidecarGone,  // the sidecar stopped or crashed while this client was connected
-  kShuttingDown,
-  kDeadlineExceeded,
-  kOverloaded,
-  kCancelled,
-  kBusy,           // an earlier request that timed out is still running in the sidecar: retry
-  kProtocolError,  // the sidecar answered with something malformed
-};
-
-const char* error_code_name(ErrorCode code) noexcept;
-
-// A value or an error. Check ok() before value().
-template <typename T>
-class [[nodiscard]] Result {
- public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
-  Result(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
-
-  bool ok() const noexcept { return code_ == ErrorCode::kOk; }
-  ErrorCode code() const noexcept { return code_; }
-  const std::string& message() const noexcept { return message_; }
-  // Calling these on an error is a bug in the caller: it aborts rather than read garbage.
-  T& value() & { return checked(); }
-  T&& value() && { return std::move(checked()); }
-  T* operator->() { return &checked(); }
-  T& operator*() { return checked(); }
-
- private:
-  T& checked() {
-    if (!value_) {
-      std::fprintf(stderr, "sidecar::Result: value() called on an error (%s: %s)\n", error_code_name(code_),
-                   message_.c_str());
-      std::abort();
-    }
-    return *value_;
-  }
-
-  std::optional<T> value_;
-  ErrorCode code_ = ErrorCode::kOk;
-  std::string message_;
-};
 
 // Where requests are looked up in the sidecar's result cache (when it has one).
 enum class CacheLookup {
@@ -100,7 +53,7 @@ struct ServiceInfo {
   std::uint64_t service_order = 0;  // the order in which the sidecar took it, across all clients
 };
 
-// The sidecar's cache statistics, read from shared memory.
+// The sidecar's cache statistics, read from its status page.
 struct CacheStats {
   bool enabled = false;  // false: the sidecar runs without a cache (--cache-bytes 0)
   std::uint64_t budget_bytes = 0;
@@ -122,9 +75,6 @@ struct CacheStats {
   }
 };
 
-// The statistics of sidecar NAME's cache, read from shared memory without connecting (so it works
-// while every channel is taken). enabled is false when the sidecar runs without a cache.
-Result<CacheStats> read_cache_stats(const std::string& name);
 
 // A request submitted and not yet collected with wait() or try_get().
 struct RequestHandle {
@@ -141,12 +91,24 @@ struct SubmitOptions {
 struct ConnectOptions {
   // How long connect() waits for the sidecar to exist and be ready.
   std::chrono::milliseconds timeout{5000};
-  // How long a call polls for its answer before it sleeps (waking costs ~45 us; polling burns a core).
+  // How long a call polls for its answer before it sleeps (waking costs tens of microseconds;
+  // polling burns a core).
   std::chrono::microseconds spin{50};
   CacheLookup cache_lookup = CacheLookup::kInClient;
+  // Where the sidecar's socket is; empty: $INFERENCE_SIDECAR_RUNTIME_DIR, else
+  // /run/inference-sidecar, else $XDG_RUNTIME_DIR/inference-sidecar (the first holding NAME.sock).
+  std::string runtime_dir;
+  // The uid the sidecar must run as; empty: the owner of the runtime directory. A process behind
+  // the socket that runs as anyone else is refused (kUntrusted) before anything is sent to it.
+  std::optional<std::uint32_t> sidecar_uid;
+  // Bytes of shared memory for tensors; 0: the sidecar's --arena-bytes. At most its --max-arena-bytes.
+  std::uint64_t arena_bytes = 0;
+  // After the sidecar restarts, the next call connects anew (waiting at most the smaller of
+  // `timeout` and the call's own timeout). Requests in flight when it went answer kSidecarGone.
+  bool reconnect = true;
 };
 
-// What the sidecar serves, read from its segment at connect time.
+// What the sidecar serves, read from its status page at connect time (and at each reconnect).
 struct ModelInfo {
   std::string model_path;
   std::size_t input_count = 0;
@@ -162,11 +124,37 @@ struct ModelInfo {
   };
   std::vector<Signature> signatures;
   int sidecar_pid = 0;
+  std::uint32_t sidecar_uid = 0;
+  // Increases with every start of a sidecar of this name: a reconnect shows here.
   std::uint64_t start_generation = 0;
   std::uint64_t started_unix_ns = 0;
-  std::uint32_t channel_count = 0;
-  std::uint64_t arena_bytes = 0;
+  std::uint32_t max_clients = 0;
+  std::uint64_t arena_bytes = 0;  // this client's
+  std::uint32_t client_id = 0;    // this client's channel in the sidecar
 };
+
+// What a sidecar says about itself, read without taking a channel (works while it warms up).
+struct SidecarStatus {
+  std::string state;  // "starting", "warming up", "ready", "stopping"
+  bool ready = false;
+  ModelInfo model;    // signatures filled in once ready
+  std::string socket_path;
+  std::uint64_t clients_connected = 0;
+  std::uint64_t clients_admitted = 0;
+  std::uint64_t clients_refused = 0;
+  std::uint64_t clients_reclaimed = 0;
+  std::uint64_t requests = 0;
+  std::uint64_t default_arena_bytes = 0;
+  std::uint64_t max_arena_bytes = 0;
+  bool cache_per_user = false;
+  CacheStats cache;
+};
+
+// The status of sidecar NAME through a watching connection: no channel, so it works while every
+// client slot is taken and while the sidecar warms up (options.timeout bounds the wait to connect).
+Result<SidecarStatus> read_status(const std::string& name, const ConnectOptions& options = {});
+// Its cache statistics (enabled is false when it runs without a cache).
+Result<CacheStats> read_cache_stats(const std::string& name, const ConnectOptions& options = {});
 
 class Client {
  public:
@@ -212,16 +200,17 @@ class Client {
   // Empties the sidecar's result cache. The value is the sidecar's account of what it removed.
   Result<std::string> flush_cache(std::chrono::microseconds timeout);
 
+  // What the sidecar serves; after a reconnect, the new sidecar's.
   const ModelInfo& model() const noexcept;
-  std::uint32_t channel_index() const noexcept;
+  // This client's channel in the sidecar (ModelInfo::client_id).
+  std::uint32_t client_id() const noexcept;
+  // Connections made so far: 1 after connect(), one more per reconnect.
+  std::uint64_t connections() const noexcept;
 
   struct Impl;  // public only so that the library's helpers can name it
 
  private:
   explicit Client(std::unique_ptr<Impl> impl) noexcept;
-  Result<std::span<const TensorView>> send_pending(std::chrono::microseconds timeout, CachePolicy policy,
-                                                   bool looked_up);
-  std::optional<Result<std::vector<Tensor>>> lookup_in_client(std::span<const TensorView> inputs);
   Result<RequestHandle> submit_request(std::span<const TensorView> inputs, const SubmitOptions& options,
                                        bool looked_up);
   std::unique_ptr<Impl> impl_;

@@ -14,7 +14,7 @@
  *   // outputs[i].data points into shared memory, valid until the next call on this client.
  *   sidecar_close(client);
  *
- * A handle is not thread-safe: one per thread.
+ * A handle is not thread-safe: one per thread. A forked child cannot use its parent's handle.
  */
 #ifndef SIDECAR_CLIENT_H
 #define SIDECAR_CLIENT_H
@@ -31,8 +31,8 @@ typedef enum sidecar_status {
   SIDECAR_OK = 0,
   SIDECAR_NOT_RUNNING,
   SIDECAR_NOT_READY,
-  SIDECAR_LAYOUT_MISMATCH,
-  SIDECAR_NO_FREE_CHANNEL,
+  SIDECAR_VERSION_MISMATCH,
+  SIDECAR_TOO_MANY_CLIENTS,
   SIDECAR_INVALID_ARGUMENT,
   SIDECAR_REJECTED,
   SIDECAR_MODEL_ERROR,
@@ -45,7 +45,10 @@ typedef enum sidecar_status {
   SIDECAR_OVERLOADED,
   SIDECAR_CANCELLED,
   SIDECAR_BUSY,
-  SIDECAR_PROTOCOL_ERROR
+  SIDECAR_PROTOCOL_ERROR,
+  SIDECAR_PERMISSION_DENIED, /* the socket's permissions or the sidecar's --allow-user/--allow-group */
+  SIDECAR_UNTRUSTED,         /* the process behind the socket is not the sidecar's user */
+  SIDECAR_OUT_OF_MEMORY      /* the sidecar could not commit this client's channel */
 } sidecar_status;
 
 /* Same values as sidecar::DType. */
@@ -79,7 +82,9 @@ typedef struct sidecar_tensor {
 
 typedef struct sidecar_client sidecar_client;
 
-/* Waits up to timeout_ms for the sidecar named `name` to be ready and claims a channel. */
+/* Waits up to timeout_ms for the sidecar named `name` to be ready and gets a channel of its own.
+ * The socket is looked for in $INFERENCE_SIDECAR_RUNTIME_DIR, /run/inference-sidecar, then
+ * $XDG_RUNTIME_DIR/inference-sidecar. After a sidecar restart the next call reconnects. */
 sidecar_status sidecar_connect(const char* name, int64_t timeout_ms, sidecar_client** out);
 /* Why the last sidecar_connect on this thread failed. */
 const char* sidecar_connect_error(void);

@@ -1,12 +1,14 @@
 // The shared-memory layout of a sidecar's result cache.
 //
-// One segment per sidecar instance, "/sidecar-cache.NAME", exactly --cache-bytes long: the budget
-// bounds everything the cache holds, its metadata included, because nothing of it lives elsewhere.
+// One memfd per sidecar, exactly --cache-bytes long, its memory committed at start: the budget
+// bounds everything the cache holds, its metadata included, because nothing of it lives elsewhere
+// (its statistics are on the status page).
 //
 //   [CacheHeader][CacheTags x buckets][CacheSlot x buckets x ways][heap]
 //
-// The sidecar is the only writer. Clients map the segment read-only and look their inputs up
-// themselves, so a hit costs no round trip and wakes nobody. Slots form a set-associative table: a
+// The sidecar is the only writer: the memfd is sealed with F_SEAL_FUTURE_WRITE once the sidecar has
+// mapped it, so every other mapping is read-only, enforced by the kernel. Clients of a shared-scope
+// cache map it and look their inputs up themselves, so a hit costs no round trip and wakes nobody. Slots form a set-associative table: a
 // key's bucket is fixed by its hash, and the entry may sit in any of the bucket's ways. A slot
 // points at a record in the heap holding the entry's input tensors (compared byte for byte on a hash
 // match) and its output tensors.
@@ -26,9 +28,9 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <string>
 
-#include "sidecar/shared/layout.hpp"
+#include "sidecar/shared/descriptors.hpp"
+#include "sidecar/shared/spsc_ring.hpp"
 
 namespace sidecar {
 
@@ -81,7 +83,8 @@ constexpr std::uint64_t cache_record_table_bytes(std::uint32_t input_count, std:
   return sizeof(CacheRecordHeader) + sizeof(CacheTensor) * (input_count + output_count);
 }
 
-// Statistics, written by the sidecar only (client-side hits are folded in from the channels).
+// Statistics, written by the sidecar only (client-side hits are folded in from the channels). They
+// live on the status page.
 struct CacheCounters {
   std::atomic<std::uint64_t> entries;
   std::atomic<std::uint64_t> bytes_used;  // metadata + heap in use, never above segment_bytes
@@ -92,12 +95,15 @@ struct CacheCounters {
   std::atomic<std::uint64_t> evictions;
   std::atomic<std::uint64_t> too_large;  // results not cached because their entry exceeds max_entry_bytes
   std::atomic<std::uint64_t> flushes;
+  // Copies of the cache header's generation and entry cap, for whoever does not map the cache.
+  std::atomic<std::uint64_t> generation;
+  std::atomic<std::uint64_t> max_entry_bytes;
 };
 
 struct alignas(kCacheLine) CacheHeader {
   // Written once at creation; `magic` last, with release.
   std::atomic<std::uint64_t> magic;
-  std::uint32_t layout_version;
+  std::uint32_t protocol_version;
   std::uint32_t header_bytes;   // sizeof(CacheHeader)
   std::uint64_t segment_bytes;  // the budget
   std::uint32_t bucket_count;   // a power of two
@@ -107,17 +113,12 @@ struct alignas(kCacheLine) CacheHeader {
   std::uint64_t heap_offset;
   std::uint64_t heap_bytes;
   std::uint64_t max_entry_bytes;  // larger entries are not cached
-  std::int32_t sidecar_pid;
-  std::uint32_t reserved0;
-  std::uint64_t sidecar_start_time;
-  std::uint64_t reserved1;
+  std::uint64_t reserved0[3];
 
   // The generation of the cached results. It is part of every key, so results of an earlier
   // generation can never be found; it changes whenever the cache is emptied (model change, flush).
   // 0: closed (the sidecar is stopping); every lookup misses.
   alignas(kCacheLine) std::atomic<std::uint64_t> generation;
-
-  alignas(kCacheLine) CacheCounters counters;
 };
 static_assert(std::is_standard_layout_v<CacheHeader>);
 static_assert(sizeof(CacheHeader) % kCacheLine == 0);
@@ -150,8 +151,5 @@ struct CacheGeometry {
   constexpr std::uint64_t slot_count() const noexcept { return std::uint64_t{bucket_count} * kCacheWays; }
   constexpr std::uint64_t metadata_bytes() const noexcept { return heap_offset; }
 };
-
-// "/sidecar-cache.NAME": not "/sidecar.NAME.cache", which instance "NAME.cache" would own.
-inline std::string cache_segment_name(const std::string& instance) { return "/sidecar-cache." + instance; }
 
 }  // namespace sidecar

@@ -11,7 +11,9 @@
 
 #include "sidecar/shared/cache_layout.hpp"
 #include "sidecar/shared/descriptor_check.hpp"
+#include "sidecar/shared/error.hpp"
 #include "sidecar/shared/output_region.hpp"
+#include "sidecar/shared/signature.hpp"
 
 // xxHash from Debian's libxxhash, through its runtime dispatch (xxh_x86dispatch.h maps the XXH3
 // calls to variants that pick AVX2 when the CPU has it): 600 KB hash at ~30 GB/s on these machines,
@@ -35,11 +37,17 @@ struct TensorBytes {
   std::uint64_t bytes = 0;
 };
 
-// XXH3-128 over the generation, each input's dtype and dims (only the used ones: reserved fields
-// and dims past the rank are not part of an input's identity) and then every input byte.
-inline CacheKey compute_cache_key(std::uint64_t generation, std::span<const TensorBytes> inputs) {
-  // generation, count, then per input: dtype, rank, dims.
-  std::uint8_t prefix[16 + kMaxTensors * (8 + 8 * kMaxRank)];
+// Who may share an entry: kSharedScope for everyone, or per_user_scope(uid) to keep each user's
+// entries to that user (the sidecar takes the uid from the kernel, never from the client).
+inline constexpr std::uint64_t kSharedScope = 0;
+constexpr std::uint64_t per_user_scope(std::uint32_t uid) noexcept { return std::uint64_t{uid} + 1; }
+
+// XXH3-128 over the generation, the scope, each input's dtype and dims (only the used ones:
+// reserved fields and dims past the rank are not part of an input's identity) and then every input
+// byte.
+inline CacheKey compute_cache_key(std::uint64_t generation, std::uint64_t scope, std::span<const TensorBytes> inputs) {
+  // generation, scope, count, then per input: dtype, rank, dims.
+  std::uint8_t prefix[24 + kMaxTensors * (8 + 8 * kMaxRank)];
   std::size_t used = 0;
   auto put = [&](const void* bytes, std::size_t size) {
     std::memcpy(prefix + used, bytes, size);
@@ -47,6 +55,7 @@ inline CacheKey compute_cache_key(std::uint64_t generation, std::span<const Tens
   };
   const std::uint64_t count = std::min<std::uint64_t>(inputs.size(), kMaxTensors);
   put(&generation, 8);
+  put(&scope, 8);
   put(&count, 8);
   for (std::size_t i = 0; i < count; ++i) {
     const TensorShape& shape = inputs[i].shape;
@@ -62,29 +71,28 @@ inline CacheKey compute_cache_key(std::uint64_t generation, std::span<const Tens
   return CacheKey{hash.low64, hash.high64};
 }
 
-inline bool same_dims(const TensorShape& a, const TensorShape& b) noexcept {
-  if (a.dtype != b.dtype || a.rank != b.rank || a.rank > kMaxRank) return false;
-  return std::equal(a.dims, a.dims + a.rank, b.dims);
-}
-
-// Why a mapped cache segment cannot be used, or "" when it can.
-inline std::string check_cache_layout(const std::uint8_t* base, std::uint64_t size, const std::string& name) {
-  if (size < sizeof(CacheHeader)) return "cache segment " + name + " is smaller than its header";
+// Whether a mapped cache of `size` bytes can be read by this build: magic, version, and a geometry
+// that matches both the formula and the mapped size.
+inline Done check_cache_layout(const std::uint8_t* base, std::uint64_t size) {
+  if (size < sizeof(CacheHeader)) return {ErrorCode::kProtocolError, "the result cache is smaller than its header"};
   const auto& header = *reinterpret_cast<const CacheHeader*>(base);
-  const std::uint64_t magic = header.magic.load(std::memory_order_acquire);
-  if (magic == 0) return "cache segment " + name + " is still being created";
-  if (magic != kCacheMagic) return "cache segment " + name + " is not an inference-sidecar cache (bad magic)";
-  if (header.layout_version != kLayoutVersion) {
-    return "layout version mismatch: the sidecar's cache speaks version " + std::to_string(header.layout_version) +
-           ", this client speaks version " + std::to_string(kLayoutVersion) + "; upgrade the older side";
+  if (header.magic.load(std::memory_order_acquire) != kCacheMagic) {
+    return {ErrorCode::kProtocolError, "the result cache has a bad magic"};
   }
-  if (header.segment_bytes < kCacheMinimumBytes) return "cache segment " + name + " has an impossible size";
+  if (header.protocol_version != kProtocolVersion) {
+    return {ErrorCode::kVersionMismatch, "the sidecar's result cache speaks protocol version " +
+                                             std::to_string(header.protocol_version) + ", this client speaks version " +
+                                             std::to_string(kProtocolVersion) + "; upgrade the older side"};
+  }
+  if (header.segment_bytes < kCacheMinimumBytes) {
+    return {ErrorCode::kProtocolError, "the result cache has an impossible size"};
+  }
   const CacheGeometry geometry = CacheGeometry::compute(header.segment_bytes);
   if (header.header_bytes != sizeof(CacheHeader) || header.ways != kCacheWays ||
       header.bucket_count != geometry.bucket_count || header.tags_offset != geometry.tags_offset ||
       header.slots_offset != geometry.slots_offset || header.heap_offset != geometry.heap_offset ||
       header.heap_bytes != geometry.heap_bytes || header.segment_bytes != size) {
-    return "cache segment " + name + " has an inconsistent geometry";
+    return {ErrorCode::kProtocolError, "the result cache has an inconsistent geometry"};
   }
   return {};
 }
@@ -95,8 +103,8 @@ struct CacheHit {
   std::uint64_t sequence = 0;
 };
 
-// The read side of a cache segment, valid while the mapping is. Construct only over a segment that
-// passed check_cache_layout. Lookups are lock-free and never write to the segment.
+// The read side of a cache, valid while its mapping is. Construct only over a mapping that passed
+// check_cache_layout. Lookups are lock-free and never write to the segment.
 class CacheView {
  public:
   CacheView() = default;
@@ -174,7 +182,7 @@ class CacheView {
       if (tensors[i].offset > bytes || tensors[i].bytes > bytes - tensors[i].offset) return false;
     }
     for (std::uint32_t i = 0; i < header.input_count; ++i) {
-      if (!same_dims(tensors[i].shape, inputs[i].shape) || tensors[i].bytes != inputs[i].bytes) return false;
+      if (!same_shape(tensors[i].shape, inputs[i].shape) || tensors[i].bytes != inputs[i].bytes) return false;
       if (std::memcmp(record + tensors[i].offset, inputs[i].data, inputs[i].bytes) != 0) return false;
     }
     const CacheTensor* outputs = tensors + header.input_count;
@@ -198,16 +206,17 @@ class CacheView {
   std::uint32_t bucket_mask_ = 0;
 };
 
-// Looks `inputs` up (under the cache's current generation) and, on a hit, puts the outputs in
+// Looks `inputs` up (under the cache's current generation, in `scope`) and, on a hit, puts the outputs in
 // `region` of `arena` the way the sidecar places a forward's outputs, described in
 // outputs[0..output_count). For a client's zero-copy run() and for the sidecar when a client leaves
 // the lookup to it. On a miss, the region may hold partial bytes.
-inline std::optional<CacheHit> lookup_into_arena(const CacheView& cache, std::span<const TensorBytes> inputs,
+inline std::optional<CacheHit> lookup_into_arena(const CacheView& cache, std::uint64_t scope,
+                                                 std::span<const TensorBytes> inputs,
                                                  std::uint8_t* arena, const OutputRegion& region,
                                                  TensorDescriptor* outputs, std::uint32_t& output_count) {
   const std::uint64_t generation = cache.generation();
   output_count = 0;
-  return cache.lookup(compute_cache_key(generation, inputs), generation, inputs,
+  return cache.lookup(compute_cache_key(generation, scope, inputs), generation, inputs,
                       [&](std::uint32_t count, const CacheTensor* found, std::uint8_t** where) {
                         std::uint64_t sizes[kMaxTensors];
                         std::uint64_t offsets[kMaxTensors];

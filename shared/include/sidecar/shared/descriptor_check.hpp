@@ -6,7 +6,8 @@
 #include <cstdint>
 #include <string>
 
-#include "sidecar/shared/layout.hpp"
+#include "sidecar/shared/descriptors.hpp"
+#include "sidecar/shared/signature.hpp"
 
 namespace sidecar {
 
@@ -21,19 +22,6 @@ inline bool shape_byte_size(const TensorShape& shape, std::uint64_t& bytes) noex
   }
   bytes = total;
   return true;
-}
-
-inline std::string describe_shape(const TensorShape& shape) {
-  std::string text = "[";
-  const std::uint32_t rank = shape.rank <= kMaxRank ? shape.rank : kMaxRank;
-  for (std::uint32_t i = 0; i < rank; ++i) {
-    if (i) text += ", ";
-    text += std::to_string(shape.dims[i]);
-  }
-  text += "] ";
-  text += is_known_dtype(shape.dtype) ? std::string(dtype_name(static_cast<DType>(shape.dtype)))
-                                      : "dtype#" + std::to_string(shape.dtype);
-  return text;
 }
 
 // A tensor that claims to live in an arena of `arena_bytes`: known dtype, rank <= 8, dims >= 0,

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "sidecar/shared/layout.hpp"
+#include "sidecar/shared/descriptors.hpp"
 
 namespace sidecar {
 

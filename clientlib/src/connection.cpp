@@ -1,0 +1,321 @@
+#include "connection.hpp"
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "sidecar/shared/clock.hpp"
+#include "sidecar/shared/runtime_dir.hpp"
+#include "sidecar/shared/unix_socket.hpp"
+#include "sidecar/shared/user_names.hpp"
+
+namespace sidecar {
+namespace {
+
+constexpr auto kRetryPause = std::chrono::milliseconds(5);
+// A live sidecar answers a connect request at once (if only to say it is warming up): a caller's
+// timeout shorter than this still gets that first answer.
+constexpr std::uint64_t kFirstReplyGraceNs = 2'000'000'000;
+
+std::string octal(unsigned mode) {
+  char text[16];
+  std::snprintf(text, sizeof text, "%04o", mode & 07777);
+  return text;
+}
+
+// The first place that holds NAME.sock, or every place looked at (for the message).
+struct SocketLocation {
+  std::string path;
+  std::string runtime_dir;
+  std::string looked_at;
+};
+
+SocketLocation locate(const std::string& name, const std::string& given_dir) {
+  SocketLocation location;
+  for (const std::string& dir : client_runtime_dirs(given_dir)) {
+    const std::string path = socket_path(dir, name);
+    struct stat info {};
+    if (::lstat(path.c_str(), &info) == 0) {
+      location.path = path;
+      location.runtime_dir = dir;
+      return location;
+    }
+    location.looked_at += (location.looked_at.empty() ? "" : " or ") + path;
+  }
+  return location;
+}
+
+// What to tell a user who may not connect: who owns the socket, its group and mode, and the fix.
+std::string permission_message(const std::string& path, const std::string& runtime_dir) {
+  std::string text = "permission denied on " + path;
+  struct stat socket_info {};
+  if (::stat(path.c_str(), &socket_info) == 0) {
+    text += " (owner " + user_name(socket_info.st_uid) + ", group " + group_name(socket_info.st_gid) + ", mode " +
+            octal(socket_info.st_mode) + "): run as a member of group '" + group_name(socket_info.st_gid) +
+            "' (usermod -aG " + group_name(socket_info.st_gid) + " " + user_name(::geteuid()) +
+            ", then log in again), or ask for the sidecar's --allow-user or --socket-mode";
+  } else {
+    struct stat dir_info {};
+    if (::stat(runtime_dir.c_str(), &dir_info) == 0) {
+      text += ": its directory " + runtime_dir + " (owner " + user_name(dir_info.st_uid) + ", group " +
+              group_name(dir_info.st_gid) + ", mode " + octal(dir_info.st_mode) + ") is closed to user " +
+              user_name(::geteuid()) + "; join group '" + group_name(dir_info.st_gid) + "'";
+    }
+  }
+  return text;
+}
+
+// Waits for a readable socket until `deadline_ns`: false on timeout.
+bool wait_readable(int fd, std::uint64_t deadline_ns) {
+  while (true) {
+    const std::uint64_t now = monotonic_ns();
+    if (now >= deadline_ns) return false;
+    pollfd entry{fd, POLLIN, 0};
+    const std::uint64_t left_ms = (deadline_ns - now + 999'999) / 1'000'000;
+    const int ready = ::poll(&entry, 1, static_cast<int>(std::min<std::uint64_t>(left_ms, 1000)));
+    if (ready > 0) return true;
+    if (ready < 0 && errno != EINTR) return true;  // let the read report it
+  }
+}
+
+enum class Attempt { kConnected, kRetry, kFail };
+
+}  // namespace
+
+Connection::~Connection() = default;
+
+Result<std::unique_ptr<Connection>> Connection::open(const std::string& name, const DialSettings& settings,
+                                                     std::uint64_t deadline_ns) {
+  Error last{ErrorCode::kNotRunning, ""};
+  while (true) {
+    const SocketLocation location = locate(name, settings.runtime_dir);
+    std::unique_ptr<Connection> connection(new Connection);
+    Attempt attempt = Attempt::kRetry;
+    if (location.path.empty()) {
+      last = Error{ErrorCode::kNotRunning, "no sidecar named '" + name + "' is running (no socket at " +
+                                               location.looked_at + ")"};
+    } else {
+      connection->socket_path_ = location.path;
+      attempt = [&]() -> Attempt {
+        const Result<sockaddr_un> address = unix_address(location.path);
+        if (!address.ok()) {
+          last = address.error();
+          return Attempt::kFail;
+        }
+        connection->socket_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+        if (!connection->socket_) {
+          last = Error{ErrorCode::kProtocolError, "socket: " + errno_text(errno)};
+          return Attempt::kFail;
+        }
+        if (::connect(connection->socket_.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(sockaddr_un)) !=
+            0) {
+          const int error = errno;
+          if (error == EACCES || error == EPERM) {
+            last = Error{ErrorCode::kPermissionDenied, permission_message(location.path, location.runtime_dir)};
+            return Attempt::kFail;
+          }
+          if (error == ECONNREFUSED) {
+            last = Error{ErrorCode::kNotRunning, "no sidecar named '" + name + "' is running (" + location.path +
+                                                     " is left by one that is gone)"};
+          } else if (error == ENOENT) {
+            last = Error{ErrorCode::kNotRunning,
+                         "no sidecar named '" + name + "' is running (no socket at " + location.path + ")"};
+          } else {
+            last = Error{ErrorCode::kNotRunning, "cannot connect to " + location.path + ": " + errno_text(error)};
+          }
+          return Attempt::kRetry;  // it may be starting, or restarting
+        }
+        // Whoever listens there must run as the user who owns the directory: another user can
+        // create nothing in it, so cannot pose as the sidecar. Checked before we send anything.
+        const Result<PeerCredentials> peer = peer_credentials(connection->socket_.get());
+        if (!peer.ok()) {
+          last = peer.error();
+          return Attempt::kFail;
+        }
+        uid_t trusted = 0;
+        std::string trusted_because;
+        if (settings.expected_sidecar_uid) {
+          trusted = *settings.expected_sidecar_uid;
+          trusted_because = "the uid this client was told to expect";
+        } else {
+          struct stat dir_info {};
+          if (::stat(location.runtime_dir.c_str(), &dir_info) != 0) {
+            last = Error{ErrorCode::kNotRunning, "cannot stat " + location.runtime_dir + ": " + errno_text(errno)};
+            return Attempt::kRetry;
+          }
+          trusted = dir_info.st_uid;
+          trusted_because = "the owner of " + location.runtime_dir;
+        }
+        if (peer->uid != trusted) {
+          last = Error{ErrorCode::kUntrusted, "the process listening on " + location.path + " (pid " +
+                                                  std::to_string(peer->pid) + ") runs as " + user_name(peer->uid) +
+                                                  " (uid " + std::to_string(peer->uid) + "), not as " +
+                                                  user_name(trusted) + " (uid " + std::to_string(trusted) + ", " +
+                                                  trusted_because + "): it is not the sidecar; nothing was sent to it"};
+          return Attempt::kFail;
+        }
+        ConnectRequest request{};
+        request.prefix = make_prefix(sizeof(ConnectRequest));
+        request.kind = static_cast<std::uint32_t>(settings.kind);
+        request.arena_bytes = settings.arena_bytes;
+        if (Done sent = send_message(connection->socket_.get(), &request, sizeof request); !sent.ok()) {
+          last = Error{ErrorCode::kNotRunning, "the sidecar closed the connection: " + sent.message()};
+          return Attempt::kRetry;
+        }
+        // The final reply, possibly after a "warming up" one.
+        const std::uint64_t first_reply_deadline = std::max(deadline_ns, monotonic_ns() + kFirstReplyGraceNs);
+        bool answered = false;
+        while (true) {
+          if (!wait_readable(connection->socket_.get(), answered ? deadline_ns : first_reply_deadline)) {
+            if (last.code != ErrorCode::kNotReady) {
+              last = Error{ErrorCode::kNotReady, "sidecar '" + name + "' did not answer within the timeout"};
+            }
+            return Attempt::kFail;
+          }
+          alignas(8) std::byte buffer[kMaxHandshakeBytes];
+          Result<ReceivedMessage> received =
+              receive_message(connection->socket_.get(), buffer, sizeof buffer, kMaxReplyFds);
+          if (!received.ok()) {
+            last = received.error();
+            return Attempt::kFail;
+          }
+          if (received->kind == ReceivedMessage::Kind::kClosed) {
+            last = Error{ErrorCode::kNotRunning, "sidecar '" + name + "' closed the connection during the handshake"};
+            return Attempt::kRetry;
+          }
+          if (received->kind == ReceivedMessage::Kind::kWouldBlock) continue;
+          answered = true;
+          Result<ConnectReply> reply = parse_connect_reply(std::span<const std::byte>(buffer, received->bytes));
+          if (!reply.ok()) {
+            last = Error{reply.code(), "sidecar '" + name + "': " + reply.message()};
+            return Attempt::kFail;
+          }
+          const auto outcome = static_cast<ConnectOutcome>(reply->outcome);
+          if (outcome == ConnectOutcome::kWarmingUp) {
+            last = Error{ErrorCode::kNotReady, "sidecar '" + name + "' is not ready: " + reply_message(*reply)};
+            continue;
+          }
+          if (outcome != ConnectOutcome::kAccepted) {
+            last = Error{error_code_for(outcome), "sidecar '" + name + "' refused: " + reply_message(*reply)};
+            return outcome == ConnectOutcome::kShuttingDown ? Attempt::kRetry : Attempt::kFail;
+          }
+          if (received->fds.size() != reply->fd_count) {
+            last = Error{ErrorCode::kProtocolError, "sidecar '" + name + "' sent " +
+                                                        std::to_string(received->fds.size()) + " fds, announced " +
+                                                        std::to_string(reply->fd_count)};
+            return Attempt::kFail;
+          }
+          connection->reply_ = *reply;
+          if (Done mapped = connection->map_accepted(received->fds, settings.kind); !mapped.ok()) {
+            last = Error{mapped.code(), "sidecar '" + name + "': " + mapped.message()};
+            return Attempt::kFail;
+          }
+          return Attempt::kConnected;
+        }
+      }();
+    }
+    if (attempt == Attempt::kConnected) return connection;
+    if (attempt == Attempt::kFail || monotonic_ns() >= deadline_ns) return last;
+    std::this_thread::sleep_for(kRetryPause);
+  }
+}
+
+Done Connection::map_accepted(std::vector<UniqueFd>& fds, ConnectKind kind) {
+  const std::size_t expected = kind == ConnectKind::kObserve ? 1 : (reply_.cache_bytes != 0 ? 5 : 4);
+  if (fds.size() != expected) {
+    return {ErrorCode::kProtocolError, "expected " + std::to_string(expected) + " fds, got " + std::to_string(fds.size())};
+  }
+  Result<SharedMapping> status =
+      map_received(fds[kStatusPageFd].get(), reply_.status_page_bytes, kReadOnlySeals, false, "the status page");
+  if (!status.ok()) return status.error();
+  status_mapping_ = std::move(*status);
+  status_ = status_mapping_.as<const StatusPage>();
+  if (status_->magic != kStatusMagic || status_->protocol_version != kProtocolVersion ||
+      status_->page_bytes != sizeof(StatusPage) || reply_.status_page_bytes < sizeof(StatusPage)) {
+    return {ErrorCode::kVersionMismatch, "the status page is not one this client reads (version " +
+                                             std::to_string(status_->protocol_version) + ", this client speaks " +
+                                             std::to_string(kProtocolVersion) + ")"};
+  }
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) return {ErrorCode::kOutOfMemory, "epoll_create1: " + errno_text(errno)};
+  epoll_event hangup{};
+  hangup.events = EPOLLIN | EPOLLRDHUP;
+  hangup.data.fd = socket_.get();
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, socket_.get(), &hangup) != 0) {
+    return {ErrorCode::kOutOfMemory, "epoll_ctl: " + errno_text(errno)};
+  }
+  if (kind == ConnectKind::kObserve) return {};
+
+  const ChannelGeometry geometry = ChannelGeometry::compute(reply_.arena_bytes);
+  if (geometry.arena_bytes != reply_.arena_bytes || geometry.arena_offset != reply_.arena_offset ||
+      geometry.channel_bytes != reply_.channel_bytes) {
+    return {ErrorCode::kProtocolError, "the channel's geometry does not add up"};
+  }
+  Result<SharedMapping> channel = map_received(fds[kChannelFd].get(), reply_.channel_bytes, kSizeSeals, true, "the channel");
+  if (!channel.ok()) return channel.error();
+  channel_ = std::move(*channel);
+  const ChannelHeader& header = *channel_.as<ChannelHeader>();
+  if (header.magic != kChannelMagic || header.protocol_version != kProtocolVersion ||
+      header.header_bytes != sizeof(ChannelHeader) || header.channel_bytes != geometry.channel_bytes ||
+      header.arena_offset != geometry.arena_offset || header.arena_bytes != geometry.arena_bytes) {
+    return {ErrorCode::kProtocolError, "the channel's header does not match the handshake"};
+  }
+  request_event_ = std::move(fds[kRequestEventFd]);
+  response_event_ = std::move(fds[kResponseEventFd]);
+  epoll_event wake{};
+  wake.events = EPOLLIN | EPOLLET;  // every write is an edge: the eventfd is never read
+  wake.data.fd = response_event_.get();
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, response_event_.get(), &wake) != 0) {
+    return {ErrorCode::kOutOfMemory, "epoll_ctl: " + errno_text(errno)};
+  }
+  if (reply_.cache_bytes != 0) {
+    Result<SharedMapping> cache =
+        map_received(fds[kCacheFd].get(), reply_.cache_bytes, kReadOnlySeals, false, "the result cache");
+    if (!cache.ok()) return cache.error();
+    if (Done usable = check_cache_layout(cache->base(), cache->size()); !usable.ok()) return usable;
+    cache_mapping_ = std::move(*cache);
+    cache_view_ = CacheView(cache_mapping_.base());
+  }
+  return {};
+}
+
+void Connection::wake_sidecar() const noexcept {
+  // Pairs with the sidecar's store of leader_sleeping before its last look at the rings.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (status_->leader_sleeping.load(std::memory_order_relaxed) != 0) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t written = ::write(request_event_.get(), &one, sizeof one);
+  }
+}
+
+Connection::Wake Connection::sleep(std::uint64_t deadline_ns) noexcept {
+  const std::uint64_t now = monotonic_ns();
+  if (now >= deadline_ns) return Wake::kTimeout;
+  const timespec timeout = timespec_from_ns(deadline_ns - now);
+  epoll_event events[2];
+  const int count = ::epoll_pwait2(epoll_.get(), events, 2, &timeout, nullptr);
+  if (count == 0) return Wake::kTimeout;
+  for (int i = 0; i < count; ++i) {
+    // The sidecar never sends anything after the handshake: readable means closed.
+    if (events[i].data.fd == socket_.get()) {
+      gone_ = true;
+      return Wake::kSidecarGone;
+    }
+  }
+  return Wake::kSignalled;
+}
+
+bool Connection::sidecar_gone(bool check_now) noexcept {
+  if (gone_ || !check_now) return gone_;
+  pollfd entry{socket_.get(), POLLIN | POLLRDHUP, 0};
+  if (::poll(&entry, 1, 0) > 0) gone_ = true;
+  return gone_;
+}
+
+}  // namespace sidecar

@@ -1,0 +1,106 @@
+// The client's requests in flight: where each one's region of the arena is, the one decoder of
+// answers (checked before a byte of them is used), and the one wait loop every blocking call uses.
+//
+// Every request has a region of the arena: submit()'s hold a cancel word, the inputs and room for
+// the outputs; the zero-copy path's spans the whole arena. A region stays reserved until its
+// answer comes, even after its caller gave up (the sidecar may still write outputs there), and
+// regions are allocated in order, so answers may come back in any order.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "connection.hpp"
+#include "sidecar/client.hpp"
+#include "sidecar/shared/channel_layout.hpp"
+#include "sidecar/shared/clock.hpp"
+
+namespace sidecar {
+
+class RequestTable {
+ public:
+  struct Entry {
+    std::uint64_t offset = 0;  // the region in the arena (none for a control request)
+    std::uint64_t bytes = 0;
+    bool in_flight = false;    // posted, no answer yet: its region is reserved
+    RequestDescriptor request{};
+    bool in_place = false;   // zero-copy: the outputs stay in the arena (placed[])
+    bool done = false;
+    bool abandoned = false;  // its caller gave up: dropped when its answer comes
+    bool cancelled = false;
+    ErrorCode code = ErrorCode::kOk;
+    std::string message;
+    std::vector<Tensor> outputs;  // copies
+    TensorDescriptor placed[kMaxTensors];
+    std::uint32_t placed_count = 0;
+    CacheOutcome cache_outcome = CacheOutcome::kNotUsed;
+    ServiceInfo service;
+  };
+
+  // Binds to a (new) connection's channel. Nothing may be in flight.
+  void attach(Connection& connection);
+  void detach() noexcept { connection_ = nullptr; }
+  bool attached() const noexcept { return connection_ != nullptr; }
+  // The connection is gone: every request in flight is answered with `code` and its region freed.
+  void fail_in_flight(ErrorCode code, const std::string& message);
+
+  std::uint64_t next_id() noexcept { return next_id_++; }
+  Entry* find(std::uint64_t id);
+  Entry& add(std::uint64_t id) { return entries_[id]; }
+  void erase(std::uint64_t id) { entries_.erase(id); }
+  std::uint64_t in_flight() const noexcept { return in_flight_; }
+  // Requests in flight whose callers gave up on them (timed out): their answers are still due.
+  std::uint64_t abandoned_in_flight() const;
+
+  // A free region of `bytes`: after the newest region in use, wrapping to the start of the arena,
+  // never over a region whose answer has not come.
+  std::optional<std::uint64_t> allocate_region(std::uint64_t bytes) const;
+
+  // Posts `entry`'s request (its id and region set): kOverloaded when the ring is full.
+  Done post(Entry& entry);
+  // Takes every answer waiting in the response ring.
+  void pump();
+  // Pumps, spins for `spin_ns`, then sleeps, until `done()` or `deadline_ns`. kTimeout,
+  // kSidecarGone (every request in flight is then answered so), or kProtocolError.
+  template <typename Finished>
+  Done wait_until(Finished&& done, std::uint64_t deadline_ns, std::uint64_t spin_ns);
+
+ private:
+  bool take_answer(const ResponseDescriptor& shared);
+
+  Connection* connection_ = nullptr;
+  SpscProducer<RequestRing> requests_;
+  SpscConsumer<ResponseRing> responses_;
+  // By id: ids grow, so the map's order is the order regions were allocated in.
+  std::map<std::uint64_t, Entry> entries_;
+  std::uint64_t in_flight_ = 0;
+  std::uint64_t next_id_ = 1;
+};
+
+template <typename Finished>
+Done RequestTable::wait_until(Finished&& done, std::uint64_t deadline_ns, std::uint64_t spin_ns) {
+  const std::uint64_t spin_until = monotonic_ns() + spin_ns;
+  while (true) {
+    pump();
+    if (done()) return {};
+    if (responses_.corrupt()) return {ErrorCode::kProtocolError, "the response ring's indices are corrupt"};
+    const std::uint64_t now = monotonic_ns();
+    if (now >= deadline_ns) return {ErrorCode::kTimeout, "no answer from the sidecar within the timeout"};
+    if (now < spin_until) {
+      cpu_relax();
+      continue;
+    }
+    const Connection::Wake wake = connection_->sleep_for_response([&] { return responses_.has_data(); }, deadline_ns);
+    if (wake == Connection::Wake::kSidecarGone) {
+      pump();  // answers it posted before it went still count
+      if (done()) return {};
+      fail_in_flight(ErrorCode::kSidecarGone, "the sidecar went away while the request was in flight");
+      return {ErrorCode::kSidecarGone, "the sidecar went away while the request was in flight"};
+    }
+  }
+}
+
+}  // namespace sidecar

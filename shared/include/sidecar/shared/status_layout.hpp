@@ -1,0 +1,113 @@
+// The sidecar's status page: a memfd every client maps read-only, holding what the sidecar tells
+// all of them: who it is, its state, the model it serves, its statistics, and whether its leader
+// sleeps. Sealed with F_SEAL_FUTURE_WRITE after the sidecar mapped it writable, so the kernel lets
+// no other holder write it, whatever its uid: no client can forge the state or the model, or break
+// a word the sidecar depends on.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "sidecar/shared/cache_layout.hpp"
+#include "sidecar/shared/descriptors.hpp"
+#include "sidecar/shared/spsc_ring.hpp"
+
+namespace sidecar {
+
+inline constexpr std::uint64_t kStatusMagic = 0x5441545345444953ull;  // "SIDESTAT", little-endian
+inline constexpr std::uint32_t kMaxSignatures = 8;                    // warmed input shapes the page describes
+inline constexpr std::uint32_t kModelPathBytes = 256;
+
+enum class SidecarState : std::uint32_t {
+  kStarting = 1,
+  kWarming = 2,
+  kReady = 3,
+  kStopping = 4,
+};
+
+constexpr const char* sidecar_state_name(std::uint32_t state) noexcept {
+  switch (static_cast<SidecarState>(state)) {
+    case SidecarState::kStarting: return "starting";
+    case SidecarState::kWarming: return "warming up";
+    case SidecarState::kReady: return "ready";
+    case SidecarState::kStopping: return "stopping";
+  }
+  return "unknown";
+}
+
+// Whose requests share cache entries. kPerUser puts the client's uid (from the kernel, SO_PEERCRED)
+// in every key, and clients then get no mapping of the cache: with one, any client could probe for
+// another user's inputs.
+enum class CacheScope : std::uint32_t { kShared = 1, kPerUser = 2 };
+
+struct ModelSignature {
+  TensorShape inputs[kMaxTensors];
+  TensorShape outputs[kMaxTensors];
+};
+
+// Written by the sidecar before it marks itself ready.
+struct ModelDescription {
+  std::uint32_t input_count;
+  std::uint32_t output_count;
+  std::uint32_t signature_count;  // 0: the sidecar accepts any dtype and shape (no warm-up shapes)
+  // > 1: signatures whose inputs all have a leading dim of 1 also accept 2..max_batch rows, and
+  // requests of such shapes are batched into one forward.
+  std::uint32_t max_batch;
+  char model_path[kModelPathBytes];
+  ModelSignature signatures[kMaxSignatures];
+};
+
+// Counts kept by the sidecar, read by anyone who maps the page.
+struct ClientCounters {
+  std::atomic<std::uint64_t> connected;  // clients holding a channel now
+  std::atomic<std::uint64_t> admitted;   // channels handed out since start
+  std::atomic<std::uint64_t> refused;    // handshakes refused (policy, limits, versions, garbage)
+  std::atomic<std::uint64_t> reclaimed;  // channels taken back after their client hung up or died
+  std::atomic<std::uint64_t> observers;  // connections that only watch (sidecarctl status)
+  std::atomic<std::uint64_t> requests;   // requests answered, any status
+  std::atomic<std::uint64_t> reserved[2];
+};
+
+struct alignas(kCacheLine) StatusPage {
+  // Identity: written before the page is sealed and sent.
+  std::uint64_t magic;
+  std::uint32_t protocol_version;
+  std::uint32_t page_bytes;  // sizeof(StatusPage)
+  std::int32_t sidecar_pid;
+  std::uint32_t sidecar_uid;
+  std::uint64_t started_unix_ns;
+  // Increases each time a sidecar of this name starts (kept in its lock file), so a client can
+  // tell a restart.
+  std::uint64_t start_generation;
+  std::uint32_t max_clients;
+  std::uint32_t cache_scope;  // a CacheScope
+  std::uint64_t default_arena_bytes;
+  std::uint64_t max_arena_bytes;
+  std::uint64_t cache_bytes;  // 0: no result cache
+
+  alignas(kCacheLine) std::atomic<std::uint32_t> state;  // a SidecarState
+
+  // Non-zero while the sidecar's polling thread sleeps (or is about to): a client that posts a
+  // request then signals its request eventfd. The sidecar sets it, re-checks every ring, then
+  // sleeps; a client publishes, then reads it (both seq_cst), so either the sidecar sees the
+  // request or the client sees the flag. Alone on its line: clients read it on every request.
+  alignas(kCacheLine) std::atomic<std::uint32_t> leader_sleeping;
+
+  alignas(kCacheLine) ClientCounters clients;
+  // The result cache's statistics, here rather than in the cache so that clients of a per-user
+  // cache, which do not map the cache, can read them too.
+  alignas(kCacheLine) CacheCounters cache;
+
+  alignas(kCacheLine) ModelDescription model;
+};
+static_assert(std::is_standard_layout_v<StatusPage>);
+static_assert(offsetof(StatusPage, state) % kCacheLine == 0);
+static_assert(offsetof(StatusPage, leader_sleeping) % kCacheLine == 0);
+static_assert(sizeof(StatusPage) % kCacheLine == 0);
+
+// The page's size in its memfd: whole pages.
+inline constexpr std::uint64_t kStatusPageBytes = align_up(sizeof(StatusPage), 4096);
+
+}  // namespace sidecar

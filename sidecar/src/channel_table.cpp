@@ -1,0 +1,123 @@
+#include "channel_table.hpp"
+
+#include "sidecar/shared/clock.hpp"
+
+namespace sidecar {
+
+ChannelTable::ChannelTable(std::uint32_t capacity, LeaderWake& wake, StatusPage& status)
+    : capacity_(capacity),
+      wake_(wake),
+      status_(status),
+      states_(new std::atomic<std::uint32_t>[capacity]),
+      active_(new std::atomic<std::uint64_t>[(capacity + 63) / 64]) {
+  slots_.reserve(capacity);
+  for (std::uint32_t i = 0; i < capacity; ++i) {
+    slots_.push_back(std::make_unique<ChannelSlot>());
+    slots_.back()->index = i;
+    states_[i].store(kFree, std::memory_order_relaxed);
+  }
+  for (std::uint32_t word = 0; word < (capacity + 63) / 64; ++word) active_[word].store(0, std::memory_order_relaxed);
+}
+
+ChannelTable::~ChannelTable() {
+  for (auto& slot : slots_) {
+    if (slot->request_event) wake_.unwatch(slot->request_event.get());
+  }
+}
+
+ChannelSlot* ChannelTable::claim_free() {
+  for (std::uint32_t i = 0; i < capacity_; ++i) {
+    std::uint32_t expected = kFree;
+    if (states_[i].load(std::memory_order_relaxed) == kFree &&
+        states_[i].compare_exchange_strong(expected, kClaimed, std::memory_order_acquire)) {
+      return slots_[i].get();
+    }
+  }
+  return nullptr;
+}
+
+void ChannelTable::unclaim(ChannelSlot& slot) {
+  if (slot.request_event) wake_.unwatch(slot.request_event.get());
+  slot.memory = OwnedMemory{};
+  slot.request_event.reset();
+  slot.response_event.reset();
+  slot.shared = nullptr;
+  slot.arena = nullptr;
+  states_[slot.index].store(kFree, std::memory_order_release);
+}
+
+Done ChannelTable::activate(ChannelSlot& slot) {
+  slot.requests = SpscConsumer<RequestRing>(&slot.shared->requests);
+  slot.responses = SpscProducer<ResponseRing>(&slot.shared->responses);
+  {
+    std::lock_guard lock(hit_log_mutex);
+    slot.hit_log = SpscConsumer<HitLogRing>(&slot.shared->cache_hit_log);
+  }
+  slot.poisoned = false;
+  slot.in_flight.store(0, std::memory_order_relaxed);
+  slot.reclaim_requested.store(false, std::memory_order_relaxed);
+  if (Done watched = wake_.watch(slot.request_event.get()); !watched.ok()) return watched;
+  states_[slot.index].store(kActive, std::memory_order_relaxed);
+  // Release: the leader that sees the bit sees the filled slot.
+  active_[slot.index / 64].fetch_or(1ull << (slot.index % 64), std::memory_order_release);
+  status_.clients.connected.fetch_add(1, std::memory_order_relaxed);
+  status_.clients.admitted.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
+void ChannelTable::request_reclaim(ChannelSlot& slot) {
+  if (slot.reclaim_requested.load(std::memory_order_relaxed)) return;
+  slot.reclaim_requested_ns = monotonic_ns();
+  slot.reclaim_requested.store(true, std::memory_order_release);
+  reclaims_pending_.fetch_add(1, std::memory_order_release);
+  wake_.kick();
+}
+
+bool ChannelTable::reclaim_possible() const noexcept {
+  if (reclaims_pending_.load(std::memory_order_acquire) == 0) return false;
+  for (std::uint32_t i = 0; i < capacity_; ++i) {
+    const ChannelSlot& slot = *slots_[i];
+    if (slot.reclaim_requested.load(std::memory_order_acquire) && slot.in_flight.load(std::memory_order_acquire) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void ChannelTable::reclaim_ready() {
+  if (reclaims_pending_.load(std::memory_order_acquire) == 0) return;
+  for (std::uint32_t i = 0; i < capacity_; ++i) {
+    ChannelSlot& slot = *slots_[i];
+    if (!slot.reclaim_requested.load(std::memory_order_acquire)) continue;
+    // Answers still being computed will write into the arena: wait for them.
+    if (slot.in_flight.load(std::memory_order_acquire) != 0) continue;
+    active_[i / 64].fetch_and(~(1ull << (i % 64)), std::memory_order_acq_rel);
+    wake_.unwatch(slot.request_event.get());
+    {
+      std::lock_guard lock(hit_log_mutex);
+      client_hits_of_reclaimed += slot.shared->cache_hits.load(std::memory_order_relaxed);
+      slot.hit_log = SpscConsumer<HitLogRing>();
+      slot.memory = OwnedMemory{};  // the client may keep its mapping; this one goes
+    }
+    {
+      std::lock_guard lock(slot.response_mutex);
+      slot.responses = SpscProducer<ResponseRing>();
+    }
+    slot.requests = SpscConsumer<RequestRing>();
+    slot.shared = nullptr;
+    slot.arena = nullptr;
+    slot.request_event.reset();
+    slot.response_event.reset();
+    const std::uint64_t took = monotonic_ns() - slot.reclaim_requested_ns;
+    if (took > slowest_reclaim_ns_.load(std::memory_order_relaxed)) {
+      slowest_reclaim_ns_.store(took, std::memory_order_relaxed);
+    }
+    slot.reclaim_requested.store(false, std::memory_order_relaxed);
+    reclaims_pending_.fetch_sub(1, std::memory_order_acq_rel);
+    status_.clients.connected.fetch_sub(1, std::memory_order_relaxed);
+    status_.clients.reclaimed.fetch_add(1, std::memory_order_relaxed);
+    states_[i].store(kFree, std::memory_order_release);
+  }
+}
+
+}  // namespace sidecar

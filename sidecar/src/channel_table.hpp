@@ -1,0 +1,119 @@
+// The sidecar's private table of client channels. Nothing of it is in shared memory: which
+// channels are in use, the ring positions, who is connected and whether a channel is being taken
+// back are the sidecar's alone, so no client can change them.
+//
+// A slot's life: the connection thread claims a free slot, fills it (the channel's memfd, its
+// eventfds, the client's uid) and activates it; the leader polls active slots; when the client's
+// socket hangs up the connection thread asks for the slot back, and the leader reclaims it once
+// none of its requests is still running (their outputs go into its arena), then frees it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "leader_wake.hpp"
+#include "sidecar/shared/channel_layout.hpp"
+#include "committed_memory.hpp"
+#include "sidecar/shared/memfd.hpp"
+#include "sidecar/shared/status_layout.hpp"
+
+namespace sidecar {
+
+struct ChannelSlot {
+  std::uint32_t index = 0;
+
+  // Set by the connection thread before activation; released by reclaim.
+  OwnedMemory memory;  // the channel's memfd and the sidecar's read-write mapping of it
+  ChannelHeader* shared = nullptr;
+  std::uint8_t* arena = nullptr;
+  std::uint64_t arena_bytes = 0;  // the sidecar's own number: never read back from shared memory
+  UniqueFd request_event;         // the client writes it; the leader sleeps on it
+  UniqueFd response_event;        // the sidecar writes it to wake the client
+  std::uint32_t peer_uid = 0;
+  std::int32_t peer_pid = 0;
+  std::uint64_t cache_scope = 0;  // kSharedScope or per_user_scope(peer_uid)
+
+  // The leader's only.
+  SpscConsumer<RequestRing> requests;
+  bool poisoned = false;  // the client broke the ring protocol: ignored until it goes away
+
+  // Any worker may answer.
+  std::mutex response_mutex;
+  SpscProducer<ResponseRing> responses;
+
+  // Guarded by ChannelTable::hit_log_mutex.
+  SpscConsumer<HitLogRing> hit_log;
+
+  std::atomic<std::uint32_t> in_flight{0};  // taken from the ring, not yet answered
+  std::atomic<bool> reclaim_requested{false};
+  std::uint64_t reclaim_requested_ns = 0;
+};
+
+class ChannelTable {
+ public:
+  ChannelTable(std::uint32_t capacity, LeaderWake& wake, StatusPage& status);
+  ~ChannelTable();
+
+  std::uint32_t capacity() const noexcept { return capacity_; }
+  ChannelSlot& slot(std::uint32_t index) noexcept { return *slots_[index]; }
+
+  // Connection thread. A free slot to fill, or null when `capacity` clients are connected.
+  ChannelSlot* claim_free();
+  // Gives a claimed slot back unused (its setup failed).
+  void unclaim(ChannelSlot& slot);
+  // Starts serving a filled slot: its eventfd wakes the leader and the leader polls it.
+  Done activate(ChannelSlot& slot);
+  // Its client hung up (or broke the protocol): the leader reclaims it once nothing of it runs.
+  void request_reclaim(ChannelSlot& slot);
+
+  // Leader. Calls `visit(slot)` for the active slots from `start` round-robin, until it returns true.
+  template <typename Visit>
+  bool visit_active_from(std::uint32_t start, Visit&& visit);
+  bool reclaim_possible() const noexcept;
+  // Takes back every slot whose reclaim was asked for and whose requests are all answered.
+  void reclaim_ready();
+
+  // Client-side cache hits of channels reclaimed so far, for the statistics.
+  std::mutex hit_log_mutex;
+  std::uint64_t client_hits_of_reclaimed = 0;  // guarded by hit_log_mutex
+
+  // Time from a client's hang-up to its channel's reclaim, the largest seen (for tests and logs).
+  std::uint64_t slowest_reclaim_ns() const noexcept { return slowest_reclaim_ns_.load(std::memory_order_relaxed); }
+
+ private:
+  enum SlotState : std::uint32_t { kFree = 0, kClaimed = 1, kActive = 2 };
+
+  std::uint32_t capacity_;
+  LeaderWake& wake_;
+  StatusPage& status_;
+  std::vector<std::unique_ptr<ChannelSlot>> slots_;
+  std::unique_ptr<std::atomic<std::uint32_t>[]> states_;
+  // Bit i: slot i is active. Private memory: the leader trusts it.
+  std::unique_ptr<std::atomic<std::uint64_t>[]> active_;
+  std::atomic<std::uint32_t> reclaims_pending_{0};
+  std::atomic<std::uint64_t> slowest_reclaim_ns_{0};
+};
+
+template <typename Visit>
+bool ChannelTable::visit_active_from(std::uint32_t start, Visit&& visit) {
+  const std::uint32_t words = (capacity_ + 63) / 64;
+  start %= capacity_;
+  for (std::uint32_t step = 0; step <= words; ++step) {
+    const std::uint32_t word = (start / 64 + step) % words;
+    std::uint64_t bits = active_[word].load(std::memory_order_acquire);
+    if (step == 0) bits &= ~0ull << (start % 64);
+    if (step == words) bits &= (start % 64) ? ~(~0ull << (start % 64)) : 0ull;
+    while (bits != 0) {
+      const std::uint32_t index = word * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
+      bits &= bits - 1;
+      if (index >= capacity_) break;
+      if (visit(*slots_[index])) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace sidecar

@@ -1,0 +1,94 @@
+// The sidecar's socket: accepting clients, the handshake, handing each admitted client its own
+// channel, and noticing when a client goes. One thread, one epoll.
+//
+// A connection's life: accepted; its ConnectRequest read and checked (version, kind, arena size),
+// its peer judged by the credentials the kernel recorded (SO_PEERCRED, SO_PEERGROUPS) against the
+// access policy; then an observer gets the status page, and an attaching client gets a channel
+// made for it alone (a sealed memfd whose memory is committed now, and two eventfds) with the
+// status page and, for a shared-scope cache, the cache. The socket then stays open for the
+// client's life: when it hangs up (exit, crash, SIGKILL) or sends anything at all, the connection
+// is closed and its channel reclaimed at once. No /proc polling, no pid reuse to worry about.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "access_policy.hpp"
+#include "channel_table.hpp"
+#include "result_cache.hpp"
+#include "runtime_files.hpp"
+#include "sidecar/shared/protocol.hpp"
+#include "status_page.hpp"
+
+namespace sidecar {
+
+struct ConnectionSettings {
+  std::uint64_t default_arena_bytes = 0;
+  std::uint64_t max_arena_bytes = 0;
+  CacheScope cache_scope = CacheScope::kShared;
+  std::uint32_t max_observers = 16;
+  std::uint32_t max_pending = 256;                 // connections not yet attached or observing
+  std::uint64_t handshake_timeout_ns = 5'000'000'000;  // for a client to send its ConnectRequest
+};
+
+class ConnectionManager {
+ public:
+  // `cache` may be null. Nothing runs until start().
+  ConnectionManager(const ConnectionSettings& settings, AccessPolicy policy, const ListeningSocket& listening,
+                    ChannelTable& table, const StatusPageWriter& status, const ResultCache* cache);
+  ~ConnectionManager();
+
+  Done start();
+  // From now on attaching clients get their channel, and those waiting through warm-up get it now.
+  void mark_ready();
+  // New attaches are refused as "shutting down"; attached clients keep their channels.
+  void begin_stopping();
+  // Closes every connection (clients see the hang-up) and joins the thread. Idempotent.
+  void stop();
+
+ private:
+  enum class State { kHandshaking, kWaitingForReady, kAttached, kObserving };
+  struct Connection {
+    UniqueFd socket;
+    State state = State::kHandshaking;
+    std::uint64_t deadline_ns = 0;
+    PeerCredentials peer;
+    std::vector<gid_t> groups;
+    ConnectRequest request{};
+    ChannelSlot* slot = nullptr;
+  };
+
+  void run();
+  void accept_new();
+  void on_readable(Connection& connection, std::uint32_t events);
+  void on_request(Connection& connection);
+  void attach(Connection& connection);
+  Result<ChannelSlot*> open_channel(const Connection& connection, std::uint64_t arena_bytes);
+  void refuse(Connection& connection, ConnectOutcome outcome, const std::string& message);
+  ConnectReply reply_for(ConnectOutcome outcome) const;
+  void close_connection(int fd);
+  void expire_handshakes();
+  void attach_waiting();
+  std::uint32_t pending() const;
+
+  ConnectionSettings settings_;
+  AccessPolicy policy_;
+  const ListeningSocket& listening_;
+  ChannelTable& table_;
+  const StatusPageWriter& status_;
+  const ResultCache* cache_;
+  UniqueFd epoll_;
+  UniqueFd control_;  // eventfd: mark_ready, begin_stopping, stop
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> closing_{false};
+  bool ready_handled_ = false;
+  std::thread thread_;
+  std::unordered_map<int, Connection> connections_;  // by socket fd; the connection thread's only
+  std::uint32_t observers_ = 0;
+};
+
+}  // namespace sidecar

@@ -1,0 +1,184 @@
+#include "scheduler.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include "options.hpp"
+#include "rate_limited_log.hpp"
+#include "sidecar/shared/clock.hpp"
+
+namespace sidecar {
+namespace {
+
+// The longest an idle leader sleeps before it looks again by itself: only a backstop, since every
+// reason to look has an eventfd.
+constexpr std::uint64_t kIdleSleepLimitNs = 100'000'000;
+
+RateLimitedWarning ring_fault_warning;
+
+}  // namespace
+
+Scheduler::Scheduler(const SchedulerSettings& settings, const AdmissionRules& rules, ChannelTable& table,
+                     LeaderWake& wake, StatusPage& status, Executor& executor)
+    : settings_(settings), rules_(rules), table_(table), wake_(wake), status_(status), executor_(executor) {
+  usable_cpus_ = usable_cpu_count();
+  // Sharing every CPU of the host with its clients, the sidecar keeps one for them (they spin
+  // too); pinned apart from them, it may use all of its own.
+  const auto online = static_cast<int>(std::thread::hardware_concurrency());
+  cpus_kept_for_clients_ = usable_cpus_ >= online ? 1 : 0;
+}
+
+void Scheduler::serve() {
+  Work work;
+  work.taken.reserve(std::max<std::uint32_t>(rules_.max_batch, 1));
+  while (true) {
+    std::unique_lock lead(leader_mutex_);
+    if (!lead_and_take(work)) break;
+    executing_.fetch_add(1, std::memory_order_relaxed);
+    lead.unlock();  // a follower becomes the leader while this worker runs the request
+    executor_.execute(work);
+    executing_.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+void Scheduler::stop() {
+  stopping_.store(true, std::memory_order_release);
+  wake_.kick();
+}
+
+// A spinning leader must not take a core from a worker that runs a forward, nor from a spinning
+// client: when the cores are all spoken for, the leader sleeps at once instead (docs/design.md
+// has the measurement behind this).
+bool Scheduler::spinning_fits() const noexcept {
+  const int busy = executing_.load(std::memory_order_relaxed) * settings_.intra_op_threads;
+  return busy + 1 + cpus_kept_for_clients_ <= usable_cpus_;
+}
+
+template <typename Ready>
+void Scheduler::sleep_until(Ready&& ready, std::uint64_t timeout_ns) {
+  // Announce the sleep, then look once more: a client that published before reading the flag is
+  // seen here; one that reads it afterwards writes its eventfd.
+  status_.leader_sleeping.store(1, std::memory_order_seq_cst);
+  if (!ready() && !stopping_.load(std::memory_order_acquire) && !any_request_waiting()) wake_.sleep(timeout_ns);
+  status_.leader_sleeping.store(0, std::memory_order_relaxed);
+}
+
+bool Scheduler::lead_and_take(Work& work) {
+  work.taken.clear();
+  work.batch_rows = 0;
+  std::uint64_t spin_until = monotonic_ns() + settings_.spin_ns;
+  while (!stopping_.load(std::memory_order_acquire)) {
+    table_.reclaim_ready();
+    if (poll_once(work, nullptr)) {
+      gather_batch(work);
+      return true;
+    }
+    if (settings_.spin_ns != 0 && monotonic_ns() < spin_until && spinning_fits()) {
+      cpu_relax();
+      continue;
+    }
+    sleep_until([&] { return table_.reclaim_possible(); }, kIdleSleepLimitNs);
+    spin_until = monotonic_ns() + settings_.spin_ns;
+  }
+  return false;
+}
+
+// The leader has taken a request. If it can be batched, the leader keeps taking compatible
+// requests, round-robin over the channels, until the batch has max_batch rows or
+// max_queue_delay_us has passed since the first was taken; then it runs them as one forward.
+void Scheduler::gather_batch(Work& work) {
+  const std::uint32_t first_rows = batch_rows_of(work.taken[0].request, rules_);
+  if (first_rows == 0) return;
+  work.batch_rows = first_rows;
+  // A copy: poll_once appends to work.taken, which may move its elements.
+  const RequestDescriptor first = work.taken[0].request;
+  const std::uint64_t until = monotonic_ns() + settings_.max_queue_delay_ns;
+  while (work.batch_rows < rules_.max_batch && !stopping_.load(std::memory_order_acquire)) {
+    if (poll_once(work, &first)) continue;
+    const std::uint64_t now = monotonic_ns();
+    if (now >= until) break;
+    if (spinning_fits()) {
+      cpu_relax();
+      continue;
+    }
+    // No core to spare (a forward runs beside us): wait for the next request asleep, not spinning,
+    // or the gathering itself would slow the batch that is running.
+    sleep_until([] { return false; }, until - now);
+  }
+}
+
+// Takes the request at the front of the next channel (round-robin) into work.taken. With
+// `batch_with`, only a request that can join that batch (and fits in it); others stay queued.
+bool Scheduler::poll_once(Work& work, const RequestDescriptor* batch_with) {
+  // Round-robin from the channel after the last one served, so a busy channel cannot starve others.
+  return table_.visit_active_from(poll_cursor_, [&](ChannelSlot& slot) {
+    if (!can_take_from(slot)) return false;
+    TakenRequest& taken = work.taken.emplace_back();
+    // A private copy of the used part: from here on the client cannot change what we check.
+    const RequestDescriptor* front = slot.requests.front();
+    std::memcpy(&taken.request, front, offsetof(RequestDescriptor, inputs));
+    const std::uint32_t inputs = std::min<std::uint32_t>(taken.request.input_count, kMaxTensors);
+    std::memcpy(taken.request.inputs, front->inputs, sizeof(TensorDescriptor) * inputs);
+    if (batch_with != nullptr) {
+      const std::uint32_t rows = batch_rows_of(taken.request, rules_);
+      TensorShape a[kMaxTensors];
+      TensorShape b[kMaxTensors];
+      for (std::uint32_t i = 0; i < inputs; ++i) a[i] = taken.request.inputs[i].shape;
+      const std::uint32_t first_inputs = std::min<std::uint32_t>(batch_with->input_count, kMaxTensors);
+      for (std::uint32_t i = 0; i < first_inputs; ++i) b[i] = batch_with->inputs[i].shape;
+      if (rows == 0 || work.batch_rows + rows > rules_.max_batch ||
+          !same_trailing_shapes(std::span<const TensorShape>(a, inputs), std::span<const TensorShape>(b, first_inputs))) {
+        work.taken.pop_back();
+        return false;
+      }
+      work.batch_rows += rows;
+    }
+    slot.requests.pop();
+    slot.in_flight.fetch_add(1, std::memory_order_acq_rel);
+    taken.slot = &slot;
+    taken.service_order = next_service_order_++;
+    poll_cursor_ = slot.index + 1;
+    return true;
+  });
+}
+
+// A request waits on this channel and the leader may take it now. poll_once and the idle wait
+// share this test: a wait that wakes for a request poll_once would skip spins the leader.
+bool Scheduler::can_take_from(ChannelSlot& slot) {
+  if (slot.poisoned || slot.reclaim_requested.load(std::memory_order_acquire)) return false;
+  if (!slot.requests.has_data()) {
+    if (slot.requests.corrupt()) {
+      slot.poisoned = true;
+      ring_fault_warning("client {} (pid {}): request ring indices corrupt; ignoring its channel until it goes",
+                         slot.index, slot.peer_pid);
+    }
+    return false;
+  }
+  // Take a request only when its answer will have a response slot.
+  const std::uint64_t client_head = slot.shared->responses.head.load(std::memory_order_acquire);
+  const std::uint64_t posted = slot.responses.published();
+  const std::uint64_t unread = client_head <= posted ? posted - client_head : kRingCapacity;
+  return unread + slot.in_flight.load(std::memory_order_acquire) < kRingCapacity;
+}
+
+bool Scheduler::any_request_waiting() {
+  return table_.visit_active_from(0, [&](ChannelSlot& slot) { return can_take_from(slot); });
+}
+
+void Scheduler::answer_queued_with_shutdown() {
+  table_.visit_active_from(0, [&](ChannelSlot& slot) {
+    if (slot.poisoned) return false;
+    // At most one ring's worth: a client that keeps posting must not hold the shutdown up.
+    for (std::uint32_t answered = 0; answered < kRingCapacity; ++answered) {
+      const RequestDescriptor* front = slot.requests.front();
+      if (front == nullptr) break;
+      const std::uint64_t request_id = front->request_id;
+      slot.requests.pop();
+      executor_.answer_without_running(slot, request_id, Status::kShuttingDown, "the sidecar is shutting down");
+    }
+    return false;
+  });
+}
+
+}  // namespace sidecar

@@ -1,0 +1,68 @@
+// Who takes requests from the rings, and when: leader/follower over the worker threads.
+//
+// One worker at a time (the leader) polls the request rings, round-robin over the active channels
+// so that a busy client cannot starve the others, spinning for --spin-us before it sleeps (see
+// LeaderWake). When it takes a request it hands leadership to the next worker and runs the request
+// itself: no hand-off between threads on the hot path, and only one thread spinning, which matters
+// on two cores where the client spins too. With --max-batch, the leader keeps taking compatible
+// requests for up to --max-queue-delay-us and runs them as one forward.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+#include "admission.hpp"
+#include "channel_table.hpp"
+#include "execution.hpp"
+#include "leader_wake.hpp"
+#include "work.hpp"
+
+namespace sidecar {
+
+struct SchedulerSettings {
+  int intra_op_threads = 1;
+  std::uint64_t spin_ns = 0;
+  std::uint64_t max_queue_delay_ns = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(const SchedulerSettings& settings, const AdmissionRules& rules, ChannelTable& table, LeaderWake& wake,
+            StatusPage& status, Executor& executor);
+
+  // One worker's loop: lead or follow, run what it took, until stop().
+  void serve();
+  // Workers return from serve() once they finish what they run. Any thread.
+  void stop();
+  // After every worker returned: answers what is still queued with "shutting down".
+  void answer_queued_with_shutdown();
+
+ private:
+  bool lead_and_take(Work& work);
+  void gather_batch(Work& work);
+  bool poll_once(Work& work, const RequestDescriptor* batch_with);
+  bool can_take_from(ChannelSlot& slot);
+  bool any_request_waiting();
+  bool spinning_fits() const noexcept;
+  // Sleeps until a request may be waiting, `ready()` says so, or `timeout_ns` passes.
+  template <typename Ready>
+  void sleep_until(Ready&& ready, std::uint64_t timeout_ns);
+
+  SchedulerSettings settings_;
+  const AdmissionRules& rules_;
+  ChannelTable& table_;
+  LeaderWake& wake_;
+  StatusPage& status_;
+  Executor& executor_;
+
+  std::mutex leader_mutex_;
+  std::uint32_t poll_cursor_ = 0;         // guarded by leader_mutex_
+  std::uint64_t next_service_order_ = 1;  // guarded by leader_mutex_
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> executing_{0};  // workers running a request
+  int usable_cpus_ = 1;
+  int cpus_kept_for_clients_ = 0;
+};
+
+}  // namespace sidecar
