@@ -109,8 +109,8 @@ void ChannelTable::reclaim_ready() {
     slot.request_event.reset();
     slot.response_event.reset();
     const std::uint64_t took = monotonic_ns() - slot.reclaim_requested_ns;
-    if (took > slowest_reclaim_ns_.load(std::memory_order_relaxed)) {
-      slowest_reclaim_ns_.store(took, std::memory_order_relaxed);
+    if (took > status_.clients.slowest_reclaim_ns.load(std::memory_order_relaxed)) {
+      status_.clients.slowest_reclaim_ns.store(took, std::memory_order_relaxed);
     }
     slot.reclaim_requested.store(false, std::memory_order_relaxed);
     reclaims_pending_.fetch_sub(1, std::memory_order_acq_rel);

@@ -80,8 +80,6 @@ class ChannelTable {
   std::mutex hit_log_mutex;
   std::uint64_t client_hits_of_reclaimed = 0;  // guarded by hit_log_mutex
 
-  // Time from a client's hang-up to its channel's reclaim, the largest seen (for tests and logs).
-  std::uint64_t slowest_reclaim_ns() const noexcept { return slowest_reclaim_ns_.load(std::memory_order_relaxed); }
 
  private:
   enum SlotState : std::uint32_t { kFree = 0, kClaimed = 1, kActive = 2 };
@@ -94,7 +92,6 @@ class ChannelTable {
   // Bit i: slot i is active. Private memory: the leader trusts it.
   std::unique_ptr<std::atomic<std::uint64_t>[]> active_;
   std::atomic<std::uint32_t> reclaims_pending_{0};
-  std::atomic<std::uint64_t> slowest_reclaim_ns_{0};
 };
 
 template <typename Visit>

@@ -32,27 +32,49 @@ std::optional<std::uint64_t> host_available_bytes() {
   return std::nullopt;
 }
 
-// The smallest room left under a memory.max on the way from this process's cgroup to the root.
+// The smallest room left under a memory limit on the way from this process's cgroup to the root:
+// cgroup v2 (memory.max, memory.current) or the v1 memory controller (memory.limit_in_bytes,
+// memory.usage_in_bytes), whichever this host mounts.
 std::optional<std::uint64_t> cgroup_available_bytes() {
   std::ifstream membership("/proc/self/cgroup");
   std::string line;
+  std::string root;
   std::string path;
+  const char* limit_file = nullptr;
+  const char* usage_file = nullptr;
   while (std::getline(membership, line)) {
-    if (line.rfind("0::", 0) == 0) path = line.substr(3);  // cgroup v2
+    const auto first = line.find(':');
+    const auto second = line.find(':', first + 1);
+    if (first == std::string::npos || second == std::string::npos) continue;
+    const std::string controllers = "," + line.substr(first + 1, second - first - 1) + ",";
+    if (controllers.find(",memory,") != std::string::npos) {
+      root = "/sys/fs/cgroup/memory";
+      path = line.substr(second + 1);
+      limit_file = "/memory.limit_in_bytes";
+      usage_file = "/memory.usage_in_bytes";
+      break;
+    }
+    if (line.rfind("0::", 0) == 0 && ::access("/sys/fs/cgroup/cgroup.controllers", R_OK) == 0) {
+      root = "/sys/fs/cgroup";
+      path = line.substr(3);
+      limit_file = "/memory.max";
+      usage_file = "/memory.current";
+    }
   }
-  if (path.empty()) return std::nullopt;
+  if (limit_file == nullptr || path.empty()) return std::nullopt;
   std::optional<std::uint64_t> smallest;
   while (true) {
-    const std::string dir = "/sys/fs/cgroup" + (path == "/" ? std::string() : path);
-    const auto limit = read_number(dir + "/memory.max");
-    const auto current = read_number(dir + "/memory.current");
-    if (limit && current) {
-      const std::uint64_t room = *limit > *current ? *limit - *current : 0;
+    const std::string dir = root + (path == "/" ? std::string() : path);
+    const auto limit = read_number(dir + limit_file);
+    const auto usage = read_number(dir + usage_file);
+    // v1 says "no limit" with a number near 2^63.
+    if (limit && usage && *limit < (1ull << 62)) {
+      const std::uint64_t room = *limit > *usage ? *limit - *usage : 0;
       if (!smallest || room < *smallest) smallest = room;
     }
-    if (path == "/" || path.empty()) break;
+    if (path == "/") break;
     const auto slash = path.rfind('/');
-    path = slash == 0 ? "/" : path.substr(0, slash);
+    path = slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
   }
   return smallest;
 }

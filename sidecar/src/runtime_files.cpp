@@ -1,6 +1,7 @@
 #include "runtime_files.hpp"
 
 #include <dirent.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -85,13 +86,17 @@ Result<InstanceLock> InstanceLock::acquire(const std::string& runtime_dir, const
     }
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) return Error{ErrorCode::kProtocolError, "flock " + path + ": " + errno_text(errno)};
-      char text[64] = {};
-      long long pid = 0;
-      unsigned long long generation = 0;
-      const ssize_t read = ::pread(fd.get(), text, sizeof text - 1, 0);
+      // The holder writes its pid just after it takes the lock: give it a moment to.
       std::string holder = "another process";
-      if (read > 0 && std::sscanf(text, "%lld %llu", &pid, &generation) >= 1 && pid > 0) {
-        holder = "pid " + std::to_string(pid);
+      for (int look = 0; look < 20; ++look) {
+        char text[64] = {};
+        long long pid = 0;
+        if (::pread(fd.get(), text, sizeof text - 1, 0) > 0 && std::sscanf(text, "%lld", &pid) == 1 && pid > 0 &&
+            ::kill(static_cast<pid_t>(pid), 0) == 0) {
+          holder = "pid " + std::to_string(pid);
+          break;
+        }
+        ::usleep(5000);
       }
       return Error{ErrorCode::kBusy, "another sidecar named '" + name + "' is running (" + holder + " holds " + path + ")"};
     }

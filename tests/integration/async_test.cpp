@@ -116,7 +116,7 @@ TEST_F(TinyAsync, SixtyFourClientsAtOnceEachWithSeveralRequestsInFlight) {
       std::vector<std::thread> threads;
       for (int t = 0; t < 8; ++t) {
         threads.emplace_back([&] {
-          auto client = Client::connect(sidecar_->name(), ConnectOptions{std::chrono::milliseconds(20000)});
+          auto client = Client::connect(sidecar_->name(), testing::connect_options(std::chrono::milliseconds(20000)));
           if (!client.ok()) {
             ++failures;
             return;

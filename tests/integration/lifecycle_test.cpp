@@ -7,6 +7,7 @@
 #include <fstream>
 #include <thread>
 
+#include "client_helpers.hpp"
 #include "sidecar/client.hpp"
 #include "sidecar/shared/protocol.hpp"
 #include "sidecar/shared/unix_socket.hpp"
@@ -185,7 +186,7 @@ TEST(Lifecycle, CrashedSidecarIsDetectedAndReplaced) {
 }
 
 TEST(Lifecycle, ConnectWithoutASidecarSaysSoAfterTheTimeout) {
-  auto client = Client::connect(unique_name("absent"), ConnectOptions{50ms, 0us});
+  auto client = Client::connect(unique_name("absent"), testing::connect_options(50ms, 0us));
   EXPECT_EQ(client.code(), ErrorCode::kNotRunning);
   EXPECT_NE(client.message().find("no sidecar named"), std::string::npos);
 }
@@ -210,7 +211,7 @@ TEST(Lifecycle, ConnectRefusesASidecarOfAnotherVersion) {
     std::memcpy(reply.data(), &prefix, sizeof prefix);
     [[maybe_unused]] const Done sent = send_message(connection.get(), reply.data(), reply.size());
   });
-  auto client = Client::connect(name, ConnectOptions{10s, 0us});
+  auto client = Client::connect(name, testing::connect_options(10s, 0us));
   future_sidecar.join();
   ::unlink(path.c_str());
   EXPECT_EQ(client.code(), ErrorCode::kVersionMismatch) << client.message();
@@ -255,7 +256,7 @@ TEST(Lifecycle, ConnectDuringWarmupTimesOutAsNotReady) {
   SidecarProcess sidecar(name, {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224", "--workers", "1",
                                 "--warmup-iterations", "100000", "--max-clients", "2"});
   while (!socket_exists(name) && !sidecar.has_exited()) std::this_thread::sleep_for(5ms);
-  auto client = Client::connect(name, ConnectOptions{200ms, 0us});
+  auto client = Client::connect(name, testing::connect_options(200ms, 0us));
   EXPECT_EQ(client.code(), ErrorCode::kNotReady) << client.message();
   EXPECT_NE(client.message().find("is not ready: the sidecar is warming up"), std::string::npos) << client.message();
   EXPECT_EQ(sidecar.stop(SIGTERM), 0);

@@ -16,6 +16,15 @@ namespace sidecar::testing {
 constexpr std::int64_t kImageShape[] = {1, 3, 224, 224};
 constexpr std::size_t kImageElements = 3 * 224 * 224;
 
+// Options with this connect timeout and spin budget, the rest left at their defaults.
+inline ConnectOptions connect_options(std::chrono::milliseconds timeout,
+                                      std::chrono::microseconds spin = std::chrono::microseconds(50)) {
+  ConnectOptions options;
+  options.timeout = timeout;
+  options.spin = spin;
+  return options;
+}
+
 // A test that cannot connect has nothing to test: throw, and the test fails with the reason.
 inline Client connect_or_fail(const std::string& name, ConnectOptions options = {}) {
   auto client = Client::connect(name, options);

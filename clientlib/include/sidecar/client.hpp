@@ -143,6 +143,8 @@ struct SidecarStatus {
   std::uint64_t clients_admitted = 0;
   std::uint64_t clients_refused = 0;
   std::uint64_t clients_reclaimed = 0;
+  // The longest a departed client's channel waited to be taken back (from its hang-up), since start.
+  std::uint64_t slowest_reclaim_ns = 0;
   std::uint64_t requests = 0;
   std::uint64_t default_arena_bytes = 0;
   std::uint64_t max_arena_bytes = 0;

@@ -67,7 +67,9 @@ struct ClientCounters {
   std::atomic<std::uint64_t> reclaimed;  // channels taken back after their client hung up or died
   std::atomic<std::uint64_t> observers;  // connections that only watch (sidecarctl status)
   std::atomic<std::uint64_t> requests;   // requests answered, any status
-  std::atomic<std::uint64_t> reserved[2];
+  // The longest a channel waited, from its client's hang-up to its reclaim, since start.
+  std::atomic<std::uint64_t> slowest_reclaim_ns;
+  std::atomic<std::uint64_t> reserved;
 };
 
 struct alignas(kCacheLine) StatusPage {
