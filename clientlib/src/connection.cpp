@@ -1,7 +1,6 @@
 #include "connection.hpp"
 
 #include <poll.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -227,7 +226,7 @@ Result<std::unique_ptr<Connection>> Connection::open(const std::string& name, co
 }
 
 Done Connection::map_accepted(std::vector<UniqueFd>& fds, ConnectKind kind) {
-  const std::size_t expected = kind == ConnectKind::kObserve ? 1 : (reply_.cache_bytes != 0 ? 5 : 4);
+  const std::size_t expected = kind == ConnectKind::kObserve ? 1 : (reply_.cache_bytes != 0 ? 4 : 3);
   if (fds.size() != expected) {
     return {ErrorCode::kProtocolError, "expected " + std::to_string(expected) + " fds, got " + std::to_string(fds.size())};
   }
@@ -241,14 +240,6 @@ Done Connection::map_accepted(std::vector<UniqueFd>& fds, ConnectKind kind) {
     return {ErrorCode::kVersionMismatch, "the status page is not one this client reads (version " +
                                              std::to_string(status_->protocol_version) + ", this client speaks " +
                                              std::to_string(kProtocolVersion) + ")"};
-  }
-  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll_) return {ErrorCode::kOutOfMemory, "epoll_create1: " + errno_text(errno)};
-  epoll_event hangup{};
-  hangup.events = EPOLLIN | EPOLLRDHUP;
-  hangup.data.fd = socket_.get();
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, socket_.get(), &hangup) != 0) {
-    return {ErrorCode::kOutOfMemory, "epoll_ctl: " + errno_text(errno)};
   }
   if (kind == ConnectKind::kObserve) return {};
 
@@ -267,13 +258,6 @@ Done Connection::map_accepted(std::vector<UniqueFd>& fds, ConnectKind kind) {
     return {ErrorCode::kProtocolError, "the channel's header does not match the handshake"};
   }
   request_event_ = std::move(fds[kRequestEventFd]);
-  response_event_ = std::move(fds[kResponseEventFd]);
-  epoll_event wake{};
-  wake.events = EPOLLIN | EPOLLET;  // every write is an edge: the eventfd is never read
-  wake.data.fd = response_event_.get();
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, response_event_.get(), &wake) != 0) {
-    return {ErrorCode::kOutOfMemory, "epoll_ctl: " + errno_text(errno)};
-  }
   if (reply_.cache_bytes != 0) {
     Result<SharedMapping> cache =
         map_received(fds[kCacheFd].get(), reply_.cache_bytes, kReadOnlySeals, false, "the result cache");
@@ -298,23 +282,32 @@ Connection::Wake Connection::sleep(std::uint64_t deadline_ns) noexcept {
   const std::uint64_t now = monotonic_ns();
   if (now >= deadline_ns) return Wake::kTimeout;
   const timespec timeout = timespec_from_ns(deadline_ns - now);
-  epoll_event events[2];
-  const int count = ::epoll_pwait2(epoll_.get(), events, 2, &timeout, nullptr);
-  if (count == 0) return Wake::kTimeout;
-  for (int i = 0; i < count; ++i) {
-    // The sidecar never sends anything after the handshake: readable means closed.
-    if (events[i].data.fd == socket_.get()) {
+  pollfd entry{socket_.get(), POLLIN | POLLRDHUP, 0};
+  const int ready = ::ppoll(&entry, 1, &timeout, nullptr);
+  if (ready == 0) return Wake::kTimeout;
+  if (ready < 0) return Wake::kSignalled;  // EINTR: the caller looks again
+  return drain_wake_ups() ? Wake::kSignalled : Wake::kSidecarGone;
+}
+
+bool Connection::drain_wake_ups() noexcept {
+  // A few at most: one per sleep, plus one that raced a sleep that ended without it.
+  for (int read = 0; read < 64; ++read) {
+    char byte = 0;
+    const ssize_t got = ::recv(socket_.get(), &byte, 1, MSG_DONTWAIT);
+    if (got == 1) continue;
+    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
       gone_ = true;
-      return Wake::kSidecarGone;
+      return false;
     }
+    return true;
   }
-  return Wake::kSignalled;
+  return true;
 }
 
 bool Connection::sidecar_gone(bool check_now) noexcept {
   if (gone_ || !check_now) return gone_;
   pollfd entry{socket_.get(), POLLIN | POLLRDHUP, 0};
-  if (::poll(&entry, 1, 0) > 0) gone_ = true;
+  if (::poll(&entry, 1, 0) > 0) drain_wake_ups();
   return gone_;
 }
 

@@ -53,29 +53,29 @@ class Connection {
   void wake_sidecar() const noexcept;
 
   enum class Wake { kSignalled, kTimeout, kSidecarGone };
-  // Sleeps until the sidecar signals a response, `deadline_ns` passes, or the sidecar goes.
-  // `answered()` is checked after announcing the sleep, so no signal can be missed.
+  // Sleeps until the sidecar sends a wake-up on the socket, `deadline_ns` passes, or the sidecar
+  // goes. `answered()` is checked after announcing the sleep, so no wake-up can be missed.
   template <typename Answered>
   Wake sleep_for_response(Answered&& answered, std::uint64_t deadline_ns);
 
   // True once the sidecar's end of the socket is seen closed; checks the socket (a syscall) only
-  // when `check_now`.
+  // when `check_now`. Wake-ups found on the way are dropped: the caller looks at the rings anyway.
   bool sidecar_gone(bool check_now) noexcept;
 
  private:
   Connection() = default;
   Done map_accepted(std::vector<UniqueFd>& fds, ConnectKind kind);
   Wake sleep(std::uint64_t deadline_ns) noexcept;
+  // Reads the wake-ups waiting on the socket; false when it finds the sidecar's end closed.
+  bool drain_wake_ups() noexcept;
 
   UniqueFd socket_;
-  UniqueFd epoll_;
   std::string socket_path_;
   ConnectReply reply_{};
   SharedMapping status_mapping_;
   const StatusPage* status_ = nullptr;
   SharedMapping channel_;
   UniqueFd request_event_;
-  UniqueFd response_event_;
   SharedMapping cache_mapping_;
   CacheView cache_view_;
   bool gone_ = false;
@@ -85,7 +85,8 @@ template <typename Answered>
 Connection::Wake Connection::sleep_for_response(Answered&& answered, std::uint64_t deadline_ns) {
   ChannelHeader& header = channel();
   // Pairs with the sidecar's fence between publishing a response and reading this flag.
-  header.client_waiting.store(1, std::memory_order_seq_cst);
+  header.client_waiting.store(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   Wake wake = Wake::kSignalled;
   if (!answered()) wake = sleep(deadline_ns);
   header.client_waiting.store(0, std::memory_order_relaxed);

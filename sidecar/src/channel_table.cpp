@@ -40,7 +40,7 @@ void ChannelTable::unclaim(ChannelSlot& slot) {
   if (slot.request_event) wake_.unwatch(slot.request_event.get());
   slot.memory = OwnedMemory{};
   slot.request_event.reset();
-  slot.response_event.reset();
+  slot.wake_socket.reset();
   slot.shared = nullptr;
   slot.arena = nullptr;
   states_[slot.index].store(kFree, std::memory_order_release);
@@ -68,7 +68,7 @@ Done ChannelTable::activate(ChannelSlot& slot) {
 void ChannelTable::request_reclaim(ChannelSlot& slot) {
   if (slot.reclaim_requested.load(std::memory_order_relaxed)) return;
   slot.reclaim_requested_ns = monotonic_ns();
-  slot.reclaim_requested.store(true, std::memory_order_release);
+  slot.reclaim_requested.store(true, std::memory_order_seq_cst);
   reclaims_pending_.fetch_add(1, std::memory_order_release);
   wake_.kick();
 }
@@ -77,7 +77,7 @@ bool ChannelTable::reclaim_possible() const noexcept {
   if (reclaims_pending_.load(std::memory_order_acquire) == 0) return false;
   for (std::uint32_t i = 0; i < capacity_; ++i) {
     const ChannelSlot& slot = *slots_[i];
-    if (slot.reclaim_requested.load(std::memory_order_acquire) && slot.in_flight.load(std::memory_order_acquire) == 0) {
+    if (slot.reclaim_requested.load(std::memory_order_seq_cst) && slot.in_flight.load(std::memory_order_seq_cst) == 0) {
       return true;
     }
   }
@@ -88,9 +88,9 @@ void ChannelTable::reclaim_ready() {
   if (reclaims_pending_.load(std::memory_order_acquire) == 0) return;
   for (std::uint32_t i = 0; i < capacity_; ++i) {
     ChannelSlot& slot = *slots_[i];
-    if (!slot.reclaim_requested.load(std::memory_order_acquire)) continue;
+    if (!slot.reclaim_requested.load(std::memory_order_seq_cst)) continue;
     // Answers still being computed will write into the arena: wait for them.
-    if (slot.in_flight.load(std::memory_order_acquire) != 0) continue;
+    if (slot.in_flight.load(std::memory_order_seq_cst) != 0) continue;
     active_[i / 64].fetch_and(~(1ull << (i % 64)), std::memory_order_acq_rel);
     wake_.unwatch(slot.request_event.get());
     {
@@ -107,7 +107,7 @@ void ChannelTable::reclaim_ready() {
     slot.shared = nullptr;
     slot.arena = nullptr;
     slot.request_event.reset();
-    slot.response_event.reset();
+    slot.wake_socket.reset();
     const std::uint64_t took = monotonic_ns() - slot.reclaim_requested_ns;
     if (took > status_.clients.slowest_reclaim_ns.load(std::memory_order_relaxed)) {
       status_.clients.slowest_reclaim_ns.store(took, std::memory_order_relaxed);

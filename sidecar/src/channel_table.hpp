@@ -31,7 +31,9 @@ struct ChannelSlot {
   std::uint8_t* arena = nullptr;
   std::uint64_t arena_bytes = 0;  // the sidecar's own number: never read back from shared memory
   UniqueFd request_event;         // the client writes it; the leader sleeps on it
-  UniqueFd response_event;        // the sidecar writes it to wake the client
+  // A duplicate of the client's connected socket, to send it wake-ups: the connection thread may
+  // close its own fd at any time, and a number reused by another file must never get a wake-up.
+  UniqueFd wake_socket;
   std::uint32_t peer_uid = 0;
   std::int32_t peer_pid = 0;
   std::uint64_t cache_scope = 0;  // kSharedScope or per_user_scope(peer_uid)

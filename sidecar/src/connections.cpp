@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
@@ -236,12 +237,11 @@ void ConnectionManager::attach(Connection& connection) {
   reply.arena_offset = ChannelGeometry::compute(slot.arena_bytes).arena_offset;
   reply.arena_bytes = slot.arena_bytes;
   reply.client_id = slot.index;
-  int fds[kMaxReplyFds] = {status_.fd(), slot.memory.fd.get(), slot.request_event.get(), slot.response_event.get(),
-                           -1};
-  reply.fd_count = 4;
+  int fds[kMaxReplyFds] = {status_.fd(), slot.memory.fd.get(), slot.request_event.get(), -1};
+  reply.fd_count = 3;
   if (cache_ != nullptr && settings_.cache_scope == CacheScope::kShared) {
     fds[kCacheFd] = cache_->fd();
-    reply.fd_count = 5;
+    reply.fd_count = 4;
     reply.cache_bytes = cache_->bytes();
   }
   connection.slot = &slot;
@@ -284,10 +284,10 @@ Result<ChannelSlot*> ConnectionManager::open_channel(const Connection& connectio
   slot->arena = slot->memory.mapping.base() + geometry.arena_offset;
   slot->arena_bytes = geometry.arena_bytes;
   slot->request_event.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  slot->response_event.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!slot->request_event || !slot->response_event) {
+  slot->wake_socket.reset(::fcntl(connection.socket.get(), F_DUPFD_CLOEXEC, 0));
+  if (!slot->request_event || !slot->wake_socket) {
     table_.unclaim(*slot);
-    return Error{ErrorCode::kOutOfMemory, "eventfd: " + errno_text(errno)};
+    return Error{ErrorCode::kOutOfMemory, "eventfd/dup: " + errno_text(errno)};
   }
   slot->peer_uid = connection.peer.uid;
   slot->peer_pid = connection.peer.pid;
@@ -324,6 +324,9 @@ void ConnectionManager::close_connection(int fd) {
   if (it == connections_.end()) return;
   Connection& connection = it->second;
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  // The channel's duplicate of the socket lives until the channel is reclaimed: shut the
+  // connection down now, so that a client we drop sees the hang-up at once.
+  ::shutdown(fd, SHUT_RDWR);
   if (connection.slot != nullptr) table_.request_reclaim(*connection.slot);
   if (connection.state == State::kObserving) {
     --observers_;

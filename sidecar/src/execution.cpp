@@ -1,6 +1,6 @@
 #include "execution.hpp"
 
-#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -188,9 +188,10 @@ void Executor::finish(TakenRequest& taken) {
   taken.response.service_order = taken.service_order;
   post_response(*taken.slot, taken.response);
   ChannelSlot& slot = *taken.slot;
-  // The last answer of a channel waiting to be reclaimed: wake the leader to reclaim it.
-  if (slot.in_flight.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
-      slot.reclaim_requested.load(std::memory_order_acquire)) {
+  // The last answer of a channel waiting to be reclaimed: wake the leader to reclaim it. Sequentially
+  // consistent with the reclaim request, so that this worker or the leader sees the other.
+  if (slot.in_flight.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+      slot.reclaim_requested.load(std::memory_order_seq_cst)) {
     wake_.kick();
   }
 }
@@ -223,11 +224,14 @@ void Executor::post_response(ChannelSlot& slot, const ResponseDescriptor& respon
     slot.responses.publish();
   }
   status_.clients.requests.fetch_add(1, std::memory_order_relaxed);
-  // Pairs with the client's store of client_waiting before its last look at the ring.
+  // Pairs with the fence after the client's store of client_waiting, before its last look at the
+  // ring: either it sees this response or this sees its flag. Taking the flag back means one
+  // wake-up per sleep, however many answers land meanwhile.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (slot.shared->client_waiting.load(std::memory_order_relaxed) != 0) {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] const ssize_t written = ::write(slot.response_event.get(), &one, sizeof one);
+  std::atomic<std::uint32_t>& waiting = slot.shared->client_waiting;
+  if (waiting.load(std::memory_order_relaxed) != 0 && waiting.exchange(0, std::memory_order_relaxed) != 0) {
+    // MSG_DONTWAIT: a client that does not read its wake-ups fills only its own socket.
+    [[maybe_unused]] const ssize_t sent = ::send(slot.wake_socket.get(), &kWakeByte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
   }
 }
 

@@ -11,6 +11,7 @@
 #include "channel_table.hpp"
 #include "model_runner.hpp"
 #include "result_cache.hpp"
+#include "sidecar/shared/protocol.hpp"
 #include "work.hpp"
 
 namespace sidecar {

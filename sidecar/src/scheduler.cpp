@@ -58,8 +58,10 @@ bool Scheduler::spinning_fits() const noexcept {
 template <typename Ready>
 void Scheduler::sleep_until(Ready&& ready, std::uint64_t timeout_ns) {
   // Announce the sleep, then look once more: a client that published before reading the flag is
-  // seen here; one that reads it afterwards writes its eventfd.
-  status_.leader_sleeping.store(1, std::memory_order_seq_cst);
+  // seen here; one that reads it afterwards writes its eventfd. The fence pairs with the client's
+  // between its publish and its read of the flag.
+  status_.leader_sleeping.store(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (!ready() && !stopping_.load(std::memory_order_acquire) && !any_request_waiting()) wake_.sleep(timeout_ns);
   status_.leader_sleeping.store(0, std::memory_order_relaxed);
 }

@@ -208,7 +208,7 @@ TEST_F(SmallCacheSidecar, BudgetHoldsWhileFilledManyTimesOverAndEveryHitIsRight)
   Client client = connect_or_fail(sidecar_->name());
   {
     testing::RawClient raw(sidecar_->name());
-    ASSERT_EQ(raw.reply().fd_count, 5u);
+    ASSERT_EQ(raw.reply().fd_count, 4u);
     struct stat info {};
     ASSERT_EQ(::fstat(raw.fds()[kCacheFd].get(), &info), 0);
     EXPECT_EQ(info.st_size, 256 << 10) << "the cache's memfd is the budget";
@@ -265,7 +265,7 @@ TEST(CacheOff, ZeroCacheBytesRunsWithoutACacheAndSaysSo) {
   EXPECT_EQ(flushed.code(), ErrorCode::kRejected);
   EXPECT_NE(flushed.message().find("--cache-bytes 0"), std::string::npos) << flushed.message();
   testing::RawClient raw(sidecar.name());
-  EXPECT_EQ(raw.reply().fd_count, 4u) << "no cache fd";
+  EXPECT_EQ(raw.reply().fd_count, 3u) << "no cache fd";
   EXPECT_EQ(raw.reply().cache_bytes, 0u);
   EXPECT_EQ(sidecar.stop(), 0);
 }
@@ -337,7 +337,7 @@ TEST(CacheScope, SharedEntriesServeEveryUserPerUserOnesOnlyTheirOwn) {
     ASSERT_TRUE(repeat.ok()) << repeat.message();
     EXPECT_EQ(owner.last_cache_outcome(), per_user ? CacheOutcome::kHitInSidecar : CacheOutcome::kHitInClient);
     testing::RawClient raw(sidecar.name());
-    EXPECT_EQ(raw.reply().fd_count, per_user ? 4u : 5u) << "a per-user cache is never mapped by clients";
+    EXPECT_EQ(raw.reply().fd_count, per_user ? 3u : 4u) << "a per-user cache is never mapped by clients";
 
     const int other_user = as_nobody(sidecar.name(), [&](Client& client) {
       auto first = client.infer(TensorView::of(input, shape), 5s);

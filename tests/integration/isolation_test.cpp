@@ -259,6 +259,7 @@ struct HostileReport {
   std::uint64_t garbage_after_handshake = 0;
   std::uint64_t eventfd_floods = 0;
   std::uint64_t refused_connections = 0;
+  std::uint64_t stubborn = 0;
   // Each must stay 0: a writable mapping, an upgrade to writable, a resize or new seal, a write or
   // a hole, on what is the sidecar's (status page, cache), or a resize of its own channel.
   std::uint64_t sidecar_memory_writable = 0;
@@ -341,12 +342,38 @@ HostileReport attack(const std::string& name, AttackControl& control, std::uint3
     for (int i = 0; i < 64; ++i) {
       const std::uint64_t value = i == 0 ? 0xfffffffffffffffeull : random() | 1;
       [[maybe_unused]] const ssize_t a = ::write(fds[kRequestEventFd].get(), &value, sizeof value);
-      [[maybe_unused]] const ssize_t b = ::write(fds[kResponseEventFd].get(), &value, sizeof value);
       std::uint64_t drained = 0;
       [[maybe_unused]] const ssize_t c = ::read(fds[kRequestEventFd].get(), &drained, sizeof drained);
     }
     ++report.eventfd_floods;
-    if (random() % 3 == 0) {
+    if (random() % 4 == 0) {
+      // A stubborn client: every fd it shares with the sidecar made blocking, its wake-up counter
+      // full, asleep by its flag, with valid requests queued, and never reading its wake-ups.
+      for (int fd : {fds[kRequestEventFd].get(), client->socket()}) ::fcntl(fd, F_SETFL, 0);
+      const std::uint64_t full = 0xfffffffffffffffeull;
+      [[maybe_unused]] const ssize_t filled = ::write(fds[kRequestEventFd].get(), &full, sizeof full);
+      client->channel()->requests.head.store(0);
+      client->channel()->requests.tail.store(0);
+      client->channel()->responses.head.store(0);
+      client->channel()->responses.tail.store(0);
+      for (std::uint64_t id = 0; id < kRingCapacity; ++id) {
+        RequestDescriptor request{};
+        request.request_id = id;
+        request.input_count = 1;
+        request.inputs[0].shape.dtype = static_cast<std::uint8_t>(DType::kFloat32);
+        request.inputs[0].shape.rank = 2;
+        request.inputs[0].shape.dims[0] = 1;
+        request.inputs[0].shape.dims[1] = 64;
+        request.inputs[0].bytes = 256;
+        request.output_offset = 1024;
+        request.output_capacity = 1024;
+        request.flags = kRequestFlagBypassCache;
+        client->channel()->requests.slots[id] = request;
+      }
+      client->channel()->client_waiting.store(1);
+      client->channel()->requests.tail.store(kRingCapacity, std::memory_order_seq_cst);
+      ++report.stubborn;
+    } else if (random() % 3 == 0) {
       // Talking after the handshake ends the connection.
       const std::uint64_t noise = random();
       ::send(client->socket(), &noise, sizeof noise, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -388,11 +415,11 @@ TEST(HostileClient, CannotHurtTheSidecarOrTheAnswersOfOtherClients) {
   EXPECT_GT(rounds_during_honest_calls, 0u) << "the attack did not overlap the honest calls";
 
   std::printf("hostile client: %llu rounds, %llu channels scribbled over, %llu garbage handshakes, %llu talks after "
-              "the handshake, %llu eventfd floods, %llu connections refused\n",
+              "the handshake, %llu eventfd floods, %llu stubborn clients, %llu connections refused\n",
               static_cast<unsigned long long>(report.rounds), static_cast<unsigned long long>(report.channels_scribbled),
               static_cast<unsigned long long>(report.garbage_handshakes),
               static_cast<unsigned long long>(report.garbage_after_handshake),
-              static_cast<unsigned long long>(report.eventfd_floods),
+              static_cast<unsigned long long>(report.eventfd_floods), static_cast<unsigned long long>(report.stubborn),
               static_cast<unsigned long long>(report.refused_connections));
   for (const Tally& tally : honest) {
     EXPECT_EQ(tally.calls, static_cast<std::uint64_t>(kCalls));
@@ -403,6 +430,7 @@ TEST(HostileClient, CannotHurtTheSidecarOrTheAnswersOfOtherClients) {
   EXPECT_EQ(report.resized, 0u);
   EXPECT_GT(report.channels_scribbled, 0u);
   EXPECT_GT(report.garbage_handshakes, 0u);
+  EXPECT_GT(report.stubborn, 0u);
   ASSERT_FALSE(sidecar.has_exited()) << sidecar.log();
   auto status = read_status(sidecar.name());
   ASSERT_TRUE(status.ok()) << status.message();

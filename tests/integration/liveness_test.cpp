@@ -148,6 +148,7 @@ TEST(KilledSidecar, ClientsReconnectByThemselvesAndNeverAnswerOverloaded) {
 
   constexpr int kClients = 4;
   std::atomic<bool> back{false};
+  std::atomic<int> clients_started{0};
   std::atomic<int> clients_done{0};
   struct Outcome {
     std::uint64_t before = 0, during_allowed = 0, during_other = 0, after_ok = 0, after_failed = 0, wrong = 0;
@@ -164,8 +165,12 @@ TEST(KilledSidecar, ClientsReconnectByThemselvesAndNeverAnswerOverloaded) {
       Client client = connect_or_fail(name, options);
       const std::vector<float> input = random_values(64, 80 + static_cast<std::uint32_t>(c));
       auto reference = client.infer(TensorView::of(input, kTinyShape), 10s, CachePolicy::kBypass);
-      if (!reference.ok()) return;
+      if (!reference.ok()) {
+        outcome.other = "reference call: " + reference.message();
+        return;
+      }
       const std::vector<std::byte> expected = (*reference)[0].data;
+      ++clients_started;
       // Before, during and after: keep calling until 200 calls after the restart succeeded.
       while (outcome.after_ok < 200 && outcome.after_failed < 200) {
         const bool restarted = back.load();
@@ -193,7 +198,8 @@ TEST(KilledSidecar, ClientsReconnectByThemselvesAndNeverAnswerOverloaded) {
       ++clients_done;
     });
   }
-  ASSERT_TRUE(eventually([&] { return status_of(name).requests > 400; }));
+  // Killed once every client has its reference answer and is calling.
+  ASSERT_TRUE(eventually([&] { return clients_started.load() == kClients && status_of(name).requests > 400; }));
   first->stop(SIGKILL);
   first.reset();
   SidecarProcess second(name, tiny_args());

@@ -39,7 +39,7 @@ TEST(Layout, HandshakeMessagesArePinned) {
   EXPECT_EQ(offsetof(ConnectReply, start_generation), 24u);
   EXPECT_EQ(offsetof(ConnectReply, message), 128u);
   EXPECT_EQ(sizeof(ConnectReply), 640u);
-  EXPECT_EQ(static_cast<int>(kCacheFd), 4);
+  EXPECT_EQ(static_cast<int>(kCacheFd), 3);
 }
 
 TEST(Layout, RingIndicesSitOnTheirOwnCacheLines) {

@@ -5,8 +5,11 @@
 //
 // Before the sidecar is ready, an attach is answered at once with kWarmingUp (no fds) and later
 // with the final reply, so a client can say what it is waiting for. After the handshake the socket
-// carries nothing: it stays open for the client's life, and its hang-up is how each side learns
-// that the other is gone. Anything a client sends after the handshake ends its connection.
+// stays open for the client's life, and its hang-up is how each side learns that the other is
+// gone. It carries only wake-ups, one way: a one-byte message from the sidecar to a client that
+// said it sleeps (sent with MSG_DONTWAIT, a flag of the call that the client cannot change, unlike
+// the O_NONBLOCK of an fd both share). Anything a client sends after the handshake ends its
+// connection.
 //
 // The first 16 bytes of both messages (HandshakePrefix) are the same in every protocol version, so
 // that two versions can always tell each other which version they speak.
@@ -82,13 +85,16 @@ constexpr ErrorCode error_code_for(ConnectOutcome outcome) noexcept {
 // The fds an accepted reply carries, in this order. An observer gets the status page only; the
 // cache comes only when the sidecar has one that clients may map (shared scope).
 enum ReplyFd : std::uint32_t {
-  kStatusPageFd = 0,     // read-only, sealed
-  kChannelFd = 1,        // this client's channel, sealed against resizing
-  kRequestEventFd = 2,   // eventfd: the client writes it to wake a sleeping sidecar
-  kResponseEventFd = 3,  // eventfd: the sidecar writes it to wake a sleeping client
-  kCacheFd = 4,          // read-only, sealed (optional)
+  kStatusPageFd = 0,    // read-only, sealed
+  kChannelFd = 1,       // this client's channel, sealed against resizing
+  kRequestEventFd = 2,  // eventfd: the client writes it to wake a sleeping sidecar; the sidecar never
+                        // reads or writes it, only waits on it
+  kCacheFd = 3,         // read-only, sealed (optional)
 };
-inline constexpr std::uint32_t kMaxReplyFds = 5;
+inline constexpr std::uint32_t kMaxReplyFds = 4;
+
+// The one-byte message that wakes a sleeping client.
+inline constexpr char kWakeByte = 'w';
 
 struct ConnectReply {
   HandshakePrefix prefix;
