@@ -39,12 +39,6 @@ const char* cache_outcome_name(CacheOutcome outcome) noexcept {
 
 namespace {
 
-// Bumped in the child after fork(): a Client connected before it belongs to the parent, and the
-// child must not post into its channel, read its answers or close anything the parent relies on.
-std::atomic<std::uint64_t> fork_generation{0};
-void count_fork_in_child() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
-[[maybe_unused]] const int fork_handler = ::pthread_atfork(nullptr, nullptr, count_fork_in_child);
-
 // How often, at most, a call checks that the sidecar's end of the socket is still open: a syscall
 // that a client calling in a tight loop must not pay on every call.
 constexpr std::uint64_t kLivenessCheckNs = 1'000'000;
@@ -125,8 +119,13 @@ CacheStats cache_stats_of(const StatusPage& page) {
 struct Client::Impl {
   std::string name;
   ConnectOptions options;
-  std::uint64_t fork_generation_at_connect = 0;
+  // A Client connected before a fork() belongs to the parent: in the child it must not post into
+  // the channel or read its answers (and its fds are closed there, see Connection).
+  std::uint64_t forks_seen_at_connect = 0;
   std::unique_ptr<Connection> connection;  // null after the sidecar went, until the next call reconnects
+  // The connection before the last reconnect, its fds closed and its memory still mapped, so that
+  // views a caller got from it fault on nothing until the next reconnect.
+  std::unique_ptr<Connection> retired;
   std::uint64_t connections = 0;
   RequestTable requests;
   ClientCache cache;
@@ -145,7 +144,7 @@ struct Client::Impl {
   std::vector<TensorView> output_views;
 
   Done usable() const {
-    if (fork_generation.load(std::memory_order_relaxed) != fork_generation_at_connect) {
+    if (Connection::forks_seen() != forks_seen_at_connect) {
       return {ErrorCode::kInvalidArgument,
               "this client was connected before fork(): it belongs to the parent process; connect anew in the child"};
     }
@@ -153,6 +152,7 @@ struct Client::Impl {
   }
 
   void adopt(std::unique_ptr<Connection> fresh) {
+    retired.reset();
     connection = std::move(fresh);
     ++connections;
     requests.attach(*connection);
@@ -166,7 +166,8 @@ struct Client::Impl {
     requests.fail_in_flight(ErrorCode::kSidecarGone, why);
     requests.detach();
     cache.detach();
-    connection.reset();
+    connection->close_socket();
+    retired = std::move(connection);
     pending.input_count = 0;
     arena_cursor = 0;
   }
@@ -293,7 +294,7 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
   auto impl = std::make_unique<Impl>();
   impl->name = name;
   impl->options = options;
-  impl->fork_generation_at_connect = fork_generation.load(std::memory_order_relaxed);
+  impl->forks_seen_at_connect = Connection::forks_seen();
   impl->spin_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count());
   impl->cache_lookup = options.cache_lookup;
   Result<std::unique_ptr<Connection>> connection =

@@ -1,14 +1,20 @@
 #include "connection.hpp"
 
 #include <poll.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
+#include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
+#include "sidecar_trust.hpp"
 #include "sidecar/shared/clock.hpp"
 #include "sidecar/shared/runtime_dir.hpp"
 #include "sidecar/shared/unix_socket.hpp"
@@ -26,28 +32,6 @@ std::string octal(unsigned mode) {
   char text[16];
   std::snprintf(text, sizeof text, "%04o", mode & 07777);
   return text;
-}
-
-// The first place that holds NAME.sock, or every place looked at (for the message).
-struct SocketLocation {
-  std::string path;
-  std::string runtime_dir;
-  std::string looked_at;
-};
-
-SocketLocation locate(const std::string& name, const std::string& given_dir) {
-  SocketLocation location;
-  for (const std::string& dir : client_runtime_dirs(given_dir)) {
-    const std::string path = socket_path(dir, name);
-    struct stat info {};
-    if (::lstat(path.c_str(), &info) == 0) {
-      location.path = path;
-      location.runtime_dir = dir;
-      return location;
-    }
-    location.looked_at += (location.looked_at.empty() ? "" : " or ") + path;
-  }
-  return location;
 }
 
 // What to tell a user who may not connect: who owns the socket, its group and mode, and the fix.
@@ -85,143 +69,189 @@ bool wait_readable(int fd, std::uint64_t deadline_ns) {
 
 enum class Attempt { kConnected, kRetry, kFail };
 
+// A socket connected to sidecar `name`: the first of the places to look that holds a socket that
+// answers, so that a stale socket in one place does not hide a live one in the next.
+struct Dialed {
+  UniqueFd socket;
+  std::string path;
+  std::string runtime_dir;
+};
+
+Attempt dial(const std::string& name, const std::string& given_dir, Dialed& dialed, Error& last) {
+  std::string looked_at;
+  bool found_any = false;
+  for (const std::string& dir : client_runtime_dirs(given_dir)) {
+    const std::string path = socket_path(dir, name);
+    looked_at += (looked_at.empty() ? "" : " or ") + path;
+    struct stat info {};
+    if (::lstat(path.c_str(), &info) != 0) continue;
+    found_any = true;
+    const Result<sockaddr_un> address = unix_address(path);
+    if (!address.ok()) {
+      last = address.error();
+      return Attempt::kFail;
+    }
+    UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    if (!socket) {
+      last = Error{ErrorCode::kProtocolError, "socket: " + errno_text(errno)};
+      return Attempt::kFail;
+    }
+    if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(sockaddr_un)) == 0) {
+      dialed = Dialed{std::move(socket), path, dir};
+      return Attempt::kConnected;
+    }
+    const int error = errno;
+    if (error == EACCES || error == EPERM) {
+      last = Error{ErrorCode::kPermissionDenied, permission_message(path, dir)};
+      return Attempt::kFail;
+    }
+    last = error == ECONNREFUSED
+               ? Error{ErrorCode::kNotRunning,
+                       "no sidecar named '" + name + "' is running (" + path + " is left by one that is gone)"}
+               : Error{ErrorCode::kNotRunning, "cannot connect to " + path + ": " + errno_text(error)};
+  }
+  if (!found_any) {
+    last = Error{ErrorCode::kNotRunning, "no sidecar named '" + name + "' is running (no socket at " + looked_at + ")"};
+  }
+  return Attempt::kRetry;  // it may be starting, or restarting
+}
+
+// Live connections of this process, so that a forked child can let go of them (below).
+std::mutex live_mutex;
+std::set<Connection*>& live_connections() {
+  static std::set<Connection*> connections;
+  return connections;
+}
+std::atomic<std::uint64_t> forks_seen{0};
+
+// A child inherits every fd of its parent, and the kernel sees a hang-up only when the last copy
+// of a socket closes: a child that outlived its parent would keep the parent's channel from
+// being reclaimed. So the child closes its copies at once (and never touches the channel, whose
+// mapping it does not even inherit: MADV_DONTFORK). Runs in the child, which has one thread.
+void let_go_in_child() {
+  forks_seen.fetch_add(1, std::memory_order_relaxed);
+  for (Connection* connection : live_connections()) connection->let_go_after_fork();
+  live_mutex.unlock();
+}
+[[maybe_unused]] const int fork_handlers =
+    ::pthread_atfork([] { live_mutex.lock(); }, [] { live_mutex.unlock(); }, let_go_in_child);
+
 }  // namespace
 
-Connection::~Connection() = default;
+std::uint64_t Connection::forks_seen() noexcept { return ::sidecar::forks_seen.load(std::memory_order_relaxed); }
+
+Connection::~Connection() {
+  std::lock_guard lock(live_mutex);
+  live_connections().erase(this);
+}
+
+void Connection::let_go_after_fork() noexcept {
+  // Released, not closed twice: the fds are closed here, the numbers forgotten.
+  ::close(socket_.release());
+  if (request_event_) ::close(request_event_.release());
+  gone_ = true;
+}
+
+void Connection::close_socket() noexcept {
+  socket_.reset();
+  request_event_.reset();
+  gone_ = true;
+}
 
 Result<std::unique_ptr<Connection>> Connection::open(const std::string& name, const DialSettings& settings,
                                                      std::uint64_t deadline_ns) {
   Error last{ErrorCode::kNotRunning, ""};
   while (true) {
-    const SocketLocation location = locate(name, settings.runtime_dir);
     std::unique_ptr<Connection> connection(new Connection);
-    Attempt attempt = Attempt::kRetry;
-    if (location.path.empty()) {
-      last = Error{ErrorCode::kNotRunning, "no sidecar named '" + name + "' is running (no socket at " +
-                                               location.looked_at + ")"};
-    } else {
-      connection->socket_path_ = location.path;
-      attempt = [&]() -> Attempt {
-        const Result<sockaddr_un> address = unix_address(location.path);
-        if (!address.ok()) {
-          last = address.error();
-          return Attempt::kFail;
-        }
-        connection->socket_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-        if (!connection->socket_) {
-          last = Error{ErrorCode::kProtocolError, "socket: " + errno_text(errno)};
-          return Attempt::kFail;
-        }
-        if (::connect(connection->socket_.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(sockaddr_un)) !=
-            0) {
-          const int error = errno;
-          if (error == EACCES || error == EPERM) {
-            last = Error{ErrorCode::kPermissionDenied, permission_message(location.path, location.runtime_dir)};
-            return Attempt::kFail;
-          }
-          if (error == ECONNREFUSED) {
-            last = Error{ErrorCode::kNotRunning, "no sidecar named '" + name + "' is running (" + location.path +
-                                                     " is left by one that is gone)"};
-          } else if (error == ENOENT) {
-            last = Error{ErrorCode::kNotRunning,
-                         "no sidecar named '" + name + "' is running (no socket at " + location.path + ")"};
-          } else {
-            last = Error{ErrorCode::kNotRunning, "cannot connect to " + location.path + ": " + errno_text(error)};
-          }
-          return Attempt::kRetry;  // it may be starting, or restarting
-        }
-        // Whoever listens there must run as the user who owns the directory: another user can
-        // create nothing in it, so cannot pose as the sidecar. Checked before we send anything.
-        const Result<PeerCredentials> peer = peer_credentials(connection->socket_.get());
-        if (!peer.ok()) {
-          last = peer.error();
-          return Attempt::kFail;
-        }
-        uid_t trusted = 0;
-        std::string trusted_because;
-        if (settings.expected_sidecar_uid) {
-          trusted = *settings.expected_sidecar_uid;
-          trusted_because = "the uid this client was told to expect";
-        } else {
-          struct stat dir_info {};
-          if (::stat(location.runtime_dir.c_str(), &dir_info) != 0) {
-            last = Error{ErrorCode::kNotRunning, "cannot stat " + location.runtime_dir + ": " + errno_text(errno)};
-            return Attempt::kRetry;
-          }
-          trusted = dir_info.st_uid;
-          trusted_because = "the owner of " + location.runtime_dir;
-        }
-        if (peer->uid != trusted) {
-          last = Error{ErrorCode::kUntrusted, "the process listening on " + location.path + " (pid " +
-                                                  std::to_string(peer->pid) + ") runs as " + user_name(peer->uid) +
-                                                  " (uid " + std::to_string(peer->uid) + "), not as " +
-                                                  user_name(trusted) + " (uid " + std::to_string(trusted) + ", " +
-                                                  trusted_because + "): it is not the sidecar; nothing was sent to it"};
-          return Attempt::kFail;
-        }
-        ConnectRequest request{};
-        request.prefix = make_prefix(sizeof(ConnectRequest));
-        request.kind = static_cast<std::uint32_t>(settings.kind);
-        request.arena_bytes = settings.arena_bytes;
-        if (Done sent = send_message(connection->socket_.get(), &request, sizeof request); !sent.ok()) {
-          last = Error{ErrorCode::kNotRunning, "the sidecar closed the connection: " + sent.message()};
-          return Attempt::kRetry;
-        }
-        // The final reply, possibly after a "warming up" one.
-        const std::uint64_t first_reply_deadline = std::max(deadline_ns, monotonic_ns() + kFirstReplyGraceNs);
-        bool answered = false;
-        while (true) {
-          if (!wait_readable(connection->socket_.get(), answered ? deadline_ns : first_reply_deadline)) {
-            if (last.code != ErrorCode::kNotReady) {
-              last = Error{ErrorCode::kNotReady, "sidecar '" + name + "' did not answer within the timeout"};
-            }
-            return Attempt::kFail;
-          }
-          alignas(8) std::byte buffer[kMaxHandshakeBytes];
-          Result<ReceivedMessage> received =
-              receive_message(connection->socket_.get(), buffer, sizeof buffer, kMaxReplyFds);
-          if (!received.ok()) {
-            last = received.error();
-            return Attempt::kFail;
-          }
-          if (received->kind == ReceivedMessage::Kind::kClosed) {
-            last = Error{ErrorCode::kNotRunning, "sidecar '" + name + "' closed the connection during the handshake"};
-            return Attempt::kRetry;
-          }
-          if (received->kind == ReceivedMessage::Kind::kWouldBlock) continue;
-          answered = true;
-          Result<ConnectReply> reply = parse_connect_reply(std::span<const std::byte>(buffer, received->bytes));
-          if (!reply.ok()) {
-            last = Error{reply.code(), "sidecar '" + name + "': " + reply.message()};
-            return Attempt::kFail;
-          }
-          const auto outcome = static_cast<ConnectOutcome>(reply->outcome);
-          if (outcome == ConnectOutcome::kWarmingUp) {
-            last = Error{ErrorCode::kNotReady, "sidecar '" + name + "' is not ready: " + reply_message(*reply)};
-            continue;
-          }
-          if (outcome != ConnectOutcome::kAccepted) {
-            last = Error{error_code_for(outcome), "sidecar '" + name + "' refused: " + reply_message(*reply)};
-            return outcome == ConnectOutcome::kShuttingDown ? Attempt::kRetry : Attempt::kFail;
-          }
-          if (received->fds.size() != reply->fd_count) {
-            last = Error{ErrorCode::kProtocolError, "sidecar '" + name + "' sent " +
-                                                        std::to_string(received->fds.size()) + " fds, announced " +
-                                                        std::to_string(reply->fd_count)};
-            return Attempt::kFail;
-          }
-          connection->reply_ = *reply;
-          if (Done mapped = connection->map_accepted(received->fds, settings.kind); !mapped.ok()) {
-            last = Error{mapped.code(), "sidecar '" + name + "': " + mapped.message()};
-            return Attempt::kFail;
-          }
-          return Attempt::kConnected;
-        }
-      }();
+    Dialed dialed;
+    Attempt attempt = dial(name, settings.runtime_dir, dialed, last);
+    if (attempt == Attempt::kConnected) {
+      connection->socket_ = std::move(dialed.socket);
+      connection->socket_path_ = dialed.path;
+      attempt = static_cast<Attempt>(connection->handshake(name, settings, dialed.runtime_dir, deadline_ns, last));
     }
-    if (attempt == Attempt::kConnected) return connection;
+    if (attempt == Attempt::kConnected) {
+      std::lock_guard lock(live_mutex);
+      live_connections().insert(connection.get());
+      return connection;
+    }
     if (attempt == Attempt::kFail || monotonic_ns() >= deadline_ns) return last;
     std::this_thread::sleep_for(kRetryPause);
+  }
+}
+
+int Connection::handshake(const std::string& name, const DialSettings& settings, const std::string& runtime_dir,
+                          std::uint64_t deadline_ns, Error& last) {
+  // Whoever listens there must be the sidecar's user: checked before we send anything.
+  if (Done trusted = check_sidecar_peer(socket_.get(), socket_path_,
+                                        trusted_sidecar(runtime_dir, settings.expected_sidecar_uid));
+      !trusted.ok()) {
+    last = trusted.error();
+    return static_cast<int>(Attempt::kFail);
+  }
+  ConnectRequest request{};
+  request.prefix = make_prefix(sizeof(ConnectRequest));
+  request.kind = static_cast<std::uint32_t>(settings.kind);
+  request.arena_bytes = settings.arena_bytes;
+  // A sidecar that refuses this user at once may have replied and closed before the request goes
+  // out: then the reply is still there to read, and says why.
+  const bool sent = send_message(socket_.get(), &request, sizeof request).ok();
+  if (!sent) {
+    pollfd entry{socket_.get(), POLLIN, 0};
+    if (::poll(&entry, 1, 0) <= 0) {
+      last = Error{ErrorCode::kNotRunning, "sidecar '" + name + "' closed the connection during the handshake"};
+      return static_cast<int>(Attempt::kRetry);
+    }
+  }
+  // The final reply, possibly after a "warming up" one.
+  const std::uint64_t first_reply_deadline =
+      sent ? std::max(deadline_ns, monotonic_ns() + kFirstReplyGraceNs) : monotonic_ns() + 1'000'000;
+  bool answered = false;
+  while (true) {
+    if (!wait_readable(socket_.get(), answered ? deadline_ns : first_reply_deadline)) {
+      if (last.code != ErrorCode::kNotReady) {
+        last = Error{ErrorCode::kNotReady, "sidecar '" + name + "' did not answer within the timeout"};
+      }
+      return static_cast<int>(Attempt::kFail);
+    }
+    alignas(8) std::byte buffer[kMaxHandshakeBytes];
+    Result<ReceivedMessage> received = receive_message(socket_.get(), buffer, sizeof buffer, kMaxReplyFds);
+    if (!received.ok()) {
+      last = received.error();
+      return static_cast<int>(Attempt::kFail);
+    }
+    if (received->kind == ReceivedMessage::Kind::kClosed) {
+      last = Error{ErrorCode::kNotRunning, "sidecar '" + name + "' closed the connection during the handshake"};
+      return static_cast<int>(Attempt::kRetry);
+    }
+    if (received->kind == ReceivedMessage::Kind::kWouldBlock) continue;
+    answered = true;
+    Result<ConnectReply> reply = parse_connect_reply(std::span<const std::byte>(buffer, received->bytes));
+    if (!reply.ok()) {
+      last = Error{reply.code(), "sidecar '" + name + "': " + reply.message()};
+      return static_cast<int>(Attempt::kFail);
+    }
+    const auto outcome = static_cast<ConnectOutcome>(reply->outcome);
+    if (outcome == ConnectOutcome::kWarmingUp) {
+      last = Error{ErrorCode::kNotReady, "sidecar '" + name + "' is not ready: " + reply_message(*reply)};
+      continue;
+    }
+    if (outcome != ConnectOutcome::kAccepted) {
+      last = Error{error_code_for(outcome), "sidecar '" + name + "' refused: " + reply_message(*reply)};
+      const bool passing = outcome == ConnectOutcome::kShuttingDown || outcome == ConnectOutcome::kTryAgain;
+      return static_cast<int>(passing ? Attempt::kRetry : Attempt::kFail);
+    }
+    if (received->fds.size() != reply->fd_count) {
+      last = Error{ErrorCode::kProtocolError, "sidecar '" + name + "' sent " + std::to_string(received->fds.size()) +
+                                                  " fds, announced " + std::to_string(reply->fd_count)};
+      return static_cast<int>(Attempt::kFail);
+    }
+    reply_ = *reply;
+    if (Done mapped = map_accepted(received->fds, settings.kind); !mapped.ok()) {
+      last = Error{mapped.code(), "sidecar '" + name + "': " + mapped.message()};
+      return static_cast<int>(Attempt::kFail);
+    }
+    return static_cast<int>(Attempt::kConnected);
   }
 }
 
@@ -251,6 +281,8 @@ Done Connection::map_accepted(std::vector<UniqueFd>& fds, ConnectKind kind) {
   Result<SharedMapping> channel = map_received(fds[kChannelFd].get(), reply_.channel_bytes, kSizeSeals, true, "the channel");
   if (!channel.ok()) return channel.error();
   channel_ = std::move(*channel);
+  // A forked child gets no copy of this mapping: it must never post into its parent's channel.
+  ::madvise(channel_.base(), channel_.size(), MADV_DONTFORK);
   const ChannelHeader& header = *channel_.as<ChannelHeader>();
   if (header.magic != kChannelMagic || header.protocol_version != kProtocolVersion ||
       header.header_bytes != sizeof(ChannelHeader) || header.channel_bytes != geometry.channel_bytes ||

@@ -62,8 +62,22 @@ class Connection {
   // when `check_now`. Wake-ups found on the way are dropped: the caller looks at the rings anyway.
   bool sidecar_gone(bool check_now) noexcept;
 
+  // Closes the socket and the wake-up fd, keeping the mappings: views a caller still holds stay
+  // readable until the connection is destroyed.
+  void close_socket() noexcept;
+
+  // How many times this process has forked a child so far, as the child sees it: a connection
+  // made before the count moved belongs to the parent.
+  static std::uint64_t forks_seen() noexcept;
+  // In a forked child: closes this connection's fds, so that the parent's hang-up reaches the
+  // sidecar even while the child lives. Called by the fork handler only.
+  void let_go_after_fork() noexcept;
+
  private:
   Connection() = default;
+  // Checks the peer, asks, and maps what the sidecar sends. Returns an Attempt (connection.cpp).
+  int handshake(const std::string& name, const DialSettings& settings, const std::string& runtime_dir,
+                std::uint64_t deadline_ns, Error& last);
   Done map_accepted(std::vector<UniqueFd>& fds, ConnectKind kind);
   Wake sleep(std::uint64_t deadline_ns) noexcept;
   // Reads the wake-ups waiting on the socket; false when it finds the sidecar's end closed.

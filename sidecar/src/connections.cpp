@@ -111,17 +111,31 @@ void ConnectionManager::accept_new() {
       }
       return;
     }
-    if (pending() >= settings_.max_pending) {
-      status_.page().clients.refused.fetch_add(1, std::memory_order_relaxed);
-      refusal_warning("{} connections are still in their handshake; refusing another", pending());
-      continue;  // closed: the client sees the hang-up
-    }
     Connection connection;
     Result<PeerCredentials> peer = peer_credentials(socket.get());
     if (!peer.ok()) continue;
     connection.peer = *peer;
     connection.groups = peer_groups(socket.get());
     connection.deadline_ns = monotonic_ns() + settings_.handshake_timeout_ns;
+    // Judged before it may cost anything: a user the policy refuses holds no place in any queue.
+    std::string refusal = policy_.refusal(connection.peer, connection.groups);
+    ConnectOutcome outcome = ConnectOutcome::kNotAllowed;
+    if (refusal.empty() && pending(connection.peer.uid) >= settings_.max_pending_per_user) {
+      refusal = "user " + user_name(connection.peer.uid) + " has " + std::to_string(settings_.max_pending_per_user) +
+                " connections in their handshake already";
+      outcome = ConnectOutcome::kTryAgain;
+    } else if (refusal.empty() && pending() >= settings_.max_pending) {
+      refusal = std::to_string(settings_.max_pending) + " connections are in their handshake already";
+      outcome = ConnectOutcome::kTryAgain;
+    }
+    if (!refusal.empty()) {
+      refusal_warning("refused pid {} (uid {}): {}", connection.peer.pid, connection.peer.uid, refusal);
+      ConnectReply reply = reply_for(outcome);
+      set_reply_message(reply, refusal);
+      [[maybe_unused]] const Done sent = send_message(socket.get(), &reply, sizeof reply);
+      status_.page().clients.refused.fetch_add(1, std::memory_order_relaxed);
+      continue;  // closed: the client reads the reason, then the hang-up
+    }
     epoll_event event{};
     event.events = EPOLLIN | EPOLLRDHUP;
     event.data.fd = socket.get();
@@ -170,15 +184,11 @@ void ConnectionManager::on_readable(Connection& connection, std::uint32_t events
 }
 
 void ConnectionManager::on_request(Connection& connection) {
-  if (std::string refusal = policy_.refusal(connection.peer, connection.groups); !refusal.empty()) {
-    refusal_warning("refused pid {}: {}", connection.peer.pid, refusal);
-    refuse(connection, ConnectOutcome::kNotAllowed, refusal);
-    return;
-  }
   if (connection.request.kind == static_cast<std::uint32_t>(ConnectKind::kObserve)) {
-    if (observers_ >= settings_.max_observers) {
+    if (observers_ >= settings_.max_observers || observers_of(connection.peer.uid) >= settings_.max_observers_per_user) {
       refuse(connection, ConnectOutcome::kTooManyClients,
-             std::to_string(observers_) + " observers are connected already; try again");
+             std::to_string(observers_) + " observers are connected already (" +
+                 std::to_string(observers_of(connection.peer.uid)) + " of this user's); try again");
       return;
     }
     ConnectReply reply = reply_for(ConnectOutcome::kAccepted);
@@ -358,10 +368,19 @@ void ConnectionManager::attach_waiting() {
   }
 }
 
-std::uint32_t ConnectionManager::pending() const {
+std::uint32_t ConnectionManager::pending(std::optional<uid_t> uid) const {
   std::uint32_t count = 0;
   for (const auto& [fd, connection] : connections_) {
+    if (uid && connection.peer.uid != *uid) continue;
     if (connection.state == State::kHandshaking || connection.state == State::kWaitingForReady) ++count;
+  }
+  return count;
+}
+
+std::uint32_t ConnectionManager::observers_of(uid_t uid) const {
+  std::uint32_t count = 0;
+  for (const auto& [fd, connection] : connections_) {
+    if (connection.peer.uid == uid && connection.state == State::kObserving) ++count;
   }
   return count;
 }

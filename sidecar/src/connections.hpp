@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -29,8 +30,12 @@ struct ConnectionSettings {
   std::uint64_t default_arena_bytes = 0;
   std::uint64_t max_arena_bytes = 0;
   CacheScope cache_scope = CacheScope::kShared;
+  // Connections that hold no channel, in all and per user: no user can crowd out another's
+  // handshakes or status queries.
   std::uint32_t max_observers = 16;
-  std::uint32_t max_pending = 256;                 // connections not yet attached or observing
+  std::uint32_t max_observers_per_user = 4;
+  std::uint32_t max_pending = 256;  // not yet attached or observing
+  std::uint32_t max_pending_per_user = 64;
   std::uint64_t handshake_timeout_ns = 5'000'000'000;  // for a client to send its ConnectRequest
 };
 
@@ -72,7 +77,9 @@ class ConnectionManager {
   void close_connection(int fd);
   void expire_handshakes();
   void attach_waiting();
-  std::uint32_t pending() const;
+  // Connections in the handshake or waiting for warm-up to end; of `uid`'s only, when given.
+  std::uint32_t pending(std::optional<uid_t> uid = std::nullopt) const;
+  std::uint32_t observers_of(uid_t uid) const;
 
   ConnectionSettings settings_;
   AccessPolicy policy_;

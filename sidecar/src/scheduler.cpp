@@ -55,14 +55,14 @@ bool Scheduler::spinning_fits() const noexcept {
   return busy + 1 + cpus_kept_for_clients_ <= usable_cpus_;
 }
 
-template <typename Ready>
-void Scheduler::sleep_until(Ready&& ready, std::uint64_t timeout_ns) {
+template <typename WorthWaking>
+void Scheduler::sleep_until(WorthWaking&& worth_waking, std::uint64_t timeout_ns) {
   // Announce the sleep, then look once more: a client that published before reading the flag is
   // seen here; one that reads it afterwards writes its eventfd. The fence pairs with the client's
   // between its publish and its read of the flag.
   status_.leader_sleeping.store(1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (!ready() && !stopping_.load(std::memory_order_acquire) && !any_request_waiting()) wake_.sleep(timeout_ns);
+  if (!stopping_.load(std::memory_order_acquire) && !worth_waking()) wake_.sleep(timeout_ns);
   status_.leader_sleeping.store(0, std::memory_order_relaxed);
 }
 
@@ -80,7 +80,7 @@ bool Scheduler::lead_and_take(Work& work) {
       cpu_relax();
       continue;
     }
-    sleep_until([&] { return table_.reclaim_possible(); }, kIdleSleepLimitNs);
+    sleep_until([&] { return table_.reclaim_possible() || any_request_waiting(); }, kIdleSleepLimitNs);
     spin_until = monotonic_ns() + settings_.spin_ns;
   }
   return false;
@@ -105,8 +105,9 @@ void Scheduler::gather_batch(Work& work) {
       continue;
     }
     // No core to spare (a forward runs beside us): wait for the next request asleep, not spinning,
-    // or the gathering itself would slow the batch that is running.
-    sleep_until([] { return false; }, until - now);
+    // or the gathering itself would slow the batch that is running. Requests that cannot join the
+    // batch do not count: waking for them would spin.
+    sleep_until([&] { return batchable_request_waiting(first, work.batch_rows); }, until - now);
   }
 }
 
@@ -123,14 +124,8 @@ bool Scheduler::poll_once(Work& work, const RequestDescriptor* batch_with) {
     const std::uint32_t inputs = std::min<std::uint32_t>(taken.request.input_count, kMaxTensors);
     std::memcpy(taken.request.inputs, front->inputs, sizeof(TensorDescriptor) * inputs);
     if (batch_with != nullptr) {
-      const std::uint32_t rows = batch_rows_of(taken.request, rules_);
-      TensorShape a[kMaxTensors];
-      TensorShape b[kMaxTensors];
-      for (std::uint32_t i = 0; i < inputs; ++i) a[i] = taken.request.inputs[i].shape;
-      const std::uint32_t first_inputs = std::min<std::uint32_t>(batch_with->input_count, kMaxTensors);
-      for (std::uint32_t i = 0; i < first_inputs; ++i) b[i] = batch_with->inputs[i].shape;
-      if (rows == 0 || work.batch_rows + rows > rules_.max_batch ||
-          !same_trailing_shapes(std::span<const TensorShape>(a, inputs), std::span<const TensorShape>(b, first_inputs))) {
+      const std::uint32_t rows = rows_joining(taken.request, *batch_with, work.batch_rows);
+      if (rows == 0) {
         work.taken.pop_back();
         return false;
       }
@@ -166,6 +161,34 @@ bool Scheduler::can_take_from(ChannelSlot& slot) {
 
 bool Scheduler::any_request_waiting() {
   return table_.visit_active_from(0, [&](ChannelSlot& slot) { return can_take_from(slot); });
+}
+
+std::uint32_t Scheduler::rows_joining(const RequestDescriptor& candidate, const RequestDescriptor& first,
+                                      std::uint32_t batch_rows) const {
+  const std::uint32_t rows = batch_rows_of(candidate, rules_);
+  if (rows == 0 || batch_rows + rows > rules_.max_batch) return 0;
+  TensorShape a[kMaxTensors];
+  TensorShape b[kMaxTensors];
+  const std::uint32_t candidate_inputs = std::min<std::uint32_t>(candidate.input_count, kMaxTensors);
+  const std::uint32_t first_inputs = std::min<std::uint32_t>(first.input_count, kMaxTensors);
+  for (std::uint32_t i = 0; i < candidate_inputs; ++i) a[i] = candidate.inputs[i].shape;
+  for (std::uint32_t i = 0; i < first_inputs; ++i) b[i] = first.inputs[i].shape;
+  return same_trailing_shapes(std::span<const TensorShape>(a, candidate_inputs),
+                              std::span<const TensorShape>(b, first_inputs))
+             ? rows
+             : 0;
+}
+
+bool Scheduler::batchable_request_waiting(const RequestDescriptor& first, std::uint32_t batch_rows) {
+  return table_.visit_active_from(0, [&](ChannelSlot& slot) {
+    if (!can_take_from(slot)) return false;
+    RequestDescriptor candidate;  // a private copy, as poll_once takes it
+    const RequestDescriptor* front = slot.requests.front();
+    std::memcpy(&candidate, front, offsetof(RequestDescriptor, inputs));
+    const std::uint32_t inputs = std::min<std::uint32_t>(candidate.input_count, kMaxTensors);
+    std::memcpy(candidate.inputs, front->inputs, sizeof(TensorDescriptor) * inputs);
+    return rows_joining(candidate, first, batch_rows) != 0;
+  });
 }
 
 void Scheduler::answer_queued_with_shutdown() {

@@ -44,10 +44,16 @@ class Scheduler {
   bool poll_once(Work& work, const RequestDescriptor* batch_with);
   bool can_take_from(ChannelSlot& slot);
   bool any_request_waiting();
+  // A request waits that could join the batch led by `first`, which has `batch_rows` rows so far.
+  bool batchable_request_waiting(const RequestDescriptor& first, std::uint32_t batch_rows);
+  // Rows `candidate` would add to the batch led by `first`, or 0 when it cannot join it.
+  std::uint32_t rows_joining(const RequestDescriptor& candidate, const RequestDescriptor& first,
+                             std::uint32_t batch_rows) const;
   bool spinning_fits() const noexcept;
-  // Sleeps until a request may be waiting, `ready()` says so, or `timeout_ns` passes.
-  template <typename Ready>
-  void sleep_until(Ready&& ready, std::uint64_t timeout_ns);
+  // Sleeps until a client wakes the leader, `timeout_ns` passes, or (checked after announcing the
+  // sleep) `worth_waking()` already holds.
+  template <typename WorthWaking>
+  void sleep_until(WorthWaking&& worth_waking, std::uint64_t timeout_ns);
 
   SchedulerSettings settings_;
   const AdmissionRules& rules_;

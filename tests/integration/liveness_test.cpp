@@ -276,6 +276,24 @@ TEST(ForkedChild, LeavesItsParentsClientAlone) {
     EXPECT_EQ(client->connections(), 1u);
     EXPECT_EQ(status_of(sidecar.name()).clients_connected, 1u);
   }
+  // A child that outlives its parent's client: the parent's hang-up still reaches the sidecar,
+  // because the child let go of the inherited connection when it was born.
+  int release[2];
+  ASSERT_EQ(::pipe(release), 0);
+  const pid_t lingering = ::fork();
+  ASSERT_GE(lingering, 0);
+  if (lingering == 0) {
+    char byte = 0;
+    [[maybe_unused]] const ssize_t waited = ::read(release[0], &byte, 1);
+    ::_exit(0);
+  }
+  client.reset();
+  EXPECT_TRUE(eventually([&] { return status_of(sidecar.name()).clients_connected == 0; }, 10s))
+      << "the child kept its parent's channel alive";
+  [[maybe_unused]] const ssize_t released = ::write(release[1], "x", 1);
+  EXPECT_EQ(testing::exit_status_of(lingering), 0);
+  ::close(release[0]);
+  ::close(release[1]);
   EXPECT_EQ(sidecar.stop(), 0);
 }
 

@@ -64,6 +64,7 @@ enum class ConnectOutcome : std::uint32_t {
   kOutOfMemory = 7,      // the channel's memory could not be committed
   kShuttingDown = 8,
   kInternal = 9,
+  kTryAgain = 10,  // too many handshakes under way (this user's, or all): a client retries
 };
 
 constexpr ErrorCode error_code_for(ConnectOutcome outcome) noexcept {
@@ -78,6 +79,7 @@ constexpr ErrorCode error_code_for(ConnectOutcome outcome) noexcept {
     case ConnectOutcome::kOutOfMemory: return ErrorCode::kOutOfMemory;
     case ConnectOutcome::kShuttingDown: return ErrorCode::kShuttingDown;
     case ConnectOutcome::kInternal: return ErrorCode::kProtocolError;
+    case ConnectOutcome::kTryAgain: return ErrorCode::kBusy;
   }
   return ErrorCode::kProtocolError;
 }
@@ -177,7 +179,7 @@ inline Result<ConnectReply> parse_connect_reply(std::span<const std::byte> messa
   }
   ConnectReply reply;
   std::memcpy(&reply, message.data(), sizeof reply);
-  if (reply.outcome > static_cast<std::uint32_t>(ConnectOutcome::kInternal)) {
+  if (reply.outcome > static_cast<std::uint32_t>(ConnectOutcome::kTryAgain)) {
     return Error{ErrorCode::kProtocolError, "unknown connect outcome " + std::to_string(reply.outcome)};
   }
   if (reply.message_length > kMessageBytes || reply.fd_count > kMaxReplyFds) {
