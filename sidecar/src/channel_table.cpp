@@ -4,8 +4,10 @@
 
 namespace sidecar {
 
-ChannelTable::ChannelTable(std::uint32_t capacity, LeaderWake& wake, StatusPage& status)
+ChannelTable::ChannelTable(std::uint32_t capacity, std::uint64_t memory_budget, LeaderWake& wake, StatusPage& status)
     : capacity_(capacity),
+      memory_budget_(memory_budget),
+      slot_bytes_(new std::uint64_t[capacity]()),
       wake_(wake),
       status_(status),
       states_(new std::atomic<std::uint32_t>[capacity]),
@@ -25,15 +27,27 @@ ChannelTable::~ChannelTable() {
   }
 }
 
-ChannelSlot* ChannelTable::claim_free() {
+Result<ChannelSlot*> ChannelTable::claim_free(std::uint64_t channel_bytes) {
+  std::uint64_t committed = committed_bytes_.load(std::memory_order_relaxed);
+  do {
+    if (committed + channel_bytes > memory_budget_) {
+      return Error{ErrorCode::kOutOfMemory, "the clients' channels hold " + std::to_string(committed) + " of the " +
+                                                std::to_string(memory_budget_) +
+                                                " bytes this sidecar gives them (--channel-memory); this one needs " +
+                                                std::to_string(channel_bytes)};
+    }
+  } while (!committed_bytes_.compare_exchange_weak(committed, committed + channel_bytes, std::memory_order_relaxed));
   for (std::uint32_t i = 0; i < capacity_; ++i) {
     std::uint32_t expected = kFree;
     if (states_[i].load(std::memory_order_relaxed) == kFree &&
         states_[i].compare_exchange_strong(expected, kClaimed, std::memory_order_acquire)) {
+      slot_bytes_[i] = channel_bytes;
       return slots_[i].get();
     }
   }
-  return nullptr;
+  committed_bytes_.fetch_sub(channel_bytes, std::memory_order_relaxed);
+  return Error{ErrorCode::kTooManyClients,
+               "the sidecar serves " + std::to_string(capacity_) + " clients, its maximum (--max-clients)"};
 }
 
 void ChannelTable::unclaim(ChannelSlot& slot) {
@@ -43,6 +57,7 @@ void ChannelTable::unclaim(ChannelSlot& slot) {
   slot.wake_socket.reset();
   slot.shared = nullptr;
   slot.arena = nullptr;
+  committed_bytes_.fetch_sub(slot_bytes_[slot.index], std::memory_order_relaxed);
   states_[slot.index].store(kFree, std::memory_order_release);
 }
 
@@ -50,10 +65,11 @@ Done ChannelTable::activate(ChannelSlot& slot) {
   slot.requests = SpscConsumer<RequestRing>(&slot.shared->requests);
   slot.responses = SpscProducer<ResponseRing>(&slot.shared->responses);
   {
-    std::lock_guard lock(hit_log_mutex);
+    std::lock_guard lock(housekeeping_mutex);
     slot.hit_log = SpscConsumer<HitLogRing>(&slot.shared->cache_hit_log);
   }
   slot.poisoned = false;
+  slot.drop_requested.store(false, std::memory_order_relaxed);
   slot.in_flight.store(0, std::memory_order_relaxed);
   slot.reclaim_requested.store(false, std::memory_order_relaxed);
   if (Done watched = wake_.watch(slot.request_event.get()); !watched.ok()) return watched;
@@ -94,7 +110,7 @@ void ChannelTable::reclaim_ready() {
     active_[i / 64].fetch_and(~(1ull << (i % 64)), std::memory_order_acq_rel);
     wake_.unwatch(slot.request_event.get());
     {
-      std::lock_guard lock(hit_log_mutex);
+      std::lock_guard lock(housekeeping_mutex);
       client_hits_of_reclaimed += slot.shared->cache_hits.load(std::memory_order_relaxed);
       slot.hit_log = SpscConsumer<HitLogRing>();
       slot.memory = OwnedMemory{};  // the client may keep its mapping; this one goes
@@ -116,6 +132,7 @@ void ChannelTable::reclaim_ready() {
     reclaims_pending_.fetch_sub(1, std::memory_order_acq_rel);
     status_.clients.connected.fetch_sub(1, std::memory_order_relaxed);
     status_.clients.reclaimed.fetch_add(1, std::memory_order_relaxed);
+    committed_bytes_.fetch_sub(slot_bytes_[i], std::memory_order_relaxed);
     states_[i].store(kFree, std::memory_order_release);
   }
 }

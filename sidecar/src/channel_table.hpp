@@ -46,8 +46,11 @@ struct ChannelSlot {
   std::mutex response_mutex;
   SpscProducer<ResponseRing> responses;
 
-  // Guarded by ChannelTable::hit_log_mutex.
+  // Guarded by ChannelTable::housekeeping_mutex, like `memory` while the slot is active.
   SpscConsumer<HitLogRing> hit_log;
+  // Set by the housekeeper when the client broke its channel (punched holes in it): the
+  // connection thread then closes the connection. Any thread.
+  std::atomic<bool> drop_requested{false};
 
   std::atomic<std::uint32_t> in_flight{0};  // taken from the ring, not yet answered
   std::atomic<bool> reclaim_requested{false};
@@ -56,14 +59,16 @@ struct ChannelSlot {
 
 class ChannelTable {
  public:
-  ChannelTable(std::uint32_t capacity, LeaderWake& wake, StatusPage& status);
+  // `memory_budget`: the bytes all channels together may commit.
+  ChannelTable(std::uint32_t capacity, std::uint64_t memory_budget, LeaderWake& wake, StatusPage& status);
   ~ChannelTable();
 
   std::uint32_t capacity() const noexcept { return capacity_; }
   ChannelSlot& slot(std::uint32_t index) noexcept { return *slots_[index]; }
 
-  // Connection thread. A free slot to fill, or null when `capacity` clients are connected.
-  ChannelSlot* claim_free();
+  // Connection thread. A free slot to fill with a channel of `channel_bytes`: kTooManyClients when
+  // `capacity` clients are connected, kOutOfMemory when the memory budget cannot hold it.
+  Result<ChannelSlot*> claim_free(std::uint64_t channel_bytes);
   // Gives a claimed slot back unused (its setup failed).
   void unclaim(ChannelSlot& slot);
   // Starts serving a filled slot: its eventfd wakes the leader and the leader polls it.
@@ -78,15 +83,21 @@ class ChannelTable {
   // Takes back every slot whose reclaim was asked for and whose requests are all answered.
   void reclaim_ready();
 
+  // What the housekeeper reads of active slots (their memory and hit logs) is reclaimed under it.
+  std::mutex housekeeping_mutex;
   // Client-side cache hits of channels reclaimed so far, for the statistics.
-  std::mutex hit_log_mutex;
-  std::uint64_t client_hits_of_reclaimed = 0;  // guarded by hit_log_mutex
+  std::uint64_t client_hits_of_reclaimed = 0;  // guarded by housekeeping_mutex
 
 
  private:
   enum SlotState : std::uint32_t { kFree = 0, kClaimed = 1, kActive = 2 };
 
   std::uint32_t capacity_;
+  std::uint64_t memory_budget_;
+  // Bytes the channels in use (claimed, active, or waiting to be reclaimed) have committed. A client
+  // that punches holes in its channel frees pages, but not budget.
+  std::atomic<std::uint64_t> committed_bytes_{0};
+  std::unique_ptr<std::uint64_t[]> slot_bytes_;
   LeaderWake& wake_;
   StatusPage& status_;
   std::vector<std::unique_ptr<ChannelSlot>> slots_;

@@ -67,6 +67,11 @@ void ConnectionManager::begin_stopping() {
   [[maybe_unused]] const ssize_t written = ::write(control_.get(), &one, sizeof one);
 }
 
+void ConnectionManager::poke() {
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t written = ::write(control_.get(), &one, sizeof one);
+}
+
 void ConnectionManager::stop() {
   if (!thread_.joinable()) return;
   closing_.store(true, std::memory_order_release);
@@ -96,6 +101,7 @@ void ConnectionManager::run() {
       attach_waiting();
     }
     expire_handshakes();
+    drop_requested_channels();
   }
   std::vector<int> open;
   for (const auto& [fd, connection] : connections_) open.push_back(fd);
@@ -265,12 +271,10 @@ void ConnectionManager::attach(Connection& connection) {
 }
 
 Result<ChannelSlot*> ConnectionManager::open_channel(const Connection& connection, std::uint64_t arena_bytes) {
-  ChannelSlot* slot = table_.claim_free();
-  if (slot == nullptr) {
-    return Error{ErrorCode::kTooManyClients, "the sidecar serves " + std::to_string(table_.capacity()) +
-                                                 " clients, its maximum (--max-clients)"};
-  }
   const ChannelGeometry geometry = ChannelGeometry::compute(arena_bytes);
+  Result<ChannelSlot*> claimed = table_.claim_free(geometry.channel_bytes);
+  if (!claimed.ok()) return claimed.error();
+  ChannelSlot* slot = *claimed;
   Result<OwnedMemory> memory = create_committed_memory("sidecar-channel", geometry.channel_bytes);
   if (!memory.ok()) {
     table_.unclaim(*slot);
@@ -366,6 +370,16 @@ void ConnectionManager::attach_waiting() {
   for (int fd : waiting) {
     if (auto it = connections_.find(fd); it != connections_.end()) attach(it->second);
   }
+}
+
+void ConnectionManager::drop_requested_channels() {
+  std::vector<int> dropped;
+  for (const auto& [fd, connection] : connections_) {
+    if (connection.slot != nullptr && connection.slot->drop_requested.load(std::memory_order_relaxed)) {
+      dropped.push_back(fd);
+    }
+  }
+  for (int fd : dropped) close_connection(fd);
 }
 
 std::uint32_t ConnectionManager::pending(std::optional<uid_t> uid) const {

@@ -53,6 +53,8 @@ class ConnectionManager {
   void begin_stopping();
   // Closes every connection (clients see the hang-up) and joins the thread. Idempotent.
   void stop();
+  // Closes the connections of channels marked drop_requested. Any thread.
+  void poke();
 
  private:
   enum class State { kHandshaking, kWaitingForReady, kAttached, kObserving };
@@ -77,6 +79,7 @@ class ConnectionManager {
   void close_connection(int fd);
   void expire_handshakes();
   void attach_waiting();
+  void drop_requested_channels();
   // Connections in the handshake or waiting for warm-up to end; of `uid`'s only, when given.
   std::uint32_t pending(std::optional<uid_t> uid = std::nullopt) const;
   std::uint32_t observers_of(uid_t uid) const;

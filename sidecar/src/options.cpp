@@ -112,6 +112,7 @@ ParsedOptions parse_command_line(int argc, char** argv) {
   std::vector<std::string> shapes;
   std::string arena = "8M";
   std::string max_arena = "64M";
+  std::string channel_memory = "0";
   std::string mode = "0660";
   std::string cache_scope = "shared";
   std::string cache_bytes = "64M";
@@ -148,6 +149,8 @@ ParsedOptions parse_command_line(int argc, char** argv) {
       ->check(CLI::Range(1u, kMaxClients));
   app.add_option("--arena-bytes", arena, "tensor space per client unless it asks for another size (K, M, G suffixes)");
   app.add_option("--max-arena-bytes", max_arena, "the most tensor space a client may ask for");
+  app.add_option("--channel-memory", channel_memory,
+                 "the most memory all clients' channels may commit together (0: --max-clients x --arena-bytes)");
   app.add_option("--max-batch", options.max_batch,
                  "batch up to this many rows of requests whose --warmup-shape has a leading dim of 1 into one "
                  "forward (the model must take a leading batch dim); every size is warmed up. 1: no batching")
@@ -189,8 +192,9 @@ ParsedOptions parse_command_line(int argc, char** argv) {
     try {
       options.arena_bytes = parse_byte_size(arena);
       options.max_arena_bytes = parse_byte_size(max_arena);
+      options.channel_memory = parse_byte_size(channel_memory);
     } catch (const std::exception& error) {
-      throw CLI::ValidationError("--arena-bytes/--max-arena-bytes", error.what());
+      throw CLI::ValidationError("--arena-bytes/--max-arena-bytes/--channel-memory", error.what());
     }
     options.socket_mode = parse_mode(mode);
     try {

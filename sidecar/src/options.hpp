@@ -40,6 +40,9 @@ struct SidecarOptions {
   // Tensor space per client: what a client gets unless it asks for more, and the most it may ask for.
   std::uint64_t arena_bytes = 8ull << 20;
   std::uint64_t max_arena_bytes = 64ull << 20;
+  // The most memory all clients' channels may commit together; 0: --max-clients channels of
+  // --arena-bytes each.
+  std::uint64_t channel_memory = 0;
   // The result cache's whole size, metadata included; 0 turns it off. Results of a model that is
   // not deterministic (dropout left on, sampling) must not be cached: run such a model with 0.
   std::uint64_t cache_bytes = 64ull << 20;

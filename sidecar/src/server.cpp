@@ -7,10 +7,14 @@
 #include <algorithm>
 #include <chrono>
 
+#include "rate_limited_log.hpp"
+
 namespace sidecar {
 namespace {
 
 constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(100);
+
+RateLimitedWarning broken_channel_warning;
 
 void name_this_thread(const std::string& name) { ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str()); }
 
@@ -59,7 +63,10 @@ Done Server::open() {
   Result<LeaderWake> wake = LeaderWake::create();
   if (!wake.ok()) return wake.error();
   wake_.emplace(std::move(*wake));
-  table_ = std::make_unique<ChannelTable>(options_.max_clients, *wake_, page);
+  const std::uint64_t channel_memory =
+      options_.channel_memory != 0 ? options_.channel_memory
+                                   : ChannelGeometry::compute(options_.arena_bytes).channel_bytes * options_.max_clients;
+  table_ = std::make_unique<ChannelTable>(options_.max_clients, channel_memory, *wake_, page);
   executor_ = std::make_unique<Executor>(*runner_, cache_.get(), rules_, *table_, *wake_, page);
   SchedulerSettings scheduling;
   scheduling.intra_op_threads = options_.intra_op_threads;
@@ -81,9 +88,10 @@ Done Server::open() {
   connections_ =
       std::make_unique<ConnectionManager>(settings, std::move(*policy), *listening_, *table_, *status_, cache_.get());
   if (Done started = connections_->start(); !started.ok()) return started;
-  spdlog::info("listening on {} (mode {:04o}; admits {}); up to {} clients, {} bytes of arena each by default",
-               socket_path_, options_.socket_mode, admitted, options_.max_clients,
-               identity.default_arena_bytes);
+  spdlog::info(
+      "listening on {} (mode {:04o}; admits {}); up to {} clients, {} bytes of arena each by default, {} bytes of "
+      "channels in all",
+      socket_path_, options_.socket_mode, admitted, options_.max_clients, identity.default_arena_bytes, channel_memory);
   return {};
 }
 
@@ -151,7 +159,7 @@ void Server::worker_main(int index) {
 // Recency from the clients' own hits, and their hit counts for the statistics.
 void Server::drain_cache_hit_logs() {
   if (cache_ == nullptr) return;
-  std::lock_guard lock(table_->hit_log_mutex);
+  std::lock_guard lock(table_->housekeeping_mutex);
   std::uint64_t client_hits = table_->client_hits_of_reclaimed;
   table_->visit_active_from(0, [&](ChannelSlot& slot) {
     if (!slot.memory.mapping) return false;  // being reclaimed
@@ -169,12 +177,35 @@ void Server::drain_cache_hit_logs() {
   cache_->set_client_hits(client_hits);
 }
 
+// A client that punches holes in its channel (fallocate) frees pages the sidecar then faults back
+// in when it writes there, charged to the sidecar's memory: short of a seal that forbids it (which
+// would forbid the client's writes too), such a client is dropped when it is seen.
+void Server::drop_broken_channels() {
+  bool dropped = false;
+  {
+    std::lock_guard lock(table_->housekeeping_mutex);
+    table_->visit_active_from(0, [&](ChannelSlot& slot) {
+      if (!slot.memory.mapping || slot.drop_requested.load(std::memory_order_relaxed)) return false;
+      const off_t hole = ::lseek(slot.memory.fd.get(), 0, SEEK_HOLE);
+      if (hole >= 0 && static_cast<std::uint64_t>(hole) < slot.memory.mapping.size()) {
+        broken_channel_warning("client {} (pid {}) punched a hole in its channel at byte {}; dropping it",
+                               slot.index, slot.peer_pid, hole);
+        slot.drop_requested.store(true, std::memory_order_relaxed);
+        dropped = true;
+      }
+      return false;
+    });
+  }
+  if (dropped) connections_->poke();
+}
+
 void Server::housekeeper_main() {
   name_this_thread("sidecar-house");
   std::unique_lock lock(housekeeper_mutex_);
   while (!housekeeper_wakeup_.wait_for(lock, kHousekeepingPeriod, [&] { return stopped_; })) {
     lock.unlock();
     drain_cache_hit_logs();
+    drop_broken_channels();
     lock.lock();
   }
 }

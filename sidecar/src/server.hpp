@@ -58,6 +58,7 @@ class Server {
   void worker_main(int index);
   void housekeeper_main();
   void drain_cache_hit_logs();
+  void drop_broken_channels();
   void publish_model_description();
 
   SidecarOptions options_;

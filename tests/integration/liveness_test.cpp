@@ -47,18 +47,6 @@ SidecarStatus status_of(const std::string& name) {
   return *status;
 }
 
-// Polls until `done()` or a hang guard runs out (not a timing assertion: the caller asserts on
-// what it counted).
-template <typename Done>
-bool eventually(Done&& done, std::chrono::seconds guard = 60s) {
-  const auto give_up = std::chrono::steady_clock::now() + guard;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
 // --- Clients that die ------------------------------------------------------------------------------
 
 // 200 client processes killed with SIGKILL at random points (connecting, mid-request, idle), in
@@ -81,7 +69,7 @@ TEST(KilledClients, EveryChannelIsReclaimedFromTheHangUp) {
       }
     });
   }
-  ASSERT_TRUE(eventually([&] { return status_of(sidecar.name()).clients_connected == 2; }));
+  ASSERT_TRUE(testing::wait_until([&] { return status_of(sidecar.name()).clients_connected == 2; }));
 
   constexpr int kWaves = 10;
   constexpr int kPerWave = 20;
@@ -107,7 +95,7 @@ TEST(KilledClients, EveryChannelIsReclaimedFromTheHangUp) {
     }
     const auto killed = std::chrono::steady_clock::now();
     for (pid_t child : children) testing::exit_status_of(child);
-    ASSERT_TRUE(eventually([&] { return status_of(sidecar.name()).clients_connected == 2; }))
+    ASSERT_TRUE(testing::wait_until([&] { return status_of(sidecar.name()).clients_connected == 2; }))
         << "wave " << wave << ": " << status_of(sidecar.name()).clients_connected << " connected";
     reclaim_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - killed).count());
   }
@@ -124,7 +112,7 @@ TEST(KilledClients, EveryChannelIsReclaimedFromTheHangUp) {
               static_cast<unsigned long long>(honest_calls.load()));
   EXPECT_EQ(status.clients_connected, 0u);
   // Every channel handed out was taken back (the honest two included, after they left).
-  EXPECT_TRUE(eventually([&] {
+  EXPECT_TRUE(testing::wait_until([&] {
     const SidecarStatus now = status_of(sidecar.name());
     return now.clients_reclaimed == now.clients_admitted;
   }));
@@ -199,7 +187,7 @@ TEST(KilledSidecar, ClientsReconnectByThemselvesAndNeverAnswerOverloaded) {
     });
   }
   // Killed once every client has its reference answer and is calling.
-  ASSERT_TRUE(eventually([&] { return clients_started.load() == kClients && status_of(name).requests > 400; }));
+  ASSERT_TRUE(testing::wait_until([&] { return clients_started.load() == kClients && status_of(name).requests > 400; }));
   first->stop(SIGKILL);
   first.reset();
   SidecarProcess second(name, tiny_args());
@@ -288,7 +276,7 @@ TEST(ForkedChild, LeavesItsParentsClientAlone) {
     ::_exit(0);
   }
   client.reset();
-  EXPECT_TRUE(eventually([&] { return status_of(sidecar.name()).clients_connected == 0; }, 10s))
+  EXPECT_TRUE(testing::wait_until([&] { return status_of(sidecar.name()).clients_connected == 0; }, 10s))
       << "the child kept its parent's channel alive";
   [[maybe_unused]] const ssize_t released = ::write(release[1], "x", 1);
   EXPECT_EQ(testing::exit_status_of(lingering), 0);
@@ -375,7 +363,7 @@ TEST(NothingLeftBehind, NoFileInDevShmWhileServingOrAfterAnyEnd) {
       {"SIGKILL at start", tiny_args(), [&](SidecarProcess& sidecar) { return sidecar.stop(SIGKILL); }},
       {"SIGKILL during warm-up", slow_warmup,
        [&](SidecarProcess& sidecar) {
-         EXPECT_TRUE(eventually([&] { return sidecar.log().find("listening on") != std::string::npos; }));
+         EXPECT_TRUE(testing::wait_until([&] { return sidecar.log().find("listening on") != std::string::npos; }));
          EXPECT_EQ(dev_shm_use_of(sidecar.pid()), "");
          return sidecar.stop(SIGKILL);
        }},
@@ -394,7 +382,7 @@ TEST(NothingLeftBehind, NoFileInDevShmWhileServingOrAfterAnyEnd) {
          auto handle = client.submit(std::vector<TensorView>{TensorView::of(image, testing::kImageShape)});
          EXPECT_TRUE(handle.ok()) << handle.message();
          ::kill(sidecar.pid(), SIGTERM);
-         EXPECT_TRUE(eventually([&] { return sidecar.log().find("draining") != std::string::npos; }));
+         EXPECT_TRUE(testing::wait_until([&] { return sidecar.log().find("draining") != std::string::npos; }));
          return sidecar.stop(SIGKILL);
        }},
   };

@@ -6,6 +6,8 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <chrono>
 #include <vector>
 
 #include "sidecar/client.hpp"
@@ -23,6 +25,18 @@ inline ConnectOptions connect_options(std::chrono::milliseconds timeout,
   options.timeout = timeout;
   options.spin = spin;
   return options;
+}
+
+// Polls until `done()` or a hang guard runs out; false then. Not a timing assertion: callers assert
+// on what they counted, the guard only keeps a broken run from hanging.
+template <typename Done>
+bool wait_until(Done&& done, std::chrono::seconds guard = std::chrono::seconds(60)) {
+  const auto give_up = std::chrono::steady_clock::now() + guard;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
 }
 
 // A test that cannot connect has nothing to test: throw, and the test fails with the reason.
