@@ -1,0 +1,83 @@
+// What every sidecar-bench row needs: the row itself, the model measured, inputs, where the
+// processes run (pinning), and starting the server processes measured against.
+#pragma once
+
+#include <sched.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sidecar/client.hpp"
+#include "sidecar/shared/signature.hpp"
+
+namespace sidecar::bench {
+
+struct Row {
+  std::string name;
+  std::string model;
+  double p50_us = 0;
+  double p99_us = 0;
+  double p999_us = 0;
+  std::size_t requests = 0;
+  std::uint64_t bytes = 0;    // input bytes, for the rows that report GB/s
+  std::uint32_t clients = 0;  // throughput rows
+  double throughput_rps = 0;
+  double mean_batch_size = 0;  // throughput rows: requests in the forward that answered each request
+};
+
+struct ModelCase {
+  std::string name;
+  std::string path;
+  InputSignature signature;
+  std::size_t requests;
+};
+
+Row summarize(std::string name, const std::string& model, std::vector<double> latencies_us);
+std::vector<float> random_input(std::uint64_t elements);
+std::uint64_t element_count_of(const TensorShape& shape);
+// "1x3x224x224:float32,1x8:int64", as --warmup-shape takes it.
+std::string signature_text(const InputSignature& signature);
+// Requests whose latency is not counted: the first tenth, at most 1000.
+std::size_t discarded(std::size_t requests);
+
+// Random inputs for a model's signature, and the client library's views of them (the views point
+// into `values`, which the caller may change between calls).
+struct ClientInputs {
+  std::vector<std::vector<float>> values;
+  std::vector<TensorView> views;
+};
+ClientInputs client_inputs(const ModelCase& model);
+
+// Pinning: the client (this process) on the last CPU it may use, the servers on the others, so the
+// two spinning threads never share a core and the scheduler's migrations stay out of the figures.
+struct Placement {
+  bool pinned = false;
+  cpu_set_t client{};
+  cpu_set_t server{};
+};
+Placement plan_placement(bool pin);
+extern Placement placement;
+
+// A server process (the sidecar, or a peer), on the server CPUs, its output in a log file;
+// SIGTERM and reaped when the object goes.
+class ServerChild {
+ public:
+  ServerChild(const std::string& binary, const std::vector<std::string>& args);
+  ~ServerChild();
+  ServerChild(const ServerChild&) = delete;
+  ServerChild& operator=(const ServerChild&) = delete;
+  std::string log() const;
+  pid_t pid() const noexcept { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_path_;
+};
+
+// The directory the bench's sidecars and peers put their sockets in (made once, removed at exit):
+// no /run/inference-sidecar needed, nothing shared with a sidecar of the host.
+const std::string& bench_runtime_dir();
+
+}  // namespace sidecar::bench

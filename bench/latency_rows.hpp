@@ -1,0 +1,28 @@
+// The latency rows of sidecar-bench: one client calling in a loop, one request at a time, through
+// each transport (in-process, the sidecar spinning and blocking, a plain Unix-socket server) and
+// through the result cache.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "bench_support.hpp"
+
+namespace sidecar::bench {
+
+// The same frozen model in this process: the floor.
+Row measure_in_process(const ModelCase& model);
+// Through a real sidecar, cache bypassed, inputs written in place and outputs read in place.
+// `spin` is both sides' spin budget: long for "sidecar_spin", 0 for "sidecar_block".
+Row measure_sidecar(const std::string& row_name, const ModelCase& model, const std::string& binary,
+                    std::chrono::microseconds spin);
+// Through sidecar-socket-server: what a user would write instead of the sidecar.
+Row measure_unix_socket(const ModelCase& model, const std::string& server_binary);
+
+enum class CacheRow { kMiss, kHitInClient, kHitInSidecar };
+Row measure_cache(CacheRow kind, const ModelCase& model, const std::string& binary);
+// The pieces of a client-side hit on the model's input bytes: hash, compare, copy.
+std::vector<Row> measure_hit_parts(const ModelCase& model);
+
+}  // namespace sidecar::bench
