@@ -13,6 +13,10 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSIDECAR_BUILD_TESTS=OF
 cmake --build "$build" -j "$(nproc)" --target inference-sidecar sidecarctl sidecar-demo
 
 model=$(/usr/bin/python3 "$root/scripts/make_models.py" "$build/models" demo)
+# The sidecar's socket goes here, and its clients look here: no root needed for the demo.
+export INFERENCE_SIDECAR_RUNTIME_DIR="$build/run"
+mkdir -p "$INFERENCE_SIDECAR_RUNTIME_DIR"
+shm_before=$(ls /dev/shm | sort)
 echo "== demo model scripted with torch.jit.script: $model"
 
 "$build/sidecar/inference-sidecar" --model "$model" --name "$name" --warmup-shape 1x3x224x224 \
@@ -43,4 +47,5 @@ echo "== sidecarctl cache: the result cache in shared memory"
 
 kill -TERM "$sidecar_pid"
 wait "$sidecar_pid"
-echo "== sidecar stopped with exit code $?; segments removed: $([ -e /dev/shm/sidecar.$name ] || [ -e /dev/shm/sidecar-cache.$name ] && echo no || echo yes)"
+code=$?
+echo "== sidecar stopped with exit code $code; its socket removed: $([ -e "$INFERENCE_SIDECAR_RUNTIME_DIR/$name.sock" ] && echo no || echo yes); new files in /dev/shm: $([ "$(ls /dev/shm | sort)" = "$shm_before" ] && echo none || echo some)"

@@ -229,6 +229,26 @@ TEST(SystemdNotify, NoReadyWhenWarmupFails) {
   EXPECT_FALSE(socket_exists(sidecar.name()));
 }
 
+// Under the unit, systemd makes /run/inference-sidecar (RuntimeDirectory=) and passes it as
+// $RUNTIME_DIRECTORY: the sidecar serves there, and a client pointed there finds it.
+TEST(SystemdRuntimeDirectory, TheSidecarServesFromTheDirectorySystemdMade) {
+  TemporaryDirectory directory;
+  ASSERT_EQ(::chmod(directory.path().c_str(), 0750), 0);
+  const std::string name = unique_name("sd-rundir");
+  // The test binary points every sidecar at its own directory; this one must find systemd's.
+  SidecarProcess sidecar(name, {"--model", model_path("tiny"), "--warmup-shape", "1x64"},
+                         {"INFERENCE_SIDECAR_RUNTIME_DIR=", "RUNTIME_DIRECTORY=" + directory.path()});
+  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  EXPECT_TRUE(std::filesystem::exists(directory.path() + "/" + name + ".sock")) << sidecar.log();
+  EXPECT_TRUE(std::filesystem::exists(directory.path() + "/" + name + ".lock"));
+  ConnectOptions options;
+  options.runtime_dir = directory.path();
+  auto client = Client::connect(name, options);
+  EXPECT_TRUE(client.ok()) << client.message();
+  EXPECT_EQ(sidecar.stop(), 0);
+  EXPECT_FALSE(std::filesystem::exists(directory.path() + "/" + name + ".sock"));
+}
+
 // Path of `command` on PATH, or "" when it is not installed.
 std::string find_on_path(const std::string& command) {
   const char* path = std::getenv("PATH");
@@ -337,13 +357,15 @@ TEST(SystemdUnit, KeepsTheSettingsTheSidecarReliesOn) {
   EXPECT_EQ(values_of(unit, "EnvironmentFile"), Values{"/etc/inference-sidecar/%i.env"});
   EXPECT_EQ(values_of(unit, "User"), Values{"inference-sidecar"});
   EXPECT_EQ(values_of(unit, "Group"), Values{"inference-sidecar"});
-  // oneDNN needs W+X memory; a crashed sidecar's segment must survive until its restart replaces it.
+  // oneDNN needs W+X memory.
   EXPECT_EQ(values_of(unit, "MemoryDenyWriteExecute"), Values{"no"});
-  EXPECT_EQ(values_of(unit, "RemoveIPC"), Values{"no"});
+  // Clients trust the sidecar by its runtime directory's owner: a stable uid, the directory shared
+  // by every instance and kept when one stops (or it would take the others' sockets with it).
   EXPECT_EQ(values_of(unit, "DynamicUser"), Values{"no"});
-  // These would hide /dev/shm, or the client processes the reaper looks up in /proc.
-  EXPECT_EQ(values_of(unit, "InaccessiblePaths"), Values{});
-  EXPECT_EQ(values_of(unit, "ProtectProc"), Values{"default"});
+  EXPECT_EQ(values_of(unit, "RuntimeDirectory"), Values{"inference-sidecar"});
+  EXPECT_EQ(values_of(unit, "RuntimeDirectoryMode"), Values{"0750"});
+  EXPECT_EQ(values_of(unit, "RuntimeDirectoryPreserve"), Values{"yes"});
+  // LibTorch reads /proc/cpuinfo.
   EXPECT_EQ(values_of(unit, "ProcSubset"), Values{});
 }
 
