@@ -1,0 +1,95 @@
+// Admission on the sidecar's private copy of a request: the pure checks, in the order they run.
+#include "admission.hpp"
+
+#include <gtest/gtest.h>
+
+namespace sidecar {
+namespace {
+
+constexpr std::uint64_t kArena = 1 << 20;
+
+TensorShape floats(std::initializer_list<std::int64_t> dims) {
+  TensorShape shape{};
+  shape.dtype = static_cast<std::uint8_t>(DType::kFloat32);
+  shape.rank = static_cast<std::uint8_t>(dims.size());
+  std::copy(dims.begin(), dims.end(), shape.dims);
+  return shape;
+}
+
+RequestDescriptor request_of(const TensorShape& shape) {
+  RequestDescriptor request{};
+  request.input_count = 1;
+  request.inputs[0].shape = shape;
+  request.inputs[0].bytes = element_count(shape) * 4;
+  request.output_offset = align_up(request.inputs[0].bytes, kTensorAlignment);
+  request.output_capacity = 4096;
+  return request;
+}
+
+const AdmissionRules kRules = AdmissionRules::from(1, {{floats({1, 8})}, {floats({2, 3, 3})}}, 4);
+
+TEST(Admission, TheDeclaredShapesAndBatchableRowsRun) {
+  EXPECT_EQ(admit_request(request_of(floats({1, 8})), kArena, kRules, 0).kind, AdmissionVerdict::Kind::kRun);
+  EXPECT_EQ(admit_request(request_of(floats({3, 8})), kArena, kRules, 0).kind, AdmissionVerdict::Kind::kRun);
+  EXPECT_EQ(admit_request(request_of(floats({2, 3, 3})), kArena, kRules, 0).kind, AdmissionVerdict::Kind::kRun);
+  EXPECT_EQ(batch_rows_of(request_of(floats({4, 8})), kRules), 4u);
+  EXPECT_EQ(batch_rows_of(request_of(floats({5, 8})), kRules), 0u) << "more rows than --max-batch";
+  EXPECT_EQ(batch_rows_of(request_of(floats({2, 3, 3})), kRules), 0u) << "a leading dim of 2 is not batchable";
+}
+
+TEST(Admission, TheWarmupPlanCoversEveryBatchSize) {
+  const std::vector<InputSignature> plan = kRules.warmup_plan();
+  ASSERT_EQ(plan.size(), 2u + 3u);
+  EXPECT_TRUE(same_shape(plan[2][0], floats({2, 8})));
+  EXPECT_TRUE(same_shape(plan[4][0], floats({4, 8})));
+}
+
+TEST(Admission, EachRefusalSaysWhy) {
+  struct Case {
+    const char* expect;
+    Status status;
+    RequestDescriptor request;
+    std::uint64_t now_ns = 0;
+  };
+  std::vector<Case> cases;
+  RequestDescriptor flags = request_of(floats({1, 8}));
+  flags.flags = 1u << 20;
+  cases.push_back({"unknown request flags 1048576", Status::kInvalidRequest, flags});
+  RequestDescriptor outside = request_of(floats({1, 8}));
+  outside.inputs[0].offset = kArena;
+  cases.push_back({"lie outside the channel's arena", Status::kInvalidRequest, outside});
+  RequestDescriptor cancel = request_of(floats({1, 8}));
+  cancel.flags = kRequestFlagCancellable;
+  cancel.cancel_offset = kArena - 4;
+  cases.push_back({"cancel word at offset", Status::kInvalidRequest, cancel});
+  RequestDescriptor late = request_of(floats({1, 8}));
+  late.deadline_ns = 100;
+  cases.push_back({"the deadline passed", Status::kDeadlineExceeded, late, 200});
+  RequestDescriptor two = request_of(floats({1, 8}));
+  two.input_count = 2;
+  two.inputs[1] = two.inputs[0];
+  two.inputs[1].offset = 1024;
+  two.output_offset = 2048;
+  cases.push_back({"the model takes 1 input tensor(s), the request has 2", Status::kInvalidRequest, two});
+  cases.push_back({"inputs ([1, 9] float32) match no accepted signature; expected ([1, 8] float32) or ([2, 3, 3] "
+                   "float32)",
+                   Status::kInvalidRequest, request_of(floats({1, 9}))});
+  for (const Case& item : cases) {
+    const AdmissionVerdict verdict = admit_request(item.request, kArena, kRules, item.now_ns);
+    EXPECT_EQ(verdict.kind, AdmissionVerdict::Kind::kRefuse) << item.expect;
+    EXPECT_EQ(verdict.status, item.status) << item.expect;
+    EXPECT_NE(verdict.message.find(item.expect), std::string::npos) << verdict.message;
+  }
+  RequestDescriptor flush{};
+  flush.flags = kRequestFlagFlushCache;
+  EXPECT_EQ(admit_request(flush, kArena, kRules, 0).kind, AdmissionVerdict::Kind::kFlushCache);
+}
+
+TEST(Admission, WithoutDeclaredShapesAnyShapeRuns) {
+  const AdmissionRules any = AdmissionRules::from(1, {}, 1);
+  EXPECT_EQ(admit_request(request_of(floats({7, 3})), kArena, any, 0).kind, AdmissionVerdict::Kind::kRun);
+  EXPECT_TRUE(any.warmup_plan().empty());
+}
+
+}  // namespace
+}  // namespace sidecar
