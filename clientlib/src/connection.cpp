@@ -322,16 +322,14 @@ Connection::Wake Connection::sleep(std::uint64_t deadline_ns) noexcept {
 }
 
 bool Connection::drain_wake_ups() noexcept {
-  // A few at most: one per sleep, plus one that raced a sleep that ended without it.
-  for (int read = 0; read < 64; ++read) {
-    char byte = 0;
-    const ssize_t got = ::recv(socket_.get(), &byte, 1, MSG_DONTWAIT);
-    if (got == 1) continue;
-    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-      gone_ = true;
-      return false;
-    }
-    return true;
+  // One read: the sidecar sends one byte per sleep. A second one, from a wake-up that raced a sleep
+  // that ended without it, makes the next sleep return at once and is read then: a rescan, rather
+  // than a second system call on every wake-up.
+  char byte = 0;
+  const ssize_t got = ::recv(socket_.get(), &byte, 1, MSG_DONTWAIT);
+  if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    gone_ = true;
+    return false;
   }
   return true;
 }
