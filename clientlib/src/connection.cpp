@@ -207,6 +207,7 @@ int Connection::handshake(const std::string& name, const DialSettings& settings,
   const std::uint64_t first_reply_deadline =
       sent ? std::max(deadline_ns, monotonic_ns() + kFirstReplyGraceNs) : monotonic_ns() + 1'000'000;
   bool answered = false;
+  bool reset_seen = false;
   while (true) {
     if (!wait_readable(socket_.get(), answered ? deadline_ns : first_reply_deadline)) {
       if (last.code != ErrorCode::kNotReady) {
@@ -221,6 +222,11 @@ int Connection::handshake(const std::string& name, const DialSettings& settings,
       return static_cast<int>(Attempt::kFail);
     }
     if (received->kind == ReceivedMessage::Kind::kClosed) {
+      // A reset is reported before the messages still queued: look once more for a reply.
+      if (!reset_seen) {
+        reset_seen = true;
+        continue;
+      }
       last = Error{ErrorCode::kNotRunning, "sidecar '" + name + "' closed the connection during the handshake"};
       return static_cast<int>(Attempt::kRetry);
     }

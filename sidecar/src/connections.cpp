@@ -140,7 +140,10 @@ void ConnectionManager::accept_new() {
       set_reply_message(reply, refusal);
       [[maybe_unused]] const Done sent = send_message(socket.get(), &reply, sizeof reply);
       status_.page().clients.refused.fetch_add(1, std::memory_order_relaxed);
-      continue;  // closed: the client reads the reason, then the hang-up
+      // Held until its request arrives, so that the reason is read; beyond the bound, closed at once.
+      if (refused_held() >= settings_.max_refused_held) continue;
+      connection.state = State::kRefused;
+      connection.deadline_ns = monotonic_ns() + settings_.refused_hold_ns;
     }
     epoll_event event{};
     event.events = EPOLLIN | EPOLLRDHUP;
@@ -154,6 +157,17 @@ void ConnectionManager::accept_new() {
 
 void ConnectionManager::on_readable(Connection& connection, std::uint32_t events) {
   const int fd = connection.socket.get();
+  if (connection.state == State::kRefused) {
+    // Its request came, or it hung up: read what came, so that closing does not reset the
+    // connection under the reply.
+    alignas(8) std::byte discard[kMaxHandshakeBytes];
+    for (int message = 0; message < 4; ++message) {
+      Result<ReceivedMessage> drained = receive_message(fd, discard, sizeof discard, 0, MSG_DONTWAIT);
+      if (!drained.ok() || drained->kind != ReceivedMessage::Kind::kMessage) break;
+    }
+    close_connection(fd);
+    return;
+  }
   if (connection.state != State::kHandshaking) {
     // After the handshake a client has nothing to say: a hang-up, or anything it sends, ends it.
     if (!(events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR))) {
@@ -352,14 +366,17 @@ void ConnectionManager::close_connection(int fd) {
 void ConnectionManager::expire_handshakes() {
   const std::uint64_t now = monotonic_ns();
   std::vector<int> expired;
+  std::vector<int> refused;
   for (const auto& [fd, connection] : connections_) {
     if (connection.state == State::kHandshaking && now > connection.deadline_ns) expired.push_back(fd);
+    if (connection.state == State::kRefused && now > connection.deadline_ns) refused.push_back(fd);
   }
   for (int fd : expired) {
     refusal_warning("pid {} sent no connect request within the handshake timeout; closing", connections_[fd].peer.pid);
     status_.page().clients.refused.fetch_add(1, std::memory_order_relaxed);
     close_connection(fd);
   }
+  for (int fd : refused) close_connection(fd);
 }
 
 void ConnectionManager::attach_waiting() {
@@ -388,6 +405,12 @@ std::uint32_t ConnectionManager::pending(std::optional<uid_t> uid) const {
     if (uid && connection.peer.uid != *uid) continue;
     if (connection.state == State::kHandshaking || connection.state == State::kWaitingForReady) ++count;
   }
+  return count;
+}
+
+std::uint32_t ConnectionManager::refused_held() const {
+  std::uint32_t count = 0;
+  for (const auto& [fd, connection] : connections_) count += connection.state == State::kRefused;
   return count;
 }
 

@@ -36,6 +36,8 @@ struct ConnectionSettings {
   std::uint32_t max_observers_per_user = 4;
   std::uint32_t max_pending = 256;  // not yet attached or observing
   std::uint32_t max_pending_per_user = 64;
+  std::uint32_t max_refused_held = 256;                // refused connections held open at once
+  std::uint64_t refused_hold_ns = 1'000'000'000;     // for the client's request to arrive
   std::uint64_t handshake_timeout_ns = 5'000'000'000;  // for a client to send its ConnectRequest
 };
 
@@ -57,7 +59,10 @@ class ConnectionManager {
   void poke();
 
  private:
-  enum class State { kHandshaking, kWaitingForReady, kAttached, kObserving };
+  // kRefused: told why at accept, and held open until the client's request comes (or a moment
+  // passes), which is then read before the close: a Unix socket closed with unread messages makes
+  // the peer's next receive fail with ECONNRESET before it reads the reply waiting for it.
+  enum class State { kHandshaking, kWaitingForReady, kAttached, kObserving, kRefused };
   struct Connection {
     UniqueFd socket;
     State state = State::kHandshaking;
@@ -83,6 +88,7 @@ class ConnectionManager {
   // Connections in the handshake or waiting for warm-up to end; of `uid`'s only, when given.
   std::uint32_t pending(std::optional<uid_t> uid = std::nullopt) const;
   std::uint32_t observers_of(uid_t uid) const;
+  std::uint32_t refused_held() const;
 
   ConnectionSettings settings_;
   AccessPolicy policy_;

@@ -1,0 +1,79 @@
+#include "client_impl.hpp"
+
+#include <algorithm>
+
+namespace sidecar::detail {
+namespace {
+
+std::vector<std::pair<DType, std::vector<std::int64_t>>> to_pairs(const TensorShape* shapes, std::uint32_t count) {
+  std::vector<std::pair<DType, std::vector<std::int64_t>>> result;
+  for (std::uint32_t i = 0; i < count && i < kMaxTensors; ++i) {
+    const std::uint32_t rank = std::min<std::uint32_t>(shapes[i].rank, kMaxRank);
+    result.emplace_back(static_cast<DType>(shapes[i].dtype),
+                        std::vector<std::int64_t>(shapes[i].dims, shapes[i].dims + rank));
+  }
+  return result;
+}
+
+}  // namespace
+
+std::uint64_t deadline_after(std::chrono::nanoseconds timeout) {
+  const std::uint64_t now = monotonic_ns();
+  if (timeout.count() <= 0) return now;
+  const auto nanos = static_cast<std::uint64_t>(timeout.count());
+  return nanos > ~0ull - now ? ~0ull : now + nanos;
+}
+
+DialSettings dial_settings(const ConnectOptions& options, ConnectKind kind) {
+  DialSettings settings;
+  settings.runtime_dir = options.runtime_dir;
+  if (options.sidecar_uid) settings.expected_sidecar_uid = static_cast<uid_t>(*options.sidecar_uid);
+  settings.arena_bytes = options.arena_bytes;
+  settings.kind = kind;
+  return settings;
+}
+
+ModelInfo model_info_of(const StatusPage& page, const ConnectReply& reply) {
+  ModelInfo model;
+  const ModelDescription& description = page.model;
+  model.model_path.assign(description.model_path, strnlen(description.model_path, kModelPathBytes));
+  model.input_count = std::min<std::uint32_t>(description.input_count, kMaxTensors);
+  if (page.state.load(std::memory_order_acquire) >= static_cast<std::uint32_t>(SidecarState::kReady)) {
+    model.output_count = std::min<std::uint32_t>(description.output_count, kMaxTensors);
+    model.max_batch = std::max<std::uint32_t>(description.max_batch, 1);
+    for (std::uint32_t s = 0; s < std::min(description.signature_count, kMaxSignatures); ++s) {
+      model.signatures.push_back({to_pairs(description.signatures[s].inputs, description.input_count),
+                                  to_pairs(description.signatures[s].outputs, description.output_count)});
+    }
+  }
+  model.sidecar_pid = page.sidecar_pid;
+  model.sidecar_uid = page.sidecar_uid;
+  model.start_generation = page.start_generation;
+  model.started_unix_ns = page.started_unix_ns;
+  model.max_clients = page.max_clients;
+  model.arena_bytes = reply.arena_bytes;
+  model.client_id = reply.client_id;
+  return model;
+}
+
+CacheStats cache_stats_of(const StatusPage& page) {
+  CacheStats stats;
+  if (page.cache_bytes == 0) return stats;
+  const CacheCounters& counters = page.cache;
+  stats.enabled = true;
+  stats.budget_bytes = page.cache_bytes;
+  stats.bytes_used = counters.bytes_used.load(std::memory_order_relaxed);
+  stats.entries = counters.entries.load(std::memory_order_relaxed);
+  stats.client_hits = counters.client_hits.load(std::memory_order_relaxed);
+  stats.sidecar_hits = counters.sidecar_hits.load(std::memory_order_relaxed);
+  stats.misses = counters.misses.load(std::memory_order_relaxed);
+  stats.inserts = counters.inserts.load(std::memory_order_relaxed);
+  stats.evictions = counters.evictions.load(std::memory_order_relaxed);
+  stats.too_large = counters.too_large.load(std::memory_order_relaxed);
+  stats.flushes = counters.flushes.load(std::memory_order_relaxed);
+  stats.generation = counters.generation.load(std::memory_order_relaxed);
+  stats.max_entry_bytes = counters.max_entry_bytes.load(std::memory_order_relaxed);
+  return stats;
+}
+
+}  // namespace sidecar::detail
