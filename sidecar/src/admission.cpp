@@ -24,7 +24,7 @@ std::string match_signature(const RequestDescriptor& request, const std::vector<
       return {};
     }
   }
-  if (accepted.size() == 1 && accepted[0].size() == 1) {
+  if (accepted.size() == 1 && accepted[0].size() == 1 && !inputs.empty()) {
     return "input 0: expected " + describe_shape(accepted[0][0]) + ", got " + describe_shape(inputs[0]);
   }
   std::string text = "inputs (" + describe_signature(inputs) + ") match no accepted signature; expected ";
