@@ -176,9 +176,8 @@ Result<RequestHandle> Client::submit_request(std::span<const TensorView> inputs,
   RequestTable::Entry& entry = impl.requests.add(id);
   entry.offset = *offset;
   entry.bytes = region_bytes;
-  entry.request = request;
   entry.cache_outcome = impl.last_cache_outcome;  // kMiss or kNotUsed until the answer says otherwise
-  if (Done posted = impl.requests.post(entry); !posted.ok()) {
+  if (Done posted = impl.requests.post(entry, request); !posted.ok()) {
     impl.requests.erase(id);
     return posted.error();
   }
@@ -248,10 +247,11 @@ Result<std::string> Client::flush_cache(std::chrono::microseconds timeout) {
   if (Done connected = impl.ensure_connected(deadline_ns); !connected.ok()) return connected.error();
   const std::uint64_t id = impl.requests.next_id();
   RequestTable::Entry& entry = impl.requests.add(id);
-  entry.request.request_id = id;
-  entry.request.deadline_ns = deadline_ns;
-  entry.request.flags = kRequestFlagFlushCache;
-  if (Done posted = impl.requests.post(entry); !posted.ok()) {
+  RequestDescriptor request{};
+  request.request_id = id;
+  request.deadline_ns = deadline_ns;
+  request.flags = kRequestFlagFlushCache;
+  if (Done posted = impl.requests.post(entry, request); !posted.ok()) {
     impl.requests.erase(id);
     return posted.error();
   }

@@ -66,15 +66,15 @@ std::optional<std::uint64_t> RequestTable::allocate_region(std::uint64_t bytes) 
   return std::nullopt;
 }
 
-Done RequestTable::post(Entry& entry) {
+Done RequestTable::post(Entry& entry, const RequestDescriptor& request) {
   RequestDescriptor* slot = requests_.try_claim();
   if (slot == nullptr) {
     if (requests_.corrupt()) return {ErrorCode::kProtocolError, "the request ring's indices are corrupt"};
     return {ErrorCode::kOverloaded, std::to_string(kRingCapacity) + " requests in flight on this client: wait for some first"};
   }
   // Only the used part of the 832-byte descriptor: this is the hot path.
-  std::memcpy(slot, &entry.request,
-              offsetof(RequestDescriptor, inputs) + sizeof(TensorDescriptor) * entry.request.input_count);
+  std::memcpy(slot, &request, request_bytes_used(request.input_count));
+  entry.outputs_allowed = OutputRegion{request.output_offset, request.output_capacity};
   requests_.publish();
   connection_->wake_sidecar();
   entry.in_flight = true;
@@ -132,9 +132,7 @@ bool RequestTable::take_answer(const ResponseDescriptor& shared) {
   for (std::uint32_t i = 0; i < count; ++i) {
     const TensorDescriptor& tensor = response.outputs[i];
     std::string problem = check_tensor(tensor, arena_bytes);
-    if (problem.empty() &&
-        (tensor.offset < entry.request.output_offset ||
-         tensor.offset + tensor.bytes > entry.request.output_offset + entry.request.output_capacity)) {
+    if (problem.empty() && !entry.outputs_allowed.contains(tensor.offset, tensor.bytes)) {
       problem = "outside the output region";
     }
     if (!problem.empty()) {

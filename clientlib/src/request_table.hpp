@@ -26,7 +26,7 @@ class RequestTable {
     std::uint64_t offset = 0;  // the region in the arena (none for a control request)
     std::uint64_t bytes = 0;
     bool in_flight = false;    // posted, no answer yet: its region is reserved
-    RequestDescriptor request{};
+    OutputRegion outputs_allowed;  // where the sidecar may write this request's outputs
     bool in_place = false;   // zero-copy: the outputs stay in the arena (placed[])
     bool done = false;
     bool abandoned = false;  // its caller gave up: dropped when its answer comes
@@ -59,8 +59,8 @@ class RequestTable {
   // never over a region whose answer has not come.
   std::optional<std::uint64_t> allocate_region(std::uint64_t bytes) const;
 
-  // Posts `entry`'s request (its id and region set): kOverloaded when the ring is full.
-  Done post(Entry& entry);
+  // Posts `request` (its id and region set) for `entry`: kOverloaded when the ring is full.
+  Done post(Entry& entry, const RequestDescriptor& request);
   // Takes every answer waiting in the response ring.
   void pump();
   // Pumps, spins for `spin_ns`, then sleeps, until `done()` or `deadline_ns`. kTimeout,
@@ -83,16 +83,24 @@ class RequestTable {
 template <typename Finished>
 Done RequestTable::wait_until(Finished&& done, std::uint64_t deadline_ns, std::uint64_t spin_ns) {
   const std::uint64_t spin_until = monotonic_ns() + spin_ns;
+  bool spinning = spin_ns != 0;
+  std::uint32_t looks_since_clock = 0;
   while (true) {
     pump();
     if (done()) return {};
     if (responses_.corrupt()) return {ErrorCode::kProtocolError, "the response ring's indices are corrupt"};
+    if (spinning && ++looks_since_clock < kLooksPerClockRead) {
+      cpu_relax();
+      continue;
+    }
+    looks_since_clock = 0;
     const std::uint64_t now = monotonic_ns();
     if (now >= deadline_ns) return {ErrorCode::kTimeout, "no answer from the sidecar within the timeout"};
     if (now < spin_until) {
       cpu_relax();
       continue;
     }
+    spinning = false;
     const Connection::Wake wake = connection_->sleep_for_response([&] { return responses_.has_data(); }, deadline_ns);
     if (wake == Connection::Wake::kSidecarGone) {
       pump();  // answers it posted before it went still count

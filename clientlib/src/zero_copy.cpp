@@ -1,6 +1,7 @@
 // The zero-copy path: input_buffer() hands out the arena itself to write inputs into, and run()
 // hands back views of the outputs where the sidecar wrote them.
 #include <algorithm>
+#include <cstring>
 
 #include "client_impl.hpp"
 #include "sidecar/client.hpp"
@@ -65,8 +66,10 @@ Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeou
   Impl& impl = *impl_;
   if (Done usable = impl.usable(); !usable.ok()) return usable.error();
   const std::uint64_t deadline_ns = deadline_after(timeout);
-  // The request is taken over from `pending`, which is left empty for the next one.
-  RequestDescriptor request = impl.pending;
+  // The request is taken over from `pending` (its used part: the rest is never read), which is left
+  // empty for the next one.
+  RequestDescriptor request;
+  std::memcpy(&request, &impl.pending, request_bytes_used(impl.pending.input_count));
   reset_inputs();
   if (request.input_count == 0) return {ErrorCode::kInvalidArgument, "no inputs: call input_buffer() first"};
   if (!impl.connection || impl.connection->sidecar_gone(false)) {
@@ -100,9 +103,8 @@ Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeou
   entry.in_place = true;
   entry.offset = 0;
   entry.bytes = arena_bytes;
-  entry.request = request;
   entry.cache_outcome = impl.last_cache_outcome;
-  if (Done posted = impl.requests.post(entry); !posted.ok()) {
+  if (Done posted = impl.requests.post(entry, request); !posted.ok()) {
     impl.requests.erase(id);
     return posted.error();
   }

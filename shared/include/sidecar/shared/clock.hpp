@@ -16,6 +16,10 @@ inline timespec timespec_from_ns(std::uint64_t nanoseconds) noexcept {
   return timespec{static_cast<time_t>(nanoseconds / 1'000'000'000u), static_cast<long>(nanoseconds % 1'000'000'000u)};
 }
 
+// A spinning loop reads the clock once per this many looks at its ring: reading it costs more than
+// a look, and a look more often notices sooner.
+inline constexpr std::uint32_t kLooksPerClockRead = 16;
+
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

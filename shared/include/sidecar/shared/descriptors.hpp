@@ -125,6 +125,13 @@ struct ResponseDescriptor {
 static_assert(sizeof(ResponseDescriptor) == 64 + kMaxTensors * sizeof(TensorDescriptor) + kMessageBytes);
 
 static_assert(std::is_trivially_copyable_v<RequestDescriptor> && std::is_standard_layout_v<RequestDescriptor>);
+
+// The part of a request descriptor in use with `input_count` inputs (capped at kMaxTensors, whatever
+// the count says): the header and that many tensors. Both sides copy only this much.
+constexpr std::size_t request_bytes_used(std::uint32_t input_count) noexcept {
+  return offsetof(RequestDescriptor, inputs) +
+         sizeof(TensorDescriptor) * (input_count < kMaxTensors ? input_count : kMaxTensors);
+}
 static_assert(std::is_trivially_copyable_v<ResponseDescriptor> && std::is_standard_layout_v<ResponseDescriptor>);
 
 // A client's hit in the result cache, reported back so that the sidecar's eviction order (LRU) sees

@@ -24,6 +24,11 @@ struct OutputRegion {
     return needed;
   }
 
+  // True when [at, at + bytes) lies inside the region.
+  bool contains(std::uint64_t at, std::uint64_t bytes) const noexcept {
+    return at >= offset && bytes <= capacity && at - offset <= capacity - bytes;
+  }
+
   // Arena offsets for the outputs, or false when they do not fit in the region.
   bool place(const std::uint64_t* sizes, std::uint32_t count, std::uint64_t* offsets) const noexcept {
     if (packed_bytes(sizes, count) > capacity) return false;
