@@ -47,6 +47,7 @@ Result<SidecarStatus> read_status(const std::string& name, const ConnectOptions&
   status.clients_reclaimed = page.clients.reclaimed.load(std::memory_order_relaxed);
   status.slowest_reclaim_ns = page.clients.slowest_reclaim_ns.load(std::memory_order_relaxed);
   status.requests = page.clients.requests.load(std::memory_order_relaxed);
+  status.requests_woken_ahead = page.clients.woken_ahead.load(std::memory_order_relaxed);
   status.default_arena_bytes = page.default_arena_bytes;
   status.max_arena_bytes = page.max_arena_bytes;
   status.cache_per_user = page.cache_scope == static_cast<std::uint32_t>(CacheScope::kPerUser);

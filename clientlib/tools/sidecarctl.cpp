@@ -248,7 +248,8 @@ int run_status(const std::string& name, std::int64_t timeout_ms) {
   std::cout << "clients: " << status->clients_connected << " connected of " << model.max_clients << " ("
             << status->clients_admitted << " admitted, " << status->clients_reclaimed << " gone, "
             << status->clients_refused << " refused since start)\n";
-  std::cout << "requests answered: " << status->requests << "\n";
+  std::cout << "requests answered: " << status->requests << " (" << status->requests_woken_ahead
+            << " with their sleeping client woken ahead of the answer)\n";
   std::cout << "arena bytes per client: " << status->default_arena_bytes << " by default, up to "
             << status->max_arena_bytes << "\n";
   std::cout << "uptime: "

@@ -1,8 +1,19 @@
 #include "channel_table.hpp"
 
+#include <sys/socket.h>
+
 #include "sidecar/shared/clock.hpp"
+#include "sidecar/shared/protocol.hpp"
 
 namespace sidecar {
+
+bool wake_client_if_sleeping(ChannelSlot& slot) noexcept {
+  std::atomic<std::uint32_t>& waiting = slot.shared->client_waiting;
+  if (waiting.load(std::memory_order_relaxed) == 0 || waiting.exchange(0, std::memory_order_relaxed) == 0) return false;
+  // MSG_DONTWAIT: a client that does not read its wake-ups fills only its own socket.
+  [[maybe_unused]] const ssize_t sent = ::send(slot.wake_socket.get(), &kWakeByte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+  return true;
+}
 
 ChannelTable::ChannelTable(std::uint32_t capacity, std::uint64_t memory_budget, LeaderWake& wake, StatusPage& status)
     : capacity_(capacity),
@@ -69,10 +80,14 @@ Done ChannelTable::activate(ChannelSlot& slot) {
     slot.hit_log = SpscConsumer<HitLogRing>(&slot.shared->cache_hit_log);
   }
   slot.poisoned = false;
+  slot.woken_before_take = false;
   slot.drop_requested.store(false, std::memory_order_relaxed);
   slot.in_flight.store(0, std::memory_order_relaxed);
+  slot.last_service_ns.store(kServiceTimeUnknown, std::memory_order_relaxed);
+  slot.responses_posted.store(slot.responses.published(), std::memory_order_relaxed);
+  slot.client_head_seen = slot.shared->responses.head.load(std::memory_order_relaxed);
   slot.reclaim_requested.store(false, std::memory_order_relaxed);
-  if (Done watched = wake_.watch(slot.request_event.get()); !watched.ok()) return watched;
+  if (Done watched = wake_.watch(slot.request_event.get(), slot.index); !watched.ok()) return watched;
   states_[slot.index].store(kActive, std::memory_order_relaxed);
   // Release: the leader that sees the bit sees the filled slot.
   active_[slot.index / 64].fetch_or(1ull << (slot.index % 64), std::memory_order_release);
@@ -87,6 +102,13 @@ void ChannelTable::request_reclaim(ChannelSlot& slot) {
   slot.reclaim_requested.store(true, std::memory_order_seq_cst);
   reclaims_pending_.fetch_add(1, std::memory_order_release);
   wake_.kick();
+}
+
+ChannelSlot* ChannelTable::active_slot(std::uint32_t index) noexcept {
+  if (index >= capacity_) return nullptr;
+  // Acquire, as in visit_active_from: the slot's fields were filled before its bit was set.
+  const std::uint64_t bits = active_[index / 64].load(std::memory_order_acquire);
+  return (bits >> (index % 64)) & 1 ? slots_[index].get() : nullptr;
 }
 
 bool ChannelTable::reclaim_possible() const noexcept {

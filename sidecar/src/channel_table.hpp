@@ -22,6 +22,8 @@
 
 namespace sidecar {
 
+inline constexpr std::uint64_t kServiceTimeUnknown = ~std::uint64_t{0};
+
 struct ChannelSlot {
   std::uint32_t index = 0;
 
@@ -41,10 +43,16 @@ struct ChannelSlot {
   // The leader's only.
   SpscConsumer<RequestRing> requests;
   bool poisoned = false;  // the client broke the ring protocol: ignored until it goes away
+  bool woken_before_take = false;  // woken ahead as the leader woke, before its request was taken
 
   // Any worker may answer.
   std::mutex response_mutex;
   SpscProducer<ResponseRing> responses;
+  // Responses posted so far (responses.published(), for the leader, which does not take the mutex).
+  std::atomic<std::uint64_t> responses_posted{0};
+  // The leader's last look at the client's response-ring head: read again only when it says the
+  // ring may be full, so that taking a request does not wait for the client's cache line.
+  std::uint64_t client_head_seen = 0;
 
   // Guarded by ChannelTable::housekeeping_mutex, like `memory` while the slot is active.
   SpscConsumer<HitLogRing> hit_log;
@@ -53,9 +61,18 @@ struct ChannelSlot {
   std::atomic<bool> drop_requested{false};
 
   std::atomic<std::uint32_t> in_flight{0};  // taken from the ring, not yet answered
+  // From taking this channel's last request to answering it: the leader wakes a sleeping client
+  // ahead of its answer when this was short (Scheduler::wake_ahead). Unknown until one is answered.
+  std::atomic<std::uint64_t> last_service_ns{kServiceTimeUnknown};
   std::atomic<bool> reclaim_requested{false};
   std::uint64_t reclaim_requested_ns = 0;
 };
+
+// Wakes the channel's client if it sleeps waiting for an answer, taking its flag back so that one
+// sleep gets one wake-up. The caller has made what the client will look for visible first, with a
+// sequentially consistent fence that pairs with the client's between its flag and its last look.
+// True when it sent a wake-up.
+bool wake_client_if_sleeping(ChannelSlot& slot) noexcept;
 
 class ChannelTable {
  public:
@@ -79,6 +96,8 @@ class ChannelTable {
   // Leader. Calls `visit(slot)` for the active slots from `start` round-robin, until it returns true.
   template <typename Visit>
   bool visit_active_from(std::uint32_t start, Visit&& visit);
+  // The slot at `index` if it is active (filled, and not yet reclaimed), else nullptr. The leader.
+  ChannelSlot* active_slot(std::uint32_t index) noexcept;
   bool reclaim_possible() const noexcept;
   // Takes back every slot whose reclaim was asked for and whose requests are all answered.
   void reclaim_ready();

@@ -1,8 +1,5 @@
 #include "execution.hpp"
 
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -186,8 +183,10 @@ bool Executor::run_batched(Work& work, std::span<TakenRequest*> batch) {
 void Executor::finish(TakenRequest& taken) {
   if (taken.store_result) store_in_cache(taken);
   taken.response.service_order = taken.service_order;
-  post_response(*taken.slot, taken.response);
   ChannelSlot& slot = *taken.slot;
+  // Up to the answer being ready, not sent: the wake-up that posting may cost is not the model's.
+  if (taken.taken_ns != 0) slot.last_service_ns.store(monotonic_ns() - taken.taken_ns, std::memory_order_relaxed);
+  post_response(slot, taken.response);
   // The last answer of a channel waiting to be reclaimed: wake the leader to reclaim it. Sequentially
   // consistent with the reclaim request, so that this worker or the leader sees the other.
   if (slot.in_flight.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
@@ -222,17 +221,14 @@ void Executor::post_response(ChannelSlot& slot, const ResponseDescriptor& respon
     std::memcpy(target->outputs, response.outputs, sizeof(TensorDescriptor) * response.output_count);
     std::memcpy(target->message, response.message, response.message_length);
     slot.responses.publish();
+    slot.responses_posted.store(slot.responses.published(), std::memory_order_release);
   }
   status_.clients.requests.fetch_add(1, std::memory_order_relaxed);
   // Pairs with the fence after the client's store of client_waiting, before its last look at the
   // ring: either it sees this response or this sees its flag. Taking the flag back means one
   // wake-up per sleep, however many answers land meanwhile.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  std::atomic<std::uint32_t>& waiting = slot.shared->client_waiting;
-  if (waiting.load(std::memory_order_relaxed) != 0 && waiting.exchange(0, std::memory_order_relaxed) != 0) {
-    // MSG_DONTWAIT: a client that does not read its wake-ups fills only its own socket.
-    [[maybe_unused]] const ssize_t sent = ::send(slot.wake_socket.get(), &kWakeByte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-  }
+  wake_client_if_sleeping(slot);
 }
 
 // The client left the lookup to us. Its inputs are read where they are, in its arena: a client that

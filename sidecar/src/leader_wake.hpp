@@ -10,7 +10,9 @@
 // freed, stopping).
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <span>
 
 #include "sidecar/shared/error.hpp"
 #include "sidecar/shared/memfd.hpp"
@@ -21,18 +23,22 @@ class LeaderWake {
  public:
   static Result<LeaderWake> create();
 
-  // Wakes on writes to `eventfd` from now on, until unwatch(). Any thread.
-  Done watch(int eventfd);
+  // Wakes on writes to `eventfd`, channel `channel_index`'s, from now on, until unwatch(). Any thread.
+  Done watch(int eventfd, std::uint32_t channel_index);
   void unwatch(int eventfd) noexcept;
   // Wakes the leader, or makes its next sleep return at once. Any thread.
   void kick() noexcept;
-  // Sleeps until a watched eventfd is written, kick(), or `timeout_ns`. The leader only.
-  void sleep(std::uint64_t timeout_ns) noexcept;
+  // Sleeps until a watched eventfd is written, kick(), or `timeout_ns`; returns the channels whose
+  // eventfds were written (valid until the next sleep). The leader only.
+  std::span<const std::uint32_t> sleep(std::uint64_t timeout_ns) noexcept;
 
  private:
+  static constexpr std::size_t kEventsPerWake = 16;
+
   LeaderWake() = default;
   UniqueFd epoll_;
   UniqueFd kick_;
+  std::array<std::uint32_t, kEventsPerWake> woken_channels_{};
 };
 
 }  // namespace sidecar

@@ -139,6 +139,10 @@ ParsedOptions parse_command_line(int argc, char** argv) {
   app.add_option("--warmup-iterations", options.warmup_iterations, "forward calls per shape and worker thread")
       ->check(CLI::Range(1, 100000));
   app.add_option("--spin-us", options.spin_us, "microseconds an idle worker polls before it sleeps (0: sleep at once)");
+  app.add_option("--wake-ahead-us", options.wake_ahead_us,
+                 "wake a sleeping client when its request is taken rather than when it is answered, if its "
+                 "previous request took less than this (a wake-up then overlaps the forward; 0: never)")
+      ->check(CLI::Range(0u, 1000000u));
   app.add_option("--workers", options.workers, "inference threads (default: CPUs in this process's affinity mask)")
       ->check(CLI::Range(0, 256));
   app.add_option("--intra-op-threads", options.intra_op_threads, "LibTorch threads inside one forward")

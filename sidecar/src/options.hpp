@@ -26,9 +26,12 @@ struct SidecarOptions {
   unsigned socket_mode = 0660;
   std::vector<InputSignature> warmup_signatures;
   int warmup_iterations = 10;
-  // How long an idle worker polls the rings before it sleeps on the doorbell. Waking from a sleep
-  // costs ~45 us on the target machine; a spin round trip ~0.13 us.
+  // How long an idle worker polls the rings before it sleeps: waking from a sleep costs a few hundred
+  // times a spin round trip (docs/latency.md).
   std::uint32_t spin_us = 50;
+  // A sleeping client is woken when its request is taken, not when it is answered, if its previous
+  // request was answered within this long: the wake-up then overlaps the forward. 0: never.
+  std::uint32_t wake_ahead_us = 20;
   int workers = 0;           // 0: the CPUs this process may run on
   int intra_op_threads = 1;  // LibTorch threads inside one forward
   int inter_op_threads = 1;

@@ -1,7 +1,6 @@
 #include "scheduler.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <thread>
 
 #include "options.hpp"
@@ -48,7 +47,7 @@ void Scheduler::stop() {
 }
 
 // A spinning leader must not take a core from a worker that runs a forward, nor from a spinning
-// client: when the cores are all spoken for, the leader sleeps at once instead (docs/design.md
+// client: when the cores are all spoken for, the leader sleeps at once instead (docs/latency.md
 // has the measurement behind this).
 bool Scheduler::spinning_fits() const noexcept {
   const int busy = executing_.load(std::memory_order_relaxed) * settings_.intra_op_threads;
@@ -56,32 +55,55 @@ bool Scheduler::spinning_fits() const noexcept {
 }
 
 template <typename WorthWaking>
-void Scheduler::sleep_until(WorthWaking&& worth_waking, std::uint64_t timeout_ns) {
+bool Scheduler::sleep_until(WorthWaking&& worth_waking, std::uint64_t timeout_ns) {
   // Announce the sleep, then look once more: a client that published before reading the flag is
   // seen here; one that reads it afterwards writes its eventfd. The fence pairs with the client's
   // between its publish and its read of the flag.
   status_.leader_sleeping.store(1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (!stopping_.load(std::memory_order_acquire) && !worth_waking()) wake_.sleep(timeout_ns);
+  if (stopping_.load(std::memory_order_acquire) || worth_waking()) {
+    status_.leader_sleeping.store(0, std::memory_order_relaxed);
+    return true;
+  }
+  const std::span<const std::uint32_t> woken = wake_.sleep(timeout_ns);
   status_.leader_sleeping.store(0, std::memory_order_relaxed);
+  // Before anything else: the clients that woke us have posted a request, and the sooner their own
+  // wake-up starts, the more of it the forward hides.
+  for (const std::uint32_t index : woken) {
+    ChannelSlot* slot = table_.active_slot(index);
+    if (slot != nullptr && !slot->poisoned && !slot->reclaim_requested.load(std::memory_order_relaxed) &&
+        settings_.wake_ahead_ns != 0 && wake_ahead_if_quick(*slot)) {
+      slot->woken_before_take = true;
+    }
+  }
+  return !woken.empty();
 }
 
 bool Scheduler::lead_and_take(Work& work) {
   work.taken.clear();
   work.batch_rows = 0;
   std::uint64_t spin_until = monotonic_ns() + settings_.spin_ns;
+  std::uint32_t looks_since_clock = 0;
   while (!stopping_.load(std::memory_order_acquire)) {
     table_.reclaim_ready();
     if (poll_once(work, nullptr)) {
       gather_batch(work);
       return true;
     }
+    if (settings_.spin_ns != 0 && looks_since_clock++ != 0) {
+      if (looks_since_clock == kLooksPerClockRead) looks_since_clock = 0;
+      cpu_relax();
+      continue;
+    }
     if (settings_.spin_ns != 0 && monotonic_ns() < spin_until && spinning_fits()) {
       cpu_relax();
       continue;
     }
-    sleep_until([&] { return table_.reclaim_possible() || any_request_waiting(); }, kIdleSleepLimitNs);
-    spin_until = monotonic_ns() + settings_.spin_ns;
+    // Spin again only after a client woke us: the backstop's periodic look finds nothing to spin for.
+    if (sleep_until([&] { return table_.reclaim_possible() || any_request_waiting(); }, kIdleSleepLimitNs)) {
+      spin_until = monotonic_ns() + settings_.spin_ns;
+    }
+    looks_since_clock = 0;
   }
   return false;
 }
@@ -119,10 +141,7 @@ bool Scheduler::poll_once(Work& work, const RequestDescriptor* batch_with) {
     if (!can_take_from(slot)) return false;
     TakenRequest& taken = work.taken.emplace_back();
     // A private copy of the used part: from here on the client cannot change what we check.
-    const RequestDescriptor* front = slot.requests.front();
-    std::memcpy(&taken.request, front, offsetof(RequestDescriptor, inputs));
-    const std::uint32_t inputs = std::min<std::uint32_t>(taken.request.input_count, kMaxTensors);
-    std::memcpy(taken.request.inputs, front->inputs, sizeof(TensorDescriptor) * inputs);
+    copy_request_out(taken.request, *slot.requests.front());
     if (batch_with != nullptr) {
       const std::uint32_t rows = rows_joining(taken.request, *batch_with, work.batch_rows);
       if (rows == 0) {
@@ -136,8 +155,33 @@ bool Scheduler::poll_once(Work& work, const RequestDescriptor* batch_with) {
     taken.slot = &slot;
     taken.service_order = next_service_order_++;
     poll_cursor_ = slot.index + 1;
+    wake_ahead(slot, taken);
     return true;
   });
+}
+
+// Waking a sleeping process takes longer than many forwards (docs/latency.md): when this channel's
+// last request was answered within --wake-ahead-us of being taken, its client is woken now, so
+// that its wake-up runs beside the forward instead of after it. It then finds its answer, or, if
+// this one is slower, sleeps again and is woken once more when it is posted.
+void Scheduler::wake_ahead(ChannelSlot& slot, TakenRequest& taken) noexcept {
+  if (settings_.wake_ahead_ns == 0) return;
+  // No fence: a client that announces its sleep after this look misses nothing, since the answer,
+  // when posted, wakes it as usual.
+  const bool sleeping = slot.shared->client_waiting.load(std::memory_order_relaxed) != 0;
+  // Only a sleeping client's requests are timed (including one woken already, as the leader woke):
+  // a spinning client's round trip has no clock read.
+  if (!sleeping && !slot.woken_before_take) return;
+  slot.woken_before_take = false;
+  taken.taken_ns = monotonic_ns();
+  if (sleeping) wake_ahead_if_quick(slot);
+}
+
+bool Scheduler::wake_ahead_if_quick(ChannelSlot& slot) noexcept {
+  if (slot.last_service_ns.load(std::memory_order_relaxed) >= settings_.wake_ahead_ns) return false;
+  if (!wake_client_if_sleeping(slot)) return false;
+  status_.clients.woken_ahead.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 // A request waits on this channel and the leader may take it now. poll_once and the idle wait
@@ -152,11 +196,19 @@ bool Scheduler::can_take_from(ChannelSlot& slot) {
     }
     return false;
   }
-  // Take a request only when its answer will have a response slot.
-  const std::uint64_t client_head = slot.shared->responses.head.load(std::memory_order_acquire);
-  const std::uint64_t posted = slot.responses.published();
-  const std::uint64_t unread = client_head <= posted ? posted - client_head : kRingCapacity;
-  return unread + slot.in_flight.load(std::memory_order_acquire) < kRingCapacity;
+  // Take a request only when its answer will have a response slot. The head the client last
+  // showed can only understate the room it has made since.
+  // In this order: a worker posts, then counts its request out of in_flight, so an in_flight read
+  // first can only make the sum too large, never too small.
+  const std::uint64_t in_flight = slot.in_flight.load(std::memory_order_acquire);
+  const std::uint64_t posted = slot.responses_posted.load(std::memory_order_acquire);
+  const auto room_for_one_more = [&](std::uint64_t client_head) {
+    const std::uint64_t unread = client_head <= posted ? posted - client_head : kRingCapacity;
+    return unread + in_flight < kRingCapacity;
+  };
+  if (room_for_one_more(slot.client_head_seen)) return true;
+  slot.client_head_seen = slot.shared->responses.head.load(std::memory_order_acquire);
+  return room_for_one_more(slot.client_head_seen);
 }
 
 bool Scheduler::any_request_waiting() {
@@ -183,10 +235,7 @@ bool Scheduler::batchable_request_waiting(const RequestDescriptor& first, std::u
   return table_.visit_active_from(0, [&](ChannelSlot& slot) {
     if (!can_take_from(slot)) return false;
     RequestDescriptor candidate;  // a private copy, as poll_once takes it
-    const RequestDescriptor* front = slot.requests.front();
-    std::memcpy(&candidate, front, offsetof(RequestDescriptor, inputs));
-    const std::uint32_t inputs = std::min<std::uint32_t>(candidate.input_count, kMaxTensors);
-    std::memcpy(candidate.inputs, front->inputs, sizeof(TensorDescriptor) * inputs);
+    copy_request_out(candidate, *slot.requests.front());
     return rows_joining(candidate, first, batch_rows) != 0;
   });
 }

@@ -24,6 +24,7 @@ struct SchedulerSettings {
   int intra_op_threads = 1;
   std::uint64_t spin_ns = 0;
   std::uint64_t max_queue_delay_ns = 0;
+  std::uint64_t wake_ahead_ns = 0;
 };
 
 class Scheduler {
@@ -43,6 +44,11 @@ class Scheduler {
   void gather_batch(Work& work);
   bool poll_once(Work& work, const RequestDescriptor* batch_with);
   bool can_take_from(ChannelSlot& slot);
+  // Wakes a sleeping client as its request is taken, when its last one was answered quickly; times
+  // the request for the next decision.
+  void wake_ahead(ChannelSlot& slot, TakenRequest& taken) noexcept;
+  // True when it woke the client.
+  bool wake_ahead_if_quick(ChannelSlot& slot) noexcept;
   bool any_request_waiting();
   // A request waits that could join the batch led by `first`, which has `batch_rows` rows so far.
   bool batchable_request_waiting(const RequestDescriptor& first, std::uint32_t batch_rows);
@@ -51,9 +57,9 @@ class Scheduler {
                              std::uint32_t batch_rows) const;
   bool spinning_fits() const noexcept;
   // Sleeps until a client wakes the leader, `timeout_ns` passes, or (checked after announcing the
-  // sleep) `worth_waking()` already holds.
+  // sleep) `worth_waking()` already holds. False when it slept and no client woke it.
   template <typename WorthWaking>
-  void sleep_until(WorthWaking&& worth_waking, std::uint64_t timeout_ns);
+  bool sleep_until(WorthWaking&& worth_waking, std::uint64_t timeout_ns);
 
   SchedulerSettings settings_;
   const AdmissionRules& rules_;

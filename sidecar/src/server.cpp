@@ -72,6 +72,7 @@ Done Server::open() {
   scheduling.intra_op_threads = options_.intra_op_threads;
   scheduling.spin_ns = std::uint64_t{options_.spin_us} * 1000u;
   scheduling.max_queue_delay_ns = std::uint64_t{options_.max_queue_delay_us} * 1000u;
+  scheduling.wake_ahead_ns = std::uint64_t{options_.wake_ahead_us} * 1000u;
   scheduler_ = std::make_unique<Scheduler>(scheduling, rules_, *table_, *wake_, page, *executor_);
 
   Result<AccessPolicy> policy = AccessPolicy::resolve(options_.allow_users, options_.allow_groups);

@@ -25,6 +25,7 @@ struct TakenRequest {
   ChannelSlot* slot = nullptr;
   RequestDescriptor request;  // a private copy: the client cannot change it under us
   std::uint64_t service_order = 0;
+  std::uint64_t taken_ns = 0;  // monotonic; 0 when not timed (its client was not sleeping)
   ResponseDescriptor response;
   // For the cache: the key and generation of its inputs, computed before the forward.
   bool store_result = false;

@@ -19,6 +19,7 @@
 namespace sidecar {
 namespace {
 
+using testing::kTinyShape;
 using testing::connect_or_fail;
 using testing::kImageElements;
 using testing::kImageShape;
@@ -27,8 +28,6 @@ using testing::random_values;
 using testing::SidecarProcess;
 using testing::unique_name;
 using namespace std::chrono_literals;
-
-constexpr std::int64_t kTinyShape[] = {1, 64};
 
 std::vector<std::byte> bytes_of(Result<std::vector<Tensor>>& result) {
   EXPECT_TRUE(result.ok()) << result.message();

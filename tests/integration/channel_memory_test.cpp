@@ -22,6 +22,7 @@
 namespace sidecar {
 namespace {
 
+using testing::kTinyShape;
 using testing::connect_or_fail;
 using testing::model_path;
 using testing::RawClient;
@@ -29,8 +30,6 @@ using testing::random_values;
 using testing::SidecarProcess;
 using testing::unique_name;
 using namespace std::chrono_literals;
-
-constexpr std::int64_t kTinyShape[] = {1, 64};
 
 std::vector<std::string> tiny_args(std::vector<std::string> more = {}) {
   std::vector<std::string> args{"--model", model_path("tiny"), "--warmup-shape", "1x64", "--warmup-iterations", "3",

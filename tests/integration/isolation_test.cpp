@@ -28,6 +28,7 @@
 namespace sidecar {
 namespace {
 
+using testing::kTinyShape;
 using testing::connect_or_fail;
 using testing::in_child;
 using testing::kNobody;
@@ -42,8 +43,6 @@ using testing::test_runtime_dir;
 using testing::test_socket_path;
 using testing::unique_name;
 using namespace std::chrono_literals;
-
-constexpr std::int64_t kTinyShape[] = {1, 64};
 
 std::vector<std::string> tiny_args(std::vector<std::string> more = {}) {
   std::vector<std::string> args{"--model", model_path("tiny"), "--warmup-shape", "1x64", "--warmup-iterations", "3"};

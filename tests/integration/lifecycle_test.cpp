@@ -16,6 +16,7 @@
 namespace sidecar {
 namespace {
 
+using testing::kTinyShape;
 using testing::model_path;
 using testing::socket_exists;
 using testing::test_socket_path;
@@ -26,7 +27,6 @@ using namespace std::chrono_literals;
 const std::vector<std::string> kTinyArgs = {
     "--model", model_path("tiny"), "--warmup-shape", "1x64", "--workers", "1", "--max-clients", "4", "--arena-bytes",
     "64K"};
-constexpr std::int64_t kTinyShape[] = {1, 64};
 
 std::vector<std::string> error_lines(const std::string& log) {
   std::vector<std::string> lines;

@@ -16,19 +16,13 @@
 namespace sidecar {
 namespace {
 
+using testing::kTinyShape;
 using testing::connect_or_fail;
 using testing::model_path;
+using testing::ramp;
 using testing::SidecarProcess;
 using testing::unique_name;
 using namespace std::chrono_literals;
-
-constexpr std::int64_t kTinyShape[] = {1, 64};
-
-std::vector<float> ramp(std::size_t count, float scale) {
-  std::vector<float> values(count);
-  for (std::size_t i = 0; i < count; ++i) values[i] = scale * static_cast<float>(i % 97) - 1.0f;
-  return values;
-}
 
 class TinySidecar : public testing::SuiteSidecar<TinySidecar> {
  public:
@@ -294,83 +288,6 @@ TEST_F(TinySidecar, CorruptRingIndicesCostOnlyTheirOwner) {
   }
   EXPECT_TRUE(sidecar_->log().find("request ring indices corrupt") != std::string::npos) << sidecar_->log();
   EXPECT_FALSE(sidecar_->has_exited());
-}
-
-// With no spinning on either side every request goes through a futex sleep and wake; under load
-// from several threads none may be lost (a lost wake-up shows as a timeout).
-TEST(Blocking, NoLostWakeupsWithoutSpinning) {
-  SidecarProcess sidecar(unique_name("block"), {"--model", model_path("tiny"), "--warmup-shape", "1x64", "--spin-us",
-                                                "0", "--max-clients", "8", "--arena-bytes", "64K"});
-  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
-  constexpr int kThreads = 4;
-  constexpr int kRequests = 1500;
-  std::atomic<int> failures{0};
-  std::string first_failure;
-  std::mutex failure_mutex;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&] {
-      ConnectOptions options;
-      options.spin = 0us;
-      auto client = Client::connect(sidecar.name(), options);
-      if (!client.ok()) {
-        ++failures;
-        return;
-      }
-      const auto input = ramp(64, 0.01f);
-      for (int r = 0; r < kRequests; ++r) {
-        auto outputs = client->infer(TensorView::of(input, kTinyShape), 20s);
-        if (!outputs.ok()) {
-          std::lock_guard lock(failure_mutex);
-          if (failures++ == 0) first_failure = outputs.message();
-        }
-      }
-    });
-  }
-  for (auto& thread : threads) thread.join();
-  EXPECT_EQ(failures.load(), 0) << first_failure;
-  EXPECT_EQ(sidecar.stop(), 0);
-}
-
-// A request given up on (timed out) must not spoil the next one: the sidecar may still write the
-// late answer into the arena, so the next request's inputs must not be placed there until it came.
-TEST(Timeouts, ALateAnswerNeverLandsInTheNextRequest) {
-  // No cache: the abandoned request's result would be cached, and its repeats answered from it.
-  SidecarProcess sidecar(unique_name("late"), {"--model", model_path("demo"), "--warmup-shape", "1x3x224x224",
-                                               "--warmup-shape", "4x3x224x224", "--workers", "1", "--warmup-iterations",
-                                               "3", "--max-clients", "2", "--cache-bytes", "0"});
-  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
-  Client client = connect_or_fail(sidecar.name());
-  const auto small = ramp(3 * 224 * 224, 0.01f);
-  const auto large = ramp(4 * 3 * 224 * 224, 0.003f);
-  const std::int64_t small_shape[] = {1, 3, 224, 224};
-  const std::int64_t large_shape[] = {4, 3, 224, 224};
-  auto reference = client.infer(TensorView::of(large, large_shape), 60s);
-  ASSERT_TRUE(reference.ok()) << reference.message();
-  // Giving up shows as our timeout, or as the sidecar's "deadline exceeded" when it saw the
-  // request only after its deadline; only the first leaves a late answer behind.
-  auto gave_up = [](ErrorCode code) { return code == ErrorCode::kTimeout || code == ErrorCode::kDeadlineExceeded; };
-  // 2 ms: long enough for the sidecar to pick the request up, far shorter than a forward (>= 6 ms).
-  int late_answers = 0;
-  for (int round = 0; round < 5; ++round) {
-    auto abandoned = client.infer(TensorView::of(small, small_shape), 2ms);
-    ASSERT_TRUE(gave_up(abandoned.code())) << error_code_name(abandoned.code()) << ": " << abandoned.message();
-    if (abandoned.code() == ErrorCode::kTimeout) ++late_answers;
-    auto next = client.infer(TensorView::of(large, large_shape), 60s);
-    ASSERT_TRUE(next.ok()) << next.message();
-    EXPECT_EQ((*next)[0].data, (*reference)[0].data) << "round " << round;
-  }
-  EXPECT_GT(late_answers, 0) << "no round left a late answer: the test did not exercise the case";
-  // The zero-copy path refuses arena space while the late answer is still due, instead of
-  // handing out bytes the sidecar may write into.
-  auto abandoned = client.infer(TensorView::of(small, small_shape), 2ms);
-  ASSERT_TRUE(gave_up(abandoned.code())) << abandoned.message();
-  auto buffer = client.input_buffer(DType::kFloat32, large_shape);
-  if (!buffer.ok()) {
-    EXPECT_EQ(buffer.code(), ErrorCode::kBusy) << buffer.message();
-  }
-  client.reset_inputs();
-  EXPECT_EQ(sidecar.stop(), 0);
 }
 
 // Models with several inputs and outputs, list outputs, and outputs that cannot be sent back.

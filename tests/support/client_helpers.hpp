@@ -14,9 +14,19 @@
 
 namespace sidecar::testing {
 
+// The tiny model's input (scripts/make_models.py "tiny").
+constexpr std::int64_t kTinyShape[] = {1, 64};
+
 // The demo CNN's input (scripts/make_models.py "demo").
 constexpr std::int64_t kImageShape[] = {1, 3, 224, 224};
 constexpr std::size_t kImageElements = 3 * 224 * 224;
+
+// Test input: `count` values `scale` apart, wrapping every 97 so they stay small.
+inline std::vector<float> ramp(std::size_t count, float scale) {
+  std::vector<float> values(count);
+  for (std::size_t i = 0; i < count; ++i) values[i] = scale * static_cast<float>(i % 97) - 1.0f;
+  return values;
+}
 
 // Options with this connect timeout and spin budget, the rest left at their defaults.
 inline ConnectOptions connect_options(std::chrono::milliseconds timeout,

@@ -146,6 +146,9 @@ struct SidecarStatus {
   // The longest a departed client's channel waited to be taken back (from its hang-up), since start.
   std::uint64_t slowest_reclaim_ns = 0;
   std::uint64_t requests = 0;
+  // Answers whose sleeping client was woken when its request was taken, so that waking overlapped
+  // the forward (--wake-ahead-us).
+  std::uint64_t requests_woken_ahead = 0;
   std::uint64_t default_arena_bytes = 0;
   std::uint64_t max_arena_bytes = 0;
   bool cache_per_user = false;

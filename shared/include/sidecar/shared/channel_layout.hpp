@@ -41,8 +41,9 @@ struct alignas(kCacheLine) ChannelHeader {
   std::uint64_t arena_bytes;
   std::uint64_t reserved0[3];
 
-  // Non-zero while the client sleeps (or is about to) waiting for a response: after posting one,
-  // the sidecar then signals the client's response eventfd. The client sets it, re-checks the
+  // Non-zero while the client sleeps (or is about to) waiting for a response: the sidecar then
+  // takes it back and sends one byte on the client's socket, after posting a response or, for a
+  // client whose answers come quickly, as it takes the request. The client sets it, re-checks the
   // response ring, then sleeps; the sidecar publishes, then reads it (both seq_cst), so either the
   // client sees the response or the sidecar sees the flag.
   alignas(kCacheLine) std::atomic<std::uint32_t> client_waiting;

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "sidecar/shared/dtype.hpp"
@@ -131,6 +132,14 @@ static_assert(std::is_trivially_copyable_v<RequestDescriptor> && std::is_standar
 constexpr std::size_t request_bytes_used(std::uint32_t input_count) noexcept {
   return offsetof(RequestDescriptor, inputs) +
          sizeof(TensorDescriptor) * (input_count < kMaxTensors ? input_count : kMaxTensors);
+}
+
+// Copies a request out of shared memory into private memory: the header first, then as many
+// tensors as the copied header's count says, so that the count and the tensors copied agree
+// whatever the other side writes meanwhile.
+inline void copy_request_out(RequestDescriptor& to, const RequestDescriptor& shared) noexcept {
+  std::memcpy(&to, &shared, offsetof(RequestDescriptor, inputs));
+  std::memcpy(to.inputs, shared.inputs, request_bytes_used(to.input_count) - offsetof(RequestDescriptor, inputs));
 }
 static_assert(std::is_trivially_copyable_v<ResponseDescriptor> && std::is_standard_layout_v<ResponseDescriptor>);
 

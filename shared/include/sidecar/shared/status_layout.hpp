@@ -69,7 +69,8 @@ struct ClientCounters {
   std::atomic<std::uint64_t> requests;   // requests answered, any status
   // The longest a channel waited, from its client's hang-up to its reclaim, since start.
   std::atomic<std::uint64_t> slowest_reclaim_ns;
-  std::atomic<std::uint64_t> reserved;
+  // Sleeping clients woken as their request was taken rather than when it was answered.
+  std::atomic<std::uint64_t> woken_ahead;
 };
 
 struct alignas(kCacheLine) StatusPage {
