@@ -324,13 +324,19 @@ Connection::Wake Connection::sleep(std::uint64_t deadline_ns) noexcept {
   const int ready = ::ppoll(&entry, 1, &timeout, nullptr);
   if (ready == 0) return Wake::kTimeout;
   if (ready < 0) return Wake::kSignalled;  // EINTR: the caller looks again
-  return drain_wake_ups() ? Wake::kSignalled : Wake::kSidecarGone;
+  if (entry.revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+    gone_ = true;
+    return Wake::kSidecarGone;
+  }
+  wake_unread_ = true;  // read before the next sleep: see sleep_for_response
+  return Wake::kSignalled;
 }
 
-bool Connection::drain_wake_ups() noexcept {
+bool Connection::drain_wake_up() noexcept {
   // One read: the sidecar sends one byte per sleep. A second one, from a wake-up that raced a sleep
   // that ended without it, makes the next sleep return at once and is read then: a rescan, rather
   // than a second system call on every wake-up.
+  wake_unread_ = false;
   char byte = 0;
   const ssize_t got = ::recv(socket_.get(), &byte, 1, MSG_DONTWAIT);
   if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
@@ -343,7 +349,9 @@ bool Connection::drain_wake_ups() noexcept {
 bool Connection::sidecar_gone(bool check_now) noexcept {
   if (gone_ || !check_now) return gone_;
   pollfd entry{socket_.get(), POLLIN | POLLRDHUP, 0};
-  if (::poll(&entry, 1, 0) > 0) drain_wake_ups();
+  if (::poll(&entry, 1, 0) <= 0) return gone_;
+  // From the hang-up itself: a wake-up byte still unread sits ahead of the end of the stream.
+  if (entry.revents & (POLLRDHUP | POLLHUP | POLLERR)) gone_ = true;
   return gone_;
 }
 

@@ -59,7 +59,7 @@ class Connection {
   Wake sleep_for_response(Answered&& answered, std::uint64_t deadline_ns);
 
   // True once the sidecar's end of the socket is seen closed; checks the socket (a syscall) only
-  // when `check_now`. Wake-ups found on the way are dropped: the caller looks at the rings anyway.
+  // when `check_now`.
   bool sidecar_gone(bool check_now) noexcept;
 
   // Closes the socket and the wake-up fd, keeping the mappings: views a caller still holds stay
@@ -80,8 +80,8 @@ class Connection {
                 std::uint64_t deadline_ns, Error& last);
   Done map_accepted(std::vector<UniqueFd>& fds, ConnectKind kind);
   Wake sleep(std::uint64_t deadline_ns) noexcept;
-  // Reads the wake-ups waiting on the socket; false when it finds the sidecar's end closed.
-  bool drain_wake_ups() noexcept;
+  // Reads a wake-up waiting on the socket, if any; false when it finds the sidecar's end closed.
+  bool drain_wake_up() noexcept;
 
   UniqueFd socket_;
   std::string socket_path_;
@@ -93,11 +93,15 @@ class Connection {
   SharedMapping cache_mapping_;
   CacheView cache_view_;
   bool gone_ = false;
+  bool wake_unread_ = false;  // the byte that ended the last sleep is still on the socket
 };
 
 template <typename Answered>
 Connection::Wake Connection::sleep_for_response(Answered&& answered, std::uint64_t deadline_ns) {
   ChannelHeader& header = channel();
+  // The byte that ended the last sleep is read now, before this sleep is announced (a byte sent
+  // after that is this sleep's), not as it woke us: that read would delay the answer by a system call.
+  if (wake_unread_ && !drain_wake_up()) return Wake::kSidecarGone;
   // Pairs with the sidecar's fence between publishing a response and reading this flag.
   header.client_waiting.store(1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);

@@ -208,6 +208,27 @@ TEST(KilledSidecar, ClientsReconnectByThemselvesAndNeverAnswerOverloaded) {
   EXPECT_EQ(second.stop(), 0) << second.log();
 }
 
+// A client that slept for its last answer leaves the wake-up byte unread on its socket until its
+// next sleep. The sidecar's hang-up behind that byte must still be seen before the next request
+// is posted, rather than the request posted into a dead channel.
+TEST(StoppedSidecar, TheNextCallSeesTheHangUpBehindAnUnreadWakeUp) {
+  const std::string name = unique_name("behind");
+  SidecarProcess sidecar(name, tiny_args({"--spin-us", "0", "--cache-bytes", "0"}));
+  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  ConnectOptions options;
+  options.spin = 0us;  // every answer comes by a wake-up
+  Client client = connect_or_fail(name, options);
+  const auto input = random_values(64, 3);
+  ASSERT_TRUE(client.infer(TensorView::of(input, kTinyShape), 5s).ok());
+  ASSERT_EQ(sidecar.stop(), 0);
+  std::this_thread::sleep_for(10ms);  // past the client's once-a-millisecond look at its socket
+  auto after = client.infer(TensorView::of(input, kTinyShape), 500ms);
+  // Seen before posting, the hang-up sends the client to reconnect, and there is no sidecar; seen
+  // only while waiting, it would be "gone while the request was in flight".
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.code(), ErrorCode::kNotRunning) << after.message();
+}
+
 // Two sidecars of one name started 10 ms apart, twenty times over: exactly one serves; the other
 // is refused at once, naming the one that holds the name.
 TEST(OneLiveSidecarPerName, TwoStartsTenMillisecondsApartServeOnce) {
