@@ -68,11 +68,14 @@ Row measure_in_process(const ModelCase& model) {
 // Round trips through a real sidecar: inputs written in place into shared memory, outputs read in
 // place (the library's zero-copy path).
 Row measure_sidecar(const std::string& row_name, const ModelCase& model, const std::string& binary,
-                    std::chrono::microseconds spin) {
+                    std::chrono::microseconds spin, const std::vector<std::string>& extra_args) {
   const std::string name = "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + model.name;
   const std::string spin_us = std::to_string(spin.count());
-  ServerChild child(binary, {"--model", model.path, "--name", name, "--warmup-shape", signature_text(model.signature),
-                              "--workers", "1", "--spin-us", spin_us, "--max-clients", "2", "--warmup-iterations", "20"});
+  std::vector<std::string> args{"--model",   model.path, "--name",          name, "--warmup-shape",
+                                signature_text(model.signature), "--workers", "1", "--spin-us",      spin_us,
+                                "--max-clients", "2", "--warmup-iterations", "20"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  ServerChild child(binary, args);
   ConnectOptions options;
   options.timeout = std::chrono::minutes(5);
   options.spin = spin;

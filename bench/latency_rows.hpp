@@ -16,7 +16,7 @@ Row measure_in_process(const ModelCase& model);
 // Through a real sidecar, cache bypassed, inputs written in place and outputs read in place.
 // `spin` is both sides' spin budget: long for "sidecar_spin", 0 for "sidecar_block".
 Row measure_sidecar(const std::string& row_name, const ModelCase& model, const std::string& binary,
-                    std::chrono::microseconds spin);
+                    std::chrono::microseconds spin, const std::vector<std::string>& extra_args);
 // Through sidecar-socket-server: what a user would write instead of the sidecar.
 Row measure_unix_socket(const ModelCase& model, const std::string& server_binary);
 

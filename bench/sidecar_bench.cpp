@@ -117,6 +117,11 @@ int run(int argc, char** argv) {
   app.add_option("--requests", requests, "measured requests per row (default: 20000 tiny, 300 demo, 300 --model)");
   app.add_option("--sidecar", sidecar_binary, "inference-sidecar binary");
   app.add_option("--socket-server", socket_server_binary, "sidecar-socket-server binary (the unix_socket row)");
+  std::vector<std::string> sidecar_args;
+  app.add_option("--sidecar-args", sidecar_args,
+                 "further sidecar flags for the sidecar_spin and sidecar_block rows, one string "
+                 "(e.g. \"--wake-ahead-us 0\")")
+      ->delimiter(' ');
   bool no_pin = false;
   app.add_flag("--no-pin", no_pin, "let the scheduler place the client and the sidecar");
   bool no_cache = false;
@@ -194,8 +199,8 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "measuring %s...\n", model.name.c_str());
     rows.push_back(measure_in_process(model));
     // Spinning: both sides poll for a second before they would sleep, i.e. never under load.
-    rows.push_back(measure_sidecar("sidecar_spin", model, sidecar_binary, std::chrono::seconds(1)));
-    rows.push_back(measure_sidecar("sidecar_block", model, sidecar_binary, std::chrono::microseconds(0)));
+    rows.push_back(measure_sidecar("sidecar_spin", model, sidecar_binary, std::chrono::seconds(1), sidecar_args));
+    rows.push_back(measure_sidecar("sidecar_block", model, sidecar_binary, std::chrono::microseconds(0), sidecar_args));
     rows.push_back(measure_unix_socket(model, socket_server_binary));
     if (!no_cache) {
       rows.push_back(measure_cache(CacheRow::kMiss, model, sidecar_binary));
