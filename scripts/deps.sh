@@ -14,6 +14,7 @@ packages=(
   libsystemd-dev                            # sd_notify(READY=1) after warm-up
   libgtest-dev libbenchmark-dev             # tests and benchmarks
   python3-torch python3-numpy               # models scripted from Python, as users make them
+  python3-prometheus-client                 # the tests read the metrics with Prometheus's own parser
   systemd                                   # systemd-analyze verify on the unit file
 )
 

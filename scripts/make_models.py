@@ -9,7 +9,8 @@ mlp: Linear(1024,4096) -> ReLU -> Linear(4096,1024) -> ReLU -> Linear(1024,10), 
      weights are read once per forward whatever the rows, so a batch costs little more than one row:
      the kind of model dynamic batching is for (with an optimized BLAS; see the README).
 The others exercise the protocol in the tests: several inputs and outputs, a dict output, a model
-that raises.
+that raises, two that add different constants (which model answered, across reloads), and one
+whose forward never returns on some inputs (the watchdog).
 """
 import os
 import sys
@@ -72,6 +73,28 @@ class RaisesOnNegative(nn.Module):
         return x.sqrt()
 
 
+class PlusConstant(nn.Module):
+    """x + a constant: two of them tell apart which model answered (the reload test)."""
+
+    def __init__(self, constant: float):
+        super().__init__()
+        self.constant = constant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.constant
+
+
+class SpinsOnLargeInput(nn.Module):
+    """Never returns for an input whose first value exceeds 1.5, which warm-up (values in [0, 1))
+    never sends: a forward stuck for good, for the watchdog test."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        while bool(y[0, 0] > 1.5):
+            y = y * 1.0
+        return y
+
+
 MODELS = {
     "demo": DemoCNN,
     "tiny": Tiny,
@@ -80,6 +103,9 @@ MODELS = {
     "list_out": ListOut,
     "dict_out": DictOut,
     "raises": RaisesOnNegative,
+    "plus_1000": lambda: PlusConstant(1000.0),
+    "plus_2000": lambda: PlusConstant(2000.0),
+    "spins": SpinsOnLargeInput,
 }
 
 

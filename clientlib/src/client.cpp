@@ -23,7 +23,10 @@ Client& Client::operator=(Client&&) noexcept = default;
 // forked child, closing the inherited copies hangs nothing up while the parent holds its own.
 Client::~Client() = default;
 
-const ModelInfo& Client::model() const noexcept { return impl_->model; }
+const ModelInfo& Client::model() const noexcept {
+  impl_->refresh_model_if_reloaded();
+  return impl_->model;
+}
 CacheOutcome Client::last_cache_outcome() const noexcept { return impl_->last_cache_outcome; }
 ServiceInfo Client::last_service() const noexcept { return impl_->last_service; }
 void Client::set_cache_lookup(CacheLookup lookup) noexcept { impl_->cache_lookup = lookup; }
@@ -150,6 +153,7 @@ Result<RequestHandle> Client::submit_request(std::span<const TensorView> inputs,
     }
   }
   const std::uint64_t inputs_bytes = cursor;
+  impl.refresh_model_if_reloaded();
   std::uint64_t output_bytes = impl.expected_output_bytes(request);
   if (output_bytes == 0) {
     // Outputs of unknown size: alone, the whole rest of the arena; beside others, a generous guess.
@@ -237,36 +241,6 @@ bool Client::cancel(RequestHandle handle) {
       ->store(1, std::memory_order_release);
   entry->cancelled = true;
   return true;
-}
-
-Result<std::string> Client::flush_cache(std::chrono::microseconds timeout) {
-  Impl& impl = *impl_;
-  if (Done usable = impl.usable(); !usable.ok()) return usable.error();
-  reset_inputs();
-  const std::uint64_t deadline_ns = deadline_after(timeout);
-  if (Done connected = impl.ensure_connected(deadline_ns); !connected.ok()) return connected.error();
-  const std::uint64_t id = impl.requests.next_id();
-  RequestTable::Entry& entry = impl.requests.add(id);
-  RequestDescriptor request{};
-  request.request_id = id;
-  request.deadline_ns = deadline_ns;
-  request.flags = kRequestFlagFlushCache;
-  if (Done posted = impl.requests.post(entry, request); !posted.ok()) {
-    impl.requests.erase(id);
-    return posted.error();
-  }
-  Done waited = impl.sidecar_went(impl.requests.wait_until([&] { return entry.done; }, deadline_ns, impl.spin_ns));
-  if (!waited.ok()) {
-    if (RequestTable::Entry* left = impl.requests.find(id)) {
-      if (left->in_flight) left->abandoned = true;
-      else impl.requests.erase(id);
-    }
-    return waited.error();
-  }
-  Result<std::string> result =
-      entry.code == ErrorCode::kOk ? Result<std::string>(entry.message) : Result<std::string>(entry.code, entry.message);
-  impl.requests.erase(id);
-  return result;
 }
 
 }  // namespace sidecar

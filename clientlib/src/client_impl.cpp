@@ -33,9 +33,8 @@ DialSettings dial_settings(const ConnectOptions& options, ConnectKind kind) {
   return settings;
 }
 
-ModelInfo model_info_of(const StatusPage& page, const ConnectReply& reply) {
+ModelInfo model_info_of(const StatusPage& page, const ModelDescription& description, const ConnectReply& reply) {
   ModelInfo model;
-  const ModelDescription& description = page.model;
   model.model_path.assign(description.model_path, strnlen(description.model_path, kModelPathBytes));
   model.input_count = std::min<std::uint32_t>(description.input_count, kMaxTensors);
   if (page.state.load(std::memory_order_acquire) >= static_cast<std::uint32_t>(SidecarState::kReady)) {

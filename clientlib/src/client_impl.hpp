@@ -27,7 +27,8 @@ inline constexpr std::uint64_t kLivenessCheckNs = 1'000'000;
 std::uint64_t deadline_after(std::chrono::nanoseconds timeout);
 DialSettings dial_settings(const ConnectOptions& options, ConnectKind kind);
 // What the status page says about the model (the signatures once the sidecar is ready).
-ModelInfo model_info_of(const StatusPage& page, const ConnectReply& reply);
+// `description`: a consistent copy of the page's (copy_model_description).
+ModelInfo model_info_of(const StatusPage& page, const ModelDescription& description, const ConnectReply& reply);
 CacheStats cache_stats_of(const StatusPage& page);
 
 }  // namespace sidecar::detail
@@ -49,6 +50,7 @@ struct Client::Impl {
   ClientCache cache;
   ModelInfo model;
   ModelDescription description{};  // a private copy: output sizing must not read shared memory twice
+  std::uint64_t model_sequence = 0;  // the status page's model_sequence when `description` was copied
   std::uint64_t spin_ns = 0;
   CacheLookup cache_lookup = CacheLookup::kInClient;
   CacheOutcome last_cache_outcome = CacheOutcome::kNotUsed;
@@ -75,9 +77,21 @@ struct Client::Impl {
     ++connections;
     requests.attach(*connection);
     cache.attach(*connection);
-    std::memcpy(static_cast<void*>(&description), &connection->status().model, sizeof description);
-    model = detail::model_info_of(connection->status(), connection->reply());
+    copy_model();
     last_liveness_check_ns = monotonic_ns();
+  }
+
+  void copy_model() {
+    model_sequence = copy_model_description(connection->status(), description);
+    model = detail::model_info_of(connection->status(), description, connection->reply());
+  }
+
+  // After a reload the sidecar serves another model: its description replaces ours before the
+  // next request is sized by it. One read of a line the sidecar writes only then.
+  void refresh_model_if_reloaded() {
+    if (connection && connection->status().model_sequence.load(std::memory_order_acquire) != model_sequence) {
+      copy_model();
+    }
   }
 
   void disconnect(const std::string& why) {

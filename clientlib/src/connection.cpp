@@ -195,7 +195,19 @@ int Connection::handshake(const std::string& name, const DialSettings& settings,
   request.arena_bytes = settings.arena_bytes;
   // A sidecar that refuses this user at once may have replied and closed before the request goes
   // out: then the reply is still there to read, and says why.
-  const bool sent = send_message(socket_.get(), &request, sizeof request).ok();
+  bool sent = send_message(socket_.get(), &request, sizeof request).ok();
+  if (sent && settings.kind == ConnectKind::kReload) {
+    if (settings.reload_model_path.size() > kMaxReloadPathBytes) {
+      last = Error{ErrorCode::kInvalidArgument, "the model path is longer than " + std::to_string(kMaxReloadPathBytes) +
+                                                    " bytes"};
+      return static_cast<int>(Attempt::kFail);
+    }
+    ReloadRequest reload{};
+    reload.prefix = make_prefix(sizeof(ReloadRequest));
+    reload.path_length = static_cast<std::uint32_t>(settings.reload_model_path.size());
+    std::memcpy(reload.model_path, settings.reload_model_path.data(), settings.reload_model_path.size());
+    sent = send_message(socket_.get(), &reload, sizeof reload).ok();
+  }
   if (!sent) {
     pollfd entry{socket_.get(), POLLIN, 0};
     if (::poll(&entry, 1, 0) <= 0) {
@@ -228,7 +240,7 @@ int Connection::handshake(const std::string& name, const DialSettings& settings,
         continue;
       }
       last = Error{ErrorCode::kNotRunning, "sidecar '" + name + "' closed the connection during the handshake"};
-      return static_cast<int>(Attempt::kRetry);
+      return static_cast<int>(settings.kind == ConnectKind::kReload ? Attempt::kFail : Attempt::kRetry);
     }
     if (received->kind == ReceivedMessage::Kind::kWouldBlock) continue;
     answered = true;
@@ -244,7 +256,9 @@ int Connection::handshake(const std::string& name, const DialSettings& settings,
     }
     if (outcome != ConnectOutcome::kAccepted) {
       last = Error{error_code_for(outcome), "sidecar '" + name + "' refused: " + reply_message(*reply)};
-      const bool passing = outcome == ConnectOutcome::kShuttingDown || outcome == ConnectOutcome::kTryAgain;
+      // A reload is never asked twice: the first may have been carried out.
+      const bool passing = settings.kind != ConnectKind::kReload &&
+                           (outcome == ConnectOutcome::kShuttingDown || outcome == ConnectOutcome::kTryAgain);
       return static_cast<int>(passing ? Attempt::kRetry : Attempt::kFail);
     }
     if (received->fds.size() != reply->fd_count) {
@@ -262,6 +276,10 @@ int Connection::handshake(const std::string& name, const DialSettings& settings,
 }
 
 Done Connection::map_accepted(std::vector<UniqueFd>& fds, ConnectKind kind) {
+  if (kind == ConnectKind::kReload) {
+    if (fds.empty()) return {};
+    return {ErrorCode::kProtocolError, "a reload's reply carries no fds, this one " + std::to_string(fds.size())};
+  }
   const std::size_t expected = kind == ConnectKind::kObserve ? 1 : (reply_.cache_bytes != 0 ? 4 : 3);
   if (fds.size() != expected) {
     return {ErrorCode::kProtocolError, "expected " + std::to_string(expected) + " fds, got " + std::to_string(fds.size())};

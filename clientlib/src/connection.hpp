@@ -27,6 +27,7 @@ struct DialSettings {
   std::optional<uid_t> expected_sidecar_uid;  // empty: the runtime directory's owner
   std::uint64_t arena_bytes = 0;            // 0: the sidecar's default
   ConnectKind kind = ConnectKind::kAttach;
+  std::string reload_model_path;  // kReload: the file to load; empty: the one the sidecar serves
 };
 
 class Connection {
@@ -38,6 +39,7 @@ class Connection {
                                                   std::uint64_t deadline_ns);
   ~Connection();
 
+  // Attached and observing connections (a reload's has none).
   const StatusPage& status() const noexcept { return *status_; }
   const ConnectReply& reply() const noexcept { return reply_; }
   const std::string& socket_path() const noexcept { return socket_path_; }

@@ -74,6 +74,7 @@ Done RequestTable::post(Entry& entry, const RequestDescriptor& request) {
   }
   // Only the used part of the 832-byte descriptor: this is the hot path.
   std::memcpy(slot, &request, request_bytes_used(request.input_count));
+  slot->posted_ns = monotonic_ns();  // for the sidecar's latency metrics
   entry.outputs_allowed = OutputRegion{request.output_offset, request.output_capacity};
   requests_.publish();
   connection_->wake_sidecar();

@@ -39,7 +39,9 @@ Result<SidecarStatus> read_status(const std::string& name, const ConnectOptions&
   const std::uint32_t state = page.state.load(std::memory_order_acquire);
   status.state = sidecar_state_name(state);
   status.ready = state == static_cast<std::uint32_t>(SidecarState::kReady);
-  status.model = detail::model_info_of(page, (*connection)->reply());
+  ModelDescription description;
+  copy_model_description(page, description);
+  status.model = detail::model_info_of(page, description, (*connection)->reply());
   status.socket_path = (*connection)->socket_path();
   status.clients_connected = page.clients.connected.load(std::memory_order_relaxed);
   status.clients_admitted = page.clients.admitted.load(std::memory_order_relaxed);
@@ -52,6 +54,8 @@ Result<SidecarStatus> read_status(const std::string& name, const ConnectOptions&
   status.max_arena_bytes = page.max_arena_bytes;
   status.cache_per_user = page.cache_scope == static_cast<std::uint32_t>(CacheScope::kPerUser);
   status.cache = detail::cache_stats_of(page);
+  status.reloads = page.lifecycle.reloads.load(std::memory_order_relaxed);
+  status.failed_reloads = page.lifecycle.failed_reloads.load(std::memory_order_relaxed);
   return status;
 }
 

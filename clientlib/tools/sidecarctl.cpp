@@ -3,6 +3,9 @@
 //   sidecarctl infer --name resnet --input image.npy --output logits.npy
 //   sidecarctl status --name resnet
 //   sidecarctl cache --name resnet [--flush]
+//   sidecarctl stats --name resnet [--json | --prometheus]
+//   sidecarctl reload --name resnet [--model new.pt]
+//   sidecarctl health --name resnet [--timeout-ms 2000]
 //
 // infer goes through the client library like any service would. status and cache connect as an
 // observer, which gets the sidecar's status page and no channel, so they work while the sidecar is
@@ -16,98 +19,16 @@
 #include <string>
 #include <vector>
 
+#include "exit_codes.hpp"
 #include "npy.hpp"
+#include "operate_commands.hpp"
 #include "sidecar/client.hpp"
 #include "sidecar/shared/runtime_dir.hpp"
 
 namespace {
 
 using sidecar::ErrorCode;
-
-// One exit code per class of failure, so that a script can tell "start it" from "fix the input".
-enum ExitCode : int {
-  kExitOk = 0,
-  kExitNotRunning = 1,   // no sidecar by that name, or it died
-  kExitUsage = 2,        // bad command line
-  kExitUnavailable = 3,  // it exists but cannot serve now: not ready, too many clients, other version, stopping
-  kExitFile = 4,         // an input could not be read or an output written
-  kExitRejected = 5,     // the inputs do not fit the model (dtype, shape, count)
-  kExitModelError = 6,   // the model raised, or returned something that is not tensors
-  kExitTimeout = 7,      // no answer within --timeout-ms
-  kExitProtocol = 8,     // the sidecar answered with something malformed
-  kExitDenied = 9,       // this user may not connect, or the socket's owner is not to be trusted
-};
-
-constexpr const char* kExitCodeHelp =
-    "Exit codes:\n"
-    "  0  success\n"
-    "  1  no sidecar by that name is running (or it died)\n"
-    "  2  bad command line\n"
-    "  3  the sidecar exists but cannot serve: not ready, too many clients, other protocol version, shutting "
-    "down, overloaded, out of memory\n"
-    "  4  an input .npy could not be read or an output written\n"
-    "  5  the sidecar refused the inputs (dtype, shape or count): the message says what it expects\n"
-    "  6  the model raised, or returned something other than tensors\n"
-    "  7  no answer within --timeout-ms\n"
-    "  8  the sidecar answered with something malformed\n"
-    "  9  permission denied: the socket or the sidecar's --allow-user/--allow-group refuse this user, or the\n"
-    "     process behind the socket is not the sidecar's user\n"
-    "Errors are one line on stderr: 'sidecarctl: <error>: <message>'.";
-
-int exit_code_for(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kOk: return kExitOk;
-    case ErrorCode::kNotRunning:
-    case ErrorCode::kSidecarGone: return kExitNotRunning;
-    case ErrorCode::kNotReady:
-    case ErrorCode::kVersionMismatch:
-    case ErrorCode::kTooManyClients:
-    case ErrorCode::kOutOfMemory:
-    case ErrorCode::kShuttingDown:
-    case ErrorCode::kOverloaded:
-    case ErrorCode::kBusy:
-    case ErrorCode::kCancelled: return kExitUnavailable;
-    case ErrorCode::kInvalidArgument:
-    case ErrorCode::kRejected: return kExitRejected;
-    case ErrorCode::kModelError:
-    case ErrorCode::kUnsupportedOutput:
-    case ErrorCode::kOutputTooLarge: return kExitModelError;
-    case ErrorCode::kTimeout:
-    case ErrorCode::kDeadlineExceeded: return kExitTimeout;
-    case ErrorCode::kProtocolError: return kExitProtocol;
-    case ErrorCode::kPermissionDenied:
-    case ErrorCode::kUntrusted: return kExitDenied;
-  }
-  return kExitProtocol;
-}
-
-// TorchScript errors span several lines; the caller gets one, so a log line stays one record.
-std::string one_line(const std::string& text) {
-  std::string line;
-  bool pending_break = false;
-  for (char c : text) {
-    if (c == '\n' || c == '\r') {
-      pending_break = !line.empty();
-      continue;
-    }
-    if (pending_break) {
-      if (c == ' ' || c == '\t') continue;  // the next line's indentation
-      line += " | ";
-      pending_break = false;
-    }
-    line += c;
-  }
-  return line;
-}
-
-int fail(int exit_code, const std::string& what) {
-  std::cerr << "sidecarctl: " << one_line(what) << std::endl;
-  return exit_code;
-}
-
-int fail(ErrorCode code, const std::string& message) {
-  return fail(exit_code_for(code), std::string(sidecar::error_code_name(code)) + ": " + message);
-}
+using namespace sidecarctl;
 
 // Where output `index` goes when one --output names several: OUT for output 0, then OUT_1.npy...
 // (the stem of OUT with _INDEX before its extension).
@@ -366,6 +287,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cache_command->footer("Client-side hits reach the statistics within ~100 ms.\n\n" + std::string(kExitCodeHelp));
+  OperateCommands operate;
+  add_operate_commands(app, operate);
   app.footer(kExitCodeHelp);
 
   try {
@@ -378,7 +301,11 @@ int main(int argc, char** argv) {
     return fail(kExitUsage, "usage: " + std::string(error.what()) + " (see sidecarctl --help)");
   }
 
-  const std::string& name = infer_command->parsed() ? infer.name : cache_command->parsed() ? cache.name : status_name;
+  const std::string operate_name = parsed_operate_name(operate);
+  const std::string& name = infer_command->parsed() ? infer.name
+                            : cache_command->parsed() ? cache.name
+                            : !operate_name.empty()   ? operate_name
+                                                      : status_name;
   if (!sidecar::is_valid_instance_name(name)) {
     return fail(kExitUsage,
                 "usage: '" + name +
@@ -387,6 +314,7 @@ int main(int argc, char** argv) {
   try {
     if (infer_command->parsed()) return run_infer(infer);
     if (cache_command->parsed()) return run_cache(cache);
+    if (const int code = run_operate_command(operate); code >= 0) return code;
     return run_status(status_name, status_timeout_ms);
   } catch (const std::exception& error) {
     // Only allocation failures reach here: the client library and npy report everything else.

@@ -14,13 +14,24 @@ std::span<const TensorShape> shapes_of(const RequestDescriptor& request, TensorS
   return {storage, count};
 }
 
-// Empty when the inputs match one of the accepted signatures (or none are declared).
-std::string match_signature(const RequestDescriptor& request, const std::vector<InputSignature>& accepted) {
+bool matches(const InputSignature& signature, std::span<const TensorShape> inputs) {
+  return signature.size() == inputs.size() && std::equal(signature.begin(), signature.end(), inputs.begin(), same_shape);
+}
+
+std::uint32_t metrics_row(std::size_t accepted_index) {
+  return accepted_index < kMaxSignatures ? static_cast<std::uint32_t>(accepted_index) : kUnmatchedSignature;
+}
+
+// Empty when the inputs match one of the accepted signatures (or none are declared); sets `row` to
+// the match's metrics row.
+std::string match_signature(const RequestDescriptor& request, const std::vector<InputSignature>& accepted,
+                            std::uint32_t& row) {
   if (accepted.empty()) return {};
   TensorShape storage[kMaxTensors];
   const std::span<const TensorShape> inputs = shapes_of(request, storage);
-  for (const InputSignature& signature : accepted) {
-    if (signature.size() == inputs.size() && std::equal(signature.begin(), signature.end(), inputs.begin(), same_shape)) {
+  for (std::size_t i = 0; i < accepted.size(); ++i) {
+    if (matches(accepted[i], inputs)) {
+      row = metrics_row(i);
       return {};
     }
   }
@@ -68,7 +79,7 @@ std::vector<InputSignature> AdmissionRules::warmup_plan() const {
 }
 
 std::uint32_t batch_rows_of(const RequestDescriptor& request, const AdmissionRules& rules) {
-  if (rules.max_batch <= 1 || (request.flags & kRequestFlagFlushCache)) return 0;
+  if (rules.max_batch <= 1 || (request.flags & (kRequestFlagFlushCache | kRequestFlagPing))) return 0;
   if (request.input_count == 0 || request.input_count > kMaxTensors) return 0;
   TensorShape storage[kMaxTensors];
   const std::span<const TensorShape> inputs = shapes_of(request, storage);
@@ -86,6 +97,7 @@ AdmissionVerdict admit_request(const RequestDescriptor& request, std::uint64_t a
                                                std::to_string(kProtocolVersion) + ")");
   }
   if (request.flags & kRequestFlagFlushCache) return AdmissionVerdict{AdmissionVerdict::Kind::kFlushCache, Status::kOk, {}};
+  if (request.flags & kRequestFlagPing) return AdmissionVerdict{AdmissionVerdict::Kind::kPing, Status::kOk, {}};
   if (std::string problem = check_request(request, arena_bytes); !problem.empty()) {
     return refuse(Status::kInvalidRequest, std::move(problem));
   }
@@ -103,12 +115,23 @@ AdmissionVerdict admit_request(const RequestDescriptor& request, std::uint64_t a
                                                " input tensor(s), the request has " +
                                                std::to_string(request.input_count));
   }
+  AdmissionVerdict verdict;
   if (batch_rows_of(request, rules) == 0) {
-    if (std::string problem = match_signature(request, rules.accepted); !problem.empty()) {
+    if (std::string problem = match_signature(request, rules.accepted, verdict.signature_row); !problem.empty()) {
       return refuse(Status::kInvalidRequest, std::move(problem));
     }
+  } else {
+    // Rows of a batchable signature: counted under that signature, whose leading dim is 1.
+    TensorShape storage[kMaxTensors];
+    const std::span<const TensorShape> inputs = shapes_of(request, storage);
+    for (std::size_t i = 0; i < rules.accepted.size(); ++i) {
+      if (rows_under(rules.accepted[i], inputs, rules.max_batch) != 0) {
+        verdict.signature_row = metrics_row(i);
+        break;
+      }
+    }
   }
-  return AdmissionVerdict{};
+  return verdict;
 }
 
 }  // namespace sidecar

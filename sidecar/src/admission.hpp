@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "sidecar/shared/descriptors.hpp"
+#include "sidecar/shared/metrics_layout.hpp"
 #include "sidecar/shared/signature.hpp"
 
 namespace sidecar {
@@ -31,11 +32,15 @@ struct AdmissionVerdict {
   enum class Kind {
     kRun,         // run it (after its cancel word and the cache)
     kFlushCache,  // a control request: empty the cache
+    kPing,        // a control request: answer at once, without the model
     kRefuse,      // answer `status` with `message` without running anything
   };
   Kind kind = Kind::kRun;
   Status status = Status::kOk;
   std::string message;
+  // Which accepted signature the request matched (its base shape, for batchable rows), for the
+  // per-signature metrics; kUnmatchedSignature when none is declared or it was refused.
+  std::uint32_t signature_row = kUnmatchedSignature;
 };
 
 // Checks, in order: known flags, a flush, the structure (descriptor_check.hpp) against the arena's

@@ -192,6 +192,10 @@ void ConnectionManager::on_readable(Connection& connection, std::uint32_t events
            "the connect request is longer than " + std::to_string(kMaxHandshakeBytes) + " bytes or carries fds");
     return;
   }
+  if (connection.request.kind == static_cast<std::uint32_t>(ConnectKind::kReload)) {
+    on_reload_request(connection, std::span<const std::byte>(buffer, received->bytes));
+    return;
+  }
   Result<ConnectRequest> request = parse_connect_request(std::span<const std::byte>(buffer, received->bytes));
   if (!request.ok()) {
     refuse(connection,
@@ -204,6 +208,9 @@ void ConnectionManager::on_readable(Connection& connection, std::uint32_t events
 }
 
 void ConnectionManager::on_request(Connection& connection) {
+  // A reload request follows; it is judged once read, so that a refusal is never sent with a
+  // message of the client's still unread (the close would reset the connection under the reply).
+  if (connection.request.kind == static_cast<std::uint32_t>(ConnectKind::kReload)) return;
   if (connection.request.kind == static_cast<std::uint32_t>(ConnectKind::kObserve)) {
     if (observers_ >= settings_.max_observers || observers_of(connection.peer.uid) >= settings_.max_observers_per_user) {
       refuse(connection, ConnectOutcome::kTooManyClients,
@@ -247,6 +254,40 @@ void ConnectionManager::on_request(Connection& connection) {
     return;
   }
   attach(connection);
+}
+
+void ConnectionManager::on_reload_request(Connection& connection, std::span<const std::byte> message) {
+  Result<std::string> path = parse_reload_request(message);
+  if (!path.ok()) {
+    refuse(connection, path.code() == ErrorCode::kVersionMismatch ? ConnectOutcome::kVersionMismatch : ConnectOutcome::kMalformed,
+           path.message());
+    return;
+  }
+  const uid_t own_uid = ::geteuid();
+  if (connection.peer.uid != own_uid && connection.peer.uid != 0) {
+    refusal_warning("refused a reload from pid {} (uid {}): only uid {} or root may reload", connection.peer.pid,
+                    connection.peer.uid, own_uid);
+    refuse(connection, ConnectOutcome::kNotAllowed,
+           "only the sidecar's user (uid " + std::to_string(own_uid) + ") or root may reload its model");
+    return;
+  }
+  if (stopping_.load(std::memory_order_acquire)) {
+    refuse(connection, ConnectOutcome::kShuttingDown, "the sidecar is shutting down");
+    return;
+  }
+  if (!reload_handler_ || !ready_.load(std::memory_order_acquire)) {
+    refuse(connection, ConnectOutcome::kReloadFailed,
+           reload_handler_ ? "the sidecar is still warming up its first model" : "this sidecar cannot reload");
+    return;
+  }
+  spdlog::info("reload of {} asked by pid {} (uid {})", path->empty() ? "the current model file" : *path,
+               connection.peer.pid, connection.peer.uid);
+  const int fd = connection.socket.get();
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  UniqueFd socket = std::move(connection.socket);
+  const PeerCredentials peer = connection.peer;
+  connections_.erase(fd);
+  reload_handler_(std::move(socket), std::move(*path), peer);
 }
 
 void ConnectionManager::attach(Connection& connection) {
@@ -337,6 +378,15 @@ ConnectReply ConnectionManager::reply_for(ConnectOutcome outcome) const {
   reply.state = page.state.load(std::memory_order_acquire);
   reply.status_page_bytes = status_.bytes();
   return reply;
+}
+
+void ConnectionManager::answer_reload(UniqueFd socket, const Result<std::string>& outcome) const {
+  ConnectReply reply = reply_for(outcome.ok() ? ConnectOutcome::kAccepted
+                                 : outcome.code() == ErrorCode::kShuttingDown ? ConnectOutcome::kShuttingDown
+                                                                              : ConnectOutcome::kReloadFailed);
+  set_reply_message(reply, outcome.ok() ? *outcome : outcome.message());
+  // Nothing of the client's is unread, so closing right after the reply loses nothing.
+  [[maybe_unused]] const Done sent = send_message(socket.get(), &reply, sizeof reply);
 }
 
 void ConnectionManager::refuse(Connection& connection, ConnectOutcome outcome, const std::string& message) {

@@ -12,6 +12,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <optional>
 #include <string>
 #include <thread>
@@ -41,6 +43,11 @@ struct ConnectionSettings {
   std::uint64_t handshake_timeout_ns = 5'000'000'000;  // for a client to send its ConnectRequest
 };
 
+// Gets a reload request whose peer may reload (the sidecar's user or root): the connection's socket,
+// which the handler answers with one ConnectReply when the reload has ended, and the model path
+// asked for (empty: the current file).
+using ReloadHandler = std::function<void(UniqueFd socket, std::string path, const PeerCredentials& peer)>;
+
 class ConnectionManager {
  public:
   // `cache` may be null. Nothing runs until start().
@@ -48,6 +55,10 @@ class ConnectionManager {
                     ChannelTable& table, const StatusPageWriter& status, const ResultCache* cache);
   ~ConnectionManager();
 
+  // Before start(); without one, reload requests are refused.
+  void set_reload_handler(ReloadHandler handler) { reload_handler_ = std::move(handler); }
+  // Answers a reload request handed to the handler, and closes its socket. Any thread.
+  void answer_reload(UniqueFd socket, const Result<std::string>& outcome) const;
   Done start();
   // From now on attaching clients get their channel, and those waiting through warm-up get it now.
   void mark_ready();
@@ -77,6 +88,7 @@ class ConnectionManager {
   void accept_new();
   void on_readable(Connection& connection, std::uint32_t events);
   void on_request(Connection& connection);
+  void on_reload_request(Connection& connection, std::span<const std::byte> message);
   void attach(Connection& connection);
   Result<ChannelSlot*> open_channel(const Connection& connection, std::uint64_t arena_bytes);
   void refuse(Connection& connection, ConnectOutcome outcome, const std::string& message);
@@ -96,6 +108,7 @@ class ConnectionManager {
   ChannelTable& table_;
   const StatusPageWriter& status_;
   const ResultCache* cache_;
+  ReloadHandler reload_handler_;
   UniqueFd epoll_;
   UniqueFd control_;  // eventfd: mark_ready, begin_stopping, stop
   std::atomic<bool> ready_{false};

@@ -17,26 +17,41 @@ constexpr std::uint64_t kFlushIntervalNs = 1'000'000'000;
 RateLimitedWarning client_fault_warning;
 RateLimitedWarning batch_fallback_warning;
 
+// Latencies from a request's post are kept only when the client's clock reading is plausible: a
+// client that sends none (0) or one from the future counts its status alone.
+void record_metrics(MetricsRecorder& metrics, const TakenRequest& taken) noexcept {
+  metrics.count_status(taken.response.status);
+  // A flush or a health probe's ping is no inference: its latency would only blur the histograms.
+  if (taken.request.flags & (kRequestFlagFlushCache | kRequestFlagPing)) return;
+  SignatureLatencies* latencies = metrics.latencies(taken.signature_row);
+  if (latencies == nullptr) return;
+  if (taken.forward_ns != 0) metrics.record(latencies->inference, taken.forward_ns);
+  const std::uint64_t posted = taken.request.posted_ns;
+  if (posted == 0 || posted > taken.admitted_ns) return;
+  metrics.record(latencies->queue_wait, taken.admitted_ns - posted);
+  const std::uint64_t answered = taken.forward_ns != 0 ? taken.forward_end_ns : taken.admitted_ns;
+  metrics.record(latencies->end_to_end, answered - posted);
+}
+
 }  // namespace
 
-Executor::Executor(ModelRunner& runner, ResultCache* cache, const AdmissionRules& rules, ChannelTable& table,
-                   LeaderWake& wake, StatusPage& status)
-    : runner_(runner), cache_(cache), rules_(rules), table_(table), wake_(wake), status_(status) {}
+Executor::Executor(ResultCache* cache, ChannelTable& table, LeaderWake& wake, StatusPage& status)
+    : cache_(cache), table_(table), wake_(wake), status_(status) {}
 
 void Executor::execute(Work& work) {
   if (work.taken.size() == 1) {
     TakenRequest& taken = work.taken[0];
-    if (admit(taken)) run_alone(work, taken);
-    finish(taken);
+    if (admit(work, taken)) run_alone(work, taken);
+    finish(work, taken);
     return;
   }
   std::vector<TakenRequest*> runnable;
   runnable.reserve(work.taken.size());
   for (TakenRequest& taken : work.taken) {
-    if (admit(taken)) {
+    if (admit(work, taken)) {
       runnable.push_back(&taken);
     } else {
-      finish(taken);  // one bad request does not hold up, or fail, the others
+      finish(work, taken);  // one bad request does not hold up, or fail, the others
     }
   }
   if (runnable.size() > 1 && !run_batched(work, runnable)) {
@@ -44,22 +59,29 @@ void Executor::execute(Work& work) {
   } else if (runnable.size() == 1) {
     run_alone(work, *runnable[0]);
   }
-  for (TakenRequest* taken : runnable) finish(*taken);
+  for (TakenRequest* taken : runnable) finish(work, *taken);
 }
 
 // Answers a request without the model when it can: errors, a flush, a cancellation, a hit in the
 // cache (the lookup left to us). True when the model must run.
-bool Executor::admit(TakenRequest& taken) {
+bool Executor::admit(const Work& work, TakenRequest& taken) {
   ChannelSlot& slot = *taken.slot;
   const RequestDescriptor& request = taken.request;
   ResponseDescriptor& response = taken.response;
   clear_response_header(response, request.request_id);
   taken.store_result = false;
   taken.output_count = 0;
+  taken.forward_ns = 0;
+  taken.admitted_ns = monotonic_ns();
 
-  const AdmissionVerdict verdict = admit_request(request, slot.arena_bytes, rules_, monotonic_ns());
+  const AdmissionVerdict verdict = admit_request(request, slot.arena_bytes, work.model->rules, taken.admitted_ns);
+  taken.signature_row = verdict.signature_row;
   if (verdict.kind == AdmissionVerdict::Kind::kFlushCache) {
     flush_cache(response);
+    return false;
+  }
+  if (verdict.kind == AdmissionVerdict::Kind::kPing) {
+    set_message(response, "ready");
     return false;
   }
   if (verdict.kind == AdmissionVerdict::Kind::kRefuse) {
@@ -104,7 +126,11 @@ void Executor::run_alone(Work& work, TakenRequest& taken) {
   }
   ArenaOutputSink sink(slot.arena, OutputRegion{request.output_offset, request.output_capacity}, response,
                        taken.store_result ? &work.outputs : nullptr);
-  CallOutcome outcome = runner_.run(std::span<const InputView>(inputs, request.input_count), sink);
+  const std::uint64_t forward_start_ns = monotonic_ns();
+  CallOutcome outcome = work.model->runner->run(std::span<const InputView>(inputs, request.input_count), sink);
+  taken.forward_end_ns = monotonic_ns();
+  taken.forward_ns = taken.forward_end_ns - forward_start_ns;
+  work.metrics.count_forward(1);
   if (outcome.status != Status::kOk) {
     response.status = static_cast<std::uint32_t>(outcome.status);
     response.output_count = 0;
@@ -169,7 +195,14 @@ bool Executor::run_batched(Work& work, std::span<TakenRequest*> batch) {
   }
 
   BatchOutputSink sink(batch, total_rows, work.outputs);
-  CallOutcome outcome = runner_.run(std::span<const InputView>(inputs, input_count), sink);
+  const std::uint64_t forward_start_ns = monotonic_ns();
+  CallOutcome outcome = work.model->runner->run(std::span<const InputView>(inputs, input_count), sink);
+  const std::uint64_t forward_end_ns = monotonic_ns();
+  work.metrics.count_forward(batch.size());
+  for (TakenRequest* taken : batch) {
+    taken->forward_end_ns = forward_end_ns;
+    taken->forward_ns = forward_end_ns - forward_start_ns;
+  }
   if (outcome.status != Status::kOk) {
     batch_fallback_warning("a batch of {} requests failed ({}); running them one by one", batch.size(),
                            outcome.message.substr(0, 200));
@@ -180,10 +213,11 @@ bool Executor::run_batched(Work& work, std::span<TakenRequest*> batch) {
 
 // Stores the result (before the answer goes out: a client that sends the same inputs again as soon
 // as it has the answer finds them), posts the answer, and settles the channel's books.
-void Executor::finish(TakenRequest& taken) {
+void Executor::finish(Work& work, TakenRequest& taken) {
   if (taken.store_result) store_in_cache(taken);
   taken.response.service_order = taken.service_order;
   ChannelSlot& slot = *taken.slot;
+  record_metrics(work.metrics, taken);
   // Up to the answer being ready, not sent: the wake-up that posting may cost is not the model's.
   if (taken.taken_ns != 0) slot.last_service_ns.store(monotonic_ns() - taken.taken_ns, std::memory_order_relaxed);
   post_response(slot, taken.response);

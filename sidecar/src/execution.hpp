@@ -9,7 +9,7 @@
 
 #include "admission.hpp"
 #include "channel_table.hpp"
-#include "model_runner.hpp"
+#include "loaded_model.hpp"
 #include "result_cache.hpp"
 #include "sidecar/shared/protocol.hpp"
 #include "work.hpp"
@@ -19,30 +19,27 @@ namespace sidecar {
 class Executor {
  public:
   // `cache` may be null (--cache-bytes 0).
-  Executor(ModelRunner& runner, ResultCache* cache, const AdmissionRules& rules, ChannelTable& table,
-           LeaderWake& wake, StatusPage& status);
+  Executor(ResultCache* cache, ChannelTable& table, LeaderWake& wake, StatusPage& status);
 
-  // Runs and answers everything in `work`: one request, or a batch whose requests are each admitted
-  // alone first (a bad one is answered at once and the others run).
+  // Runs and answers everything in `work` on work.model: one request, or a batch whose requests are
+  // each admitted alone first (a bad one is answered at once and the others run).
   void execute(Work& work);
 
   // Answers a request with a status and no outputs, e.g. "shutting down", and settles its channel.
   void answer_without_running(ChannelSlot& slot, std::uint64_t request_id, Status status, const std::string& message);
 
  private:
-  bool admit(TakenRequest& taken);
+  bool admit(const Work& work, TakenRequest& taken);
   void run_alone(Work& work, TakenRequest& taken);
   bool run_batched(Work& work, std::span<TakenRequest*> batch);
-  void finish(TakenRequest& taken);
+  void finish(Work& work, TakenRequest& taken);
   void post_response(ChannelSlot& slot, const ResponseDescriptor& response);
   bool answer_from_cache(const TakenRequest& taken, ResponseDescriptor& response);
   bool stage_inputs(Work& work, TakenRequest& taken);
   void store_in_cache(TakenRequest& taken);
   void flush_cache(ResponseDescriptor& response);
 
-  ModelRunner& runner_;
   ResultCache* cache_;
-  const AdmissionRules& rules_;
   ChannelTable& table_;
   LeaderWake& wake_;
   StatusPage& status_;

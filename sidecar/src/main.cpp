@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <string_view>
 #include <thread>
 
 #include "matrix_library.hpp"
@@ -62,15 +63,22 @@ int main(int argc, char** argv) {
   static int stop_signal = 0;
   static bool serving = false;
   static std::string socket_to_remove;  // guarded by stop_mutex
+  static Server* reloadable = nullptr;   // guarded by stop_mutex: set once serving
   std::thread signal_thread([handled] {
     while (true) {
       int signal_number = 0;
       sigwait(&handled, &signal_number);
+      std::unique_lock lock(stop_mutex);
       if (signal_number == SIGHUP) {
-        spdlog::warn("SIGHUP: reloading is not supported yet; ignoring it and serving on");
+        if (reloadable == nullptr || stop_signal != 0) {
+          spdlog::warn("SIGHUP before the sidecar serves (or while it stops): nothing to reload");
+          continue;
+        }
+        spdlog::info("SIGHUP: reloading the model file");
+        // The outcome is logged by the reload itself.
+        reloadable->request_reload("", [](const Result<std::string>&) {});
         continue;
       }
-      std::unique_lock lock(stop_mutex);
       stop_signal = signal_number;
       if (!serving) {
         // Nothing is in flight before ready: abandon the start. Memory goes with the process; the
@@ -113,6 +121,16 @@ int main(int argc, char** argv) {
     }
     sd_notify(0, "STATUS=warming up");
     Server server(options, std::move(runner), *runtime_dir, std::move(*lock));
+    const ModelRunner::LoadOptions load_options{options.freeze, options.optimize_for_inference};
+    server.set_model_loader([load_options](const std::string& path) { return ModelRunner::load(path, load_options); });
+    // systemd shows "reloading" meanwhile, and ExecReload= (sidecarctl reload) waits for the outcome.
+    server.set_reload_observer([](const char* state) {
+      if (std::string_view(state) == "reloading") {
+        sd_notify(0, "RELOADING=1\nSTATUS=reloading the model");
+      } else {
+        sd_notify(0, "READY=1\nSTATUS=serving");
+      }
+    });
     {
       std::lock_guard guard(stop_mutex);
       if (Done opened = server.open(); !opened.ok()) {
@@ -129,13 +147,42 @@ int main(int argc, char** argv) {
       std::lock_guard guard(stop_mutex);
       server.mark_ready();
       serving = true;
+      reloadable = &server;
     }
     spdlog::info("ready: {} workers, spin {} us, socket {}, start generation {}", options.workers, options.spin_us,
                  server.socket_path(), server.start_generation());
     sd_notify(0, "READY=1\nSTATUS=serving");
 
+    // The watchdog hears from us only while the scheduling loop moves: an idle leader looks at the
+    // rings at least every 100 ms, and busy workers answer requests. Checked four times per
+    // interval; pinged (as sd_watchdog_enabled asks, at least twice per interval) while the loop
+    // moved within the last half interval. A sidecar whose every worker is stuck in one forward
+    // longer than that is restarted like a wedged one: WatchdogSec= must exceed the longest forward.
+    std::uint64_t watchdog_usec = 0;
+    const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
+    const auto check_every = watchdog ? std::chrono::microseconds(watchdog_usec / 4) : std::chrono::microseconds(std::chrono::hours(24));
+    const auto stale_after = std::chrono::microseconds(watchdog_usec / 2);
+    std::uint64_t last_progress = scheduling_progress(server.status_page());
+    auto last_moved = std::chrono::steady_clock::now();
+    bool warned = false;
     std::unique_lock wait(stop_mutex);
-    stop_requested.wait(wait, [&] { return stop_signal != 0; });
+    while (!stop_requested.wait_for(wait, check_every, [&] { return stop_signal != 0; })) {
+      const std::uint64_t progress = scheduling_progress(server.status_page());
+      const auto now = std::chrono::steady_clock::now();
+      if (progress != last_progress) {
+        last_progress = progress;
+        last_moved = now;
+        warned = false;
+      }
+      if (now - last_moved <= stale_after) {
+        sd_notify(0, "WATCHDOG=1");
+      } else if (!warned) {
+        spdlog::warn("the scheduling loop has made no progress for {} ms; no longer telling the watchdog",
+                     std::chrono::duration_cast<std::chrono::milliseconds>(now - last_moved).count());
+        warned = true;
+      }
+    }
+    reloadable = nullptr;
     wait.unlock();
     spdlog::info("received {}, draining", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
     sd_notify(0, "STOPPING=1");

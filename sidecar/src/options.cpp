@@ -171,6 +171,12 @@ ParsedOptions parse_command_line(int argc, char** argv) {
                  "shared: every client may find (and read) every entry; per-user: entries are keyed by the client's "
                  "uid and clients do not map the cache")
       ->check(CLI::IsMember({"shared", "per-user"}));
+  app.add_option("--metrics-file", options.metrics_file,
+                 "rewrite this file with the metrics in Prometheus's text format (atomically, by rename) every "
+                 "--metrics-interval-ms, for node_exporter's textfile collector");
+  app.add_option("--metrics-interval-ms", options.metrics_interval_ms, "how often --metrics-file is rewritten")
+      ->capture_default_str()
+      ->check(CLI::Range(100u, 3600000u));
   app.add_flag("--no-freeze", no_freeze, "do not freeze the module (for models that freezing breaks)");
   app.add_flag("--no-optimize", no_optimize, "do not apply optimize_for_inference");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")

@@ -54,6 +54,9 @@ struct SidecarOptions {
   bool freeze = true;
   bool optimize_for_inference = true;
   std::string log_level = "info";
+  // The metrics in Prometheus's text format, rewritten every metrics_interval_ms; empty: none.
+  std::string metrics_file;
+  std::uint32_t metrics_interval_ms = 5000;
 };
 
 // Parses "1x3x224x224" or "1x3x224x224:float32,1x10:int64" (one entry per model input).

@@ -1,6 +1,7 @@
 #include "scheduler.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <thread>
 
 #include "options.hpp"
@@ -13,14 +14,16 @@ namespace {
 // The longest an idle leader sleeps before it looks again by itself: only a backstop, since every
 // reason to look has an eventfd.
 constexpr std::uint64_t kIdleSleepLimitNs = 100'000'000;
+// How often a worker waiting to lead looks whether its pool was retired (a reload).
+constexpr auto kRetirementCheckPeriod = std::chrono::milliseconds(100);
 
 RateLimitedWarning ring_fault_warning;
 
 }  // namespace
 
-Scheduler::Scheduler(const SchedulerSettings& settings, const AdmissionRules& rules, ChannelTable& table,
-                     LeaderWake& wake, StatusPage& status, Executor& executor)
-    : settings_(settings), rules_(rules), table_(table), wake_(wake), status_(status), executor_(executor) {
+Scheduler::Scheduler(const SchedulerSettings& settings, ChannelTable& table, LeaderWake& wake, StatusPage& status,
+                     Executor& executor)
+    : settings_(settings), table_(table), wake_(wake), status_(status), executor_(executor) {
   usable_cpus_ = usable_cpu_count();
   // Sharing every CPU of the host with its clients, the sidecar keeps one for them (they spin
   // too); pinned apart from them, it may use all of its own.
@@ -28,17 +31,27 @@ Scheduler::Scheduler(const SchedulerSettings& settings, const AdmissionRules& ru
   cpus_kept_for_clients_ = usable_cpus_ >= online ? 1 : 0;
 }
 
-void Scheduler::serve() {
+void Scheduler::serve(const LoadedModel& model, MetricsRecorder metrics, std::uint64_t pool) {
   Work work;
-  work.taken.reserve(std::max<std::uint32_t>(rules_.max_batch, 1));
+  work.model = &model;
+  work.metrics = metrics;
+  work.taken.reserve(std::max<std::uint32_t>(model.rules.max_batch, 1));
   while (true) {
-    std::unique_lock lead(leader_mutex_);
-    if (!lead_and_take(work)) break;
+    std::unique_lock lead(leader_mutex_, std::defer_lock);
+    while (!lead.try_lock_for(kRetirementCheckPeriod)) {
+      if (retired(pool)) return;
+    }
+    if (!lead_and_take(work, pool)) break;
     executing_.fetch_add(1, std::memory_order_relaxed);
     lead.unlock();  // a follower becomes the leader while this worker runs the request
     executor_.execute(work);
     executing_.fetch_sub(1, std::memory_order_relaxed);
   }
+}
+
+void Scheduler::retire_pools_before(std::uint64_t pool) {
+  first_serving_pool_.store(pool, std::memory_order_release);
+  wake_.kick();
 }
 
 void Scheduler::stop() {
@@ -79,12 +92,12 @@ bool Scheduler::sleep_until(WorthWaking&& worth_waking, std::uint64_t timeout_ns
   return !woken.empty();
 }
 
-bool Scheduler::lead_and_take(Work& work) {
+bool Scheduler::lead_and_take(Work& work, std::uint64_t pool) {
   work.taken.clear();
   work.batch_rows = 0;
   std::uint64_t spin_until = monotonic_ns() + settings_.spin_ns;
   std::uint32_t looks_since_clock = 0;
-  while (!stopping_.load(std::memory_order_acquire)) {
+  while (!retired(pool)) {
     table_.reclaim_ready();
     if (poll_once(work, nullptr)) {
       gather_batch(work);
@@ -100,9 +113,10 @@ bool Scheduler::lead_and_take(Work& work) {
       continue;
     }
     // Spin again only after a client woke us: the backstop's periodic look finds nothing to spin for.
-    if (sleep_until([&] { return table_.reclaim_possible() || any_request_waiting(); }, kIdleSleepLimitNs)) {
-      spin_until = monotonic_ns() + settings_.spin_ns;
-    }
+    const bool woken = sleep_until(
+        [&] { return table_.reclaim_possible() || any_request_waiting() || retired(pool); }, kIdleSleepLimitNs);
+    work.metrics.count_idle_look();
+    if (woken) spin_until = monotonic_ns() + settings_.spin_ns;
     looks_since_clock = 0;
   }
   return false;
@@ -112,13 +126,14 @@ bool Scheduler::lead_and_take(Work& work) {
 // requests, round-robin over the channels, until the batch has max_batch rows or
 // max_queue_delay_us has passed since the first was taken; then it runs them as one forward.
 void Scheduler::gather_batch(Work& work) {
-  const std::uint32_t first_rows = batch_rows_of(work.taken[0].request, rules_);
+  const AdmissionRules& rules = work.model->rules;
+  const std::uint32_t first_rows = batch_rows_of(work.taken[0].request, rules);
   if (first_rows == 0) return;
   work.batch_rows = first_rows;
   // A copy: poll_once appends to work.taken, which may move its elements.
   const RequestDescriptor first = work.taken[0].request;
   const std::uint64_t until = monotonic_ns() + settings_.max_queue_delay_ns;
-  while (work.batch_rows < rules_.max_batch && !stopping_.load(std::memory_order_acquire)) {
+  while (work.batch_rows < rules.max_batch && !stopping_.load(std::memory_order_acquire)) {
     if (poll_once(work, &first)) continue;
     const std::uint64_t now = monotonic_ns();
     if (now >= until) break;
@@ -129,7 +144,7 @@ void Scheduler::gather_batch(Work& work) {
     // No core to spare (a forward runs beside us): wait for the next request asleep, not spinning,
     // or the gathering itself would slow the batch that is running. Requests that cannot join the
     // batch do not count: waking for them would spin.
-    sleep_until([&] { return batchable_request_waiting(first, work.batch_rows); }, until - now);
+    sleep_until([&] { return batchable_request_waiting(rules, first, work.batch_rows); }, until - now);
   }
 }
 
@@ -143,7 +158,7 @@ bool Scheduler::poll_once(Work& work, const RequestDescriptor* batch_with) {
     // A private copy of the used part: from here on the client cannot change what we check.
     copy_request_out(taken.request, *slot.requests.front());
     if (batch_with != nullptr) {
-      const std::uint32_t rows = rows_joining(taken.request, *batch_with, work.batch_rows);
+      const std::uint32_t rows = rows_joining(work.model->rules, taken.request, *batch_with, work.batch_rows);
       if (rows == 0) {
         work.taken.pop_back();
         return false;
@@ -215,10 +230,10 @@ bool Scheduler::any_request_waiting() {
   return table_.visit_active_from(0, [&](ChannelSlot& slot) { return can_take_from(slot); });
 }
 
-std::uint32_t Scheduler::rows_joining(const RequestDescriptor& candidate, const RequestDescriptor& first,
-                                      std::uint32_t batch_rows) const {
-  const std::uint32_t rows = batch_rows_of(candidate, rules_);
-  if (rows == 0 || batch_rows + rows > rules_.max_batch) return 0;
+std::uint32_t Scheduler::rows_joining(const AdmissionRules& rules, const RequestDescriptor& candidate,
+                                      const RequestDescriptor& first, std::uint32_t batch_rows) const {
+  const std::uint32_t rows = batch_rows_of(candidate, rules);
+  if (rows == 0 || batch_rows + rows > rules.max_batch) return 0;
   TensorShape a[kMaxTensors];
   TensorShape b[kMaxTensors];
   const std::uint32_t candidate_inputs = std::min<std::uint32_t>(candidate.input_count, kMaxTensors);
@@ -231,12 +246,13 @@ std::uint32_t Scheduler::rows_joining(const RequestDescriptor& candidate, const 
              : 0;
 }
 
-bool Scheduler::batchable_request_waiting(const RequestDescriptor& first, std::uint32_t batch_rows) {
+bool Scheduler::batchable_request_waiting(const AdmissionRules& rules, const RequestDescriptor& first,
+                                          std::uint32_t batch_rows) {
   return table_.visit_active_from(0, [&](ChannelSlot& slot) {
     if (!can_take_from(slot)) return false;
     RequestDescriptor candidate;  // a private copy, as poll_once takes it
     copy_request_out(candidate, *slot.requests.front());
-    return rows_joining(candidate, first, batch_rows) != 0;
+    return rows_joining(rules, candidate, first, batch_rows) != 0;
   });
 }
 

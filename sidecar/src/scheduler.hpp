@@ -16,6 +16,7 @@
 #include "channel_table.hpp"
 #include "execution.hpp"
 #include "leader_wake.hpp"
+#include "loaded_model.hpp"
 #include "work.hpp"
 
 namespace sidecar {
@@ -29,18 +30,25 @@ struct SchedulerSettings {
 
 class Scheduler {
  public:
-  Scheduler(const SchedulerSettings& settings, const AdmissionRules& rules, ChannelTable& table, LeaderWake& wake,
-            StatusPage& status, Executor& executor);
+  Scheduler(const SchedulerSettings& settings, ChannelTable& table, LeaderWake& wake, StatusPage& status,
+            Executor& executor);
 
-  // One worker's loop: lead or follow, run what it took, until stop().
-  void serve();
+  // One worker's loop: lead or follow, run what it took on `model` (which this thread was warmed
+  // on), until stop() or until its pool is retired. Workers of a new pool (a reload) serve beside
+  // the old one's until those are retired.
+  void serve(const LoadedModel& model, MetricsRecorder metrics, std::uint64_t pool);
+  // Workers of pools before `pool` return from serve() once they finish what they run. Any thread.
+  void retire_pools_before(std::uint64_t pool);
   // Workers return from serve() once they finish what they run. Any thread.
   void stop();
   // After every worker returned: answers what is still queued with "shutting down".
   void answer_queued_with_shutdown();
 
  private:
-  bool lead_and_take(Work& work);
+  bool lead_and_take(Work& work, std::uint64_t pool);
+  bool retired(std::uint64_t pool) const noexcept {
+    return stopping_.load(std::memory_order_acquire) || pool < first_serving_pool_.load(std::memory_order_acquire);
+  }
   void gather_batch(Work& work);
   bool poll_once(Work& work, const RequestDescriptor* batch_with);
   bool can_take_from(ChannelSlot& slot);
@@ -51,10 +59,11 @@ class Scheduler {
   bool wake_ahead_if_quick(ChannelSlot& slot) noexcept;
   bool any_request_waiting();
   // A request waits that could join the batch led by `first`, which has `batch_rows` rows so far.
-  bool batchable_request_waiting(const RequestDescriptor& first, std::uint32_t batch_rows);
+  bool batchable_request_waiting(const AdmissionRules& rules, const RequestDescriptor& first,
+                                 std::uint32_t batch_rows);
   // Rows `candidate` would add to the batch led by `first`, or 0 when it cannot join it.
-  std::uint32_t rows_joining(const RequestDescriptor& candidate, const RequestDescriptor& first,
-                             std::uint32_t batch_rows) const;
+  std::uint32_t rows_joining(const AdmissionRules& rules, const RequestDescriptor& candidate,
+                             const RequestDescriptor& first, std::uint32_t batch_rows) const;
   bool spinning_fits() const noexcept;
   // Sleeps until a client wakes the leader, `timeout_ns` passes, or (checked after announcing the
   // sleep) `worth_waking()` already holds. False when it slept and no client woke it.
@@ -62,16 +71,18 @@ class Scheduler {
   bool sleep_until(WorthWaking&& worth_waking, std::uint64_t timeout_ns);
 
   SchedulerSettings settings_;
-  const AdmissionRules& rules_;
   ChannelTable& table_;
   LeaderWake& wake_;
   StatusPage& status_;
   Executor& executor_;
 
-  std::mutex leader_mutex_;
+  // Timed: a worker of a retired pool waiting to lead must notice its retirement even while a
+  // worker of the new pool leads an idle sidecar and so never lets go.
+  std::timed_mutex leader_mutex_;
   std::uint32_t poll_cursor_ = 0;         // guarded by leader_mutex_
   std::uint64_t next_service_order_ = 1;  // guarded by leader_mutex_
   std::atomic<bool> stopping_{false};
+  std::atomic<std::uint64_t> first_serving_pool_{0};
   std::atomic<int> executing_{0};  // workers running a request
   int usable_cpus_ = 1;
   int cpus_kept_for_clients_ = 0;

@@ -6,8 +6,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 #include "rate_limited_log.hpp"
+#include "sidecar/shared/metrics_text.hpp"
 
 namespace sidecar {
 namespace {
@@ -15,6 +19,7 @@ namespace {
 constexpr auto kHousekeepingPeriod = std::chrono::milliseconds(100);
 
 RateLimitedWarning broken_channel_warning;
+RateLimitedWarning metrics_file_warning;
 
 void name_this_thread(const std::string& name) { ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str()); }
 
@@ -22,11 +27,12 @@ void name_this_thread(const std::string& name) { ::pthread_setname_np(::pthread_
 
 Server::Server(SidecarOptions options, std::unique_ptr<ModelRunner> runner, std::string runtime_dir,
                InstanceLock lock)
-    : options_(std::move(options)),
-      runner_(std::move(runner)),
-      runtime_dir_(std::move(runtime_dir)),
-      lock_(std::move(lock)),
-      rules_(AdmissionRules::from(runner_->input_count(), options_.warmup_signatures, options_.max_batch)) {}
+    : options_(std::move(options)), runtime_dir_(std::move(runtime_dir)), lock_(std::move(lock)) {
+  model_ = std::make_shared<LoadedModel>();
+  model_->rules = AdmissionRules::from(runner->input_count(), options_.warmup_signatures, options_.max_batch);
+  model_->runner = std::move(runner);
+  model_->path = options_.model_path;
+}
 
 Server::~Server() { stop(); }
 
@@ -39,7 +45,7 @@ Done Server::open() {
   identity.max_arena_bytes = options_.max_arena_bytes;
   identity.cache_bytes = options_.cache_bytes;
   identity.model_path = options_.model_path;
-  identity.input_count = static_cast<std::uint32_t>(runner_->input_count());
+  identity.input_count = static_cast<std::uint32_t>(model_->runner->input_count());
   Result<StatusPageWriter> status = StatusPageWriter::create(identity);
   if (!status.ok()) return status.error();
   status_.emplace(std::move(*status));
@@ -67,13 +73,13 @@ Done Server::open() {
       options_.channel_memory != 0 ? options_.channel_memory
                                    : ChannelGeometry::compute(options_.arena_bytes).channel_bytes * options_.max_clients;
   table_ = std::make_unique<ChannelTable>(options_.max_clients, channel_memory, *wake_, page);
-  executor_ = std::make_unique<Executor>(*runner_, cache_.get(), rules_, *table_, *wake_, page);
+  executor_ = std::make_unique<Executor>(cache_.get(), *table_, *wake_, page);
   SchedulerSettings scheduling;
   scheduling.intra_op_threads = options_.intra_op_threads;
   scheduling.spin_ns = std::uint64_t{options_.spin_us} * 1000u;
   scheduling.max_queue_delay_ns = std::uint64_t{options_.max_queue_delay_us} * 1000u;
   scheduling.wake_ahead_ns = std::uint64_t{options_.wake_ahead_us} * 1000u;
-  scheduler_ = std::make_unique<Scheduler>(scheduling, rules_, *table_, *wake_, page, *executor_);
+  scheduler_ = std::make_unique<Scheduler>(scheduling, *table_, *wake_, page, *executor_);
 
   Result<AccessPolicy> policy = AccessPolicy::resolve(options_.allow_users, options_.allow_groups);
   if (!policy.ok()) return policy.error();
@@ -88,6 +94,12 @@ Done Server::open() {
   settings.cache_scope = options_.cache_scope;
   connections_ =
       std::make_unique<ConnectionManager>(settings, std::move(*policy), *listening_, *table_, *status_, cache_.get());
+  connections_->set_reload_handler([this](UniqueFd socket, std::string path, const PeerCredentials&) {
+    auto held = std::make_shared<UniqueFd>(std::move(socket));
+    request_reload(std::move(path), [this, held](const Result<std::string>& outcome) {
+      connections_->answer_reload(std::move(*held), outcome);
+    });
+  });
   if (Done started = connections_->start(); !started.ok()) return started;
   spdlog::info(
       "listening on {} (mode {:04o}; admits {}); up to {} clients, {} bytes of arena each by default, {} bytes of "
@@ -96,65 +108,164 @@ Done Server::open() {
   return {};
 }
 
+WorkerPool::Settings Server::pool_settings(std::uint64_t number) const {
+  WorkerPool::Settings settings;
+  settings.workers = options_.workers;
+  settings.warmup_iterations = options_.warmup_iterations;
+  settings.declared_signatures = options_.warmup_signatures.size();
+  settings.number = number;
+  return settings;
+}
+
 Done Server::start() {
   status_->set_state(SidecarState::kWarming);
-  for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this, i] { worker_main(i); });
-  std::unique_lock lock(warmup_mutex_);
-  warmup_done_.wait(lock, [&] { return warmed_workers_ == options_.workers || !warmup_error_.empty(); });
-  if (!warmup_error_.empty()) {
-    const std::string error = warmup_error_;
-    lock.unlock();
-    stop();
-    return {ErrorCode::kModelError, error};
+  WorkerPool* pool = nullptr;
+  {
+    std::lock_guard lock(pools_mutex_);
+    pool_ = std::make_unique<WorkerPool>(model_, *scheduler_, status_->page(), pool_settings(pools_made_++));
+    pool = pool_.get();
   }
+  if (Done warm = pool->wait_until_warm(); !warm.ok()) {
+    stop();
+    return warm;
+  }
+  pool->serve();
   housekeeper_ = std::thread([this] { housekeeper_main(); });
+  reloader_ = std::thread([this] { reloader_main(); });
   return {};
 }
 
 void Server::mark_ready() {
-  publish_model_description();
+  publish_model_description(*model_);
   status_->set_state(SidecarState::kReady);
   connections_->mark_ready();
 }
 
-void Server::publish_model_description() {
-  ModelDescription& model = status_->page().model;
-  model.signature_count = static_cast<std::uint32_t>(std::min<std::size_t>(warmup_results_.size(), kMaxSignatures));
-  model.max_batch = rules_.batchable.empty() ? 1 : options_.max_batch;
-  model.output_count = warmup_results_.empty() ? 0 : static_cast<std::uint32_t>(warmup_results_[0].outputs.size());
+// Clients read the description while it may change (a reload): they copy it between two equal
+// even readings of model_sequence.
+void Server::publish_model_description(const LoadedModel& loaded) {
+  StatusPage& page = status_->page();
+  const std::uint64_t sequence = page.model_sequence.load(std::memory_order_relaxed);
+  page.model_sequence.store(sequence + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  ModelDescription& model = page.model;
+  const std::vector<WarmupResult>& warmup = loaded.warmup;
+  model.input_count = static_cast<std::uint32_t>(loaded.runner->input_count());
+  std::memset(model.model_path, 0, sizeof model.model_path);
+  std::memcpy(model.model_path, loaded.path.data(), std::min<std::size_t>(loaded.path.size(), kModelPathBytes - 1));
+  model.signature_count = static_cast<std::uint32_t>(std::min<std::size_t>(warmup.size(), kMaxSignatures));
+  model.max_batch = loaded.rules.batchable.empty() ? 1 : options_.max_batch;
+  model.output_count = warmup.empty() ? 0 : static_cast<std::uint32_t>(warmup[0].outputs.size());
   for (std::size_t s = 0; s < model.signature_count; ++s) {
-    const WarmupResult& result = warmup_results_[s];
+    const WarmupResult& result = warmup[s];
     std::copy(result.inputs.begin(), result.inputs.end(), model.signatures[s].inputs);
     std::copy_n(result.outputs.begin(), std::min<std::size_t>(result.outputs.size(), kMaxTensors),
                 model.signatures[s].outputs);
   }
+  page.model_sequence.store(sequence + 2, std::memory_order_release);
 }
 
-void Server::worker_main(int index) {
-  name_this_thread("sidecar-w" + std::to_string(index));
-  runner_->prepare_worker_thread();
+void Server::request_reload(std::string path, ReloadReply reply) {
   {
-    // One worker warms up at a time, so the first-call and warmed latencies it logs are not
-    // inflated by the others competing for the cores.
-    std::unique_lock lock(warmup_mutex_);
-    if (!warmup_error_.empty()) return;
-    try {
-      auto results = runner_->warm_up(rules_.warmup_plan(), options_.warmup_iterations);
-      for (const WarmupResult& result : results) {
-        spdlog::info("worker {} warmed ({}): first call {:.1f} us, warmed {:.1f} us", index,
-                     describe_signature(result.inputs), result.first_call_us, result.warmed_call_us);
-      }
-      // The model description lists the declared shapes; batch sizes are implied by max_batch.
-      results.resize(std::min(results.size(), options_.warmup_signatures.size()));
-      if (warmup_results_.empty()) warmup_results_ = std::move(results);
-      ++warmed_workers_;
-    } catch (const std::exception& error) {
-      warmup_error_ = error.what();
+    std::lock_guard lock(housekeeper_mutex_);
+    if (!stopped_) {
+      reloads_asked_.emplace_back(std::move(path), std::move(reply));
+      reload_asked_.notify_all();
+      return;
     }
-    warmup_done_.notify_all();
-    if (!warmup_error_.empty()) return;
   }
-  scheduler_->serve();
+  reply(Error{ErrorCode::kShuttingDown, "the sidecar is stopping"});
+}
+
+void Server::reloader_main() {
+  name_this_thread("sidecar-reload");
+  std::unique_lock lock(housekeeper_mutex_);
+  while (true) {
+    reload_asked_.wait(lock, [&] { return stopped_.load() || !reloads_asked_.empty(); });
+    if (stopped_) break;
+    auto [path, reply] = std::move(reloads_asked_.front());
+    reloads_asked_.pop_front();
+    lock.unlock();
+    if (reload_observer_) reload_observer_("reloading");
+    const Result<std::string> outcome = reload(path);
+    if (reload_observer_) reload_observer_("serving");
+    reply(outcome);
+    lock.lock();
+  }
+  // Asked for, never started: each still gets its answer.
+  for (auto& [path, reply] : reloads_asked_) reply(Error{ErrorCode::kShuttingDown, "the sidecar is stopping"});
+  reloads_asked_.clear();
+}
+
+Result<std::string> Server::reload(const std::string& asked_path) {
+  LifecycleCounters& counters = status_->page().lifecycle;
+  const auto refuse = [&](const std::string& why) -> Result<std::string> {
+    counters.failed_reloads.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("reload refused, the old model serves on: {}", why);
+    return Error{ErrorCode::kModelError, why};
+  };
+  if (!loader_) return refuse("this sidecar cannot load models (no loader)");
+  std::string path;
+  {
+    std::lock_guard lock(pools_mutex_);
+    path = asked_path.empty() ? model_->path : asked_path;
+  }
+  spdlog::info("reloading: loading {}", path);
+  auto model = std::make_shared<LoadedModel>();
+  try {
+    model->runner = loader_(path);
+  } catch (const std::exception& error) {
+    return refuse(error.what());
+  }
+  model->rules = AdmissionRules::from(model->runner->input_count(), options_.warmup_signatures, options_.max_batch);
+  model->path = path;
+  spdlog::info("reloading: loaded {} ({}); warming up {} new workers", path, model->runner->preparation(),
+               options_.workers);
+
+  std::unique_ptr<WorkerPool> pool;
+  {
+    std::lock_guard lock(pools_mutex_);
+    if (stopped_) return Error{ErrorCode::kShuttingDown, "the sidecar is stopping"};
+    pool = std::make_unique<WorkerPool>(model, *scheduler_, status_->page(), pool_settings(pools_made_++));
+    warming_pool_ = pool.get();
+  }
+  const Done warm = pool->wait_until_warm();
+  std::unique_ptr<WorkerPool> old;
+  {
+    std::lock_guard lock(pools_mutex_);
+    warming_pool_ = nullptr;
+    if (!warm.ok()) {
+      pool->abandon();
+    } else if (stopped_) {
+      pool->abandon();
+      return Error{ErrorCode::kShuttingDown, "the sidecar is stopping"};
+    } else {
+      // From here the new workers take requests beside the old ones, which finish what they run
+      // and return: each request runs wholly on one model.
+      pool->serve();
+      scheduler_->retire_pools_before(pool->number());
+      old = std::move(pool_);
+      pool_ = std::move(pool);
+      model_ = model;
+    }
+  }
+  if (!warm.ok()) return refuse("warming up " + path + " failed: " + warm.message());
+  old->join();
+  // No request of the old model runs now: what it put in the cache goes, and nothing it computes
+  // can be stored after this.
+  std::uint64_t dropped = 0;
+  if (cache_) dropped = cache_->flush().entries;
+  publish_model_description(*model);
+  counters.reloads.fetch_add(1, std::memory_order_relaxed);
+  counters.last_reload_unix_ns.store(
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count()),
+      std::memory_order_relaxed);
+  const std::string message = "reloaded " + path + " (" + model->runner->preparation() + "); " +
+                              std::to_string(dropped) + " cache entries dropped";
+  spdlog::info("{}", message);
+  return message;
 }
 
 // Recency from the clients' own hits, and their hit counts for the statistics.
@@ -200,13 +311,32 @@ void Server::drop_broken_channels() {
   if (dropped) connections_->poke();
 }
 
+// Written beside the target and renamed over it, so that a reader (node_exporter) never sees half
+// a file. A failure is logged once per kind and retried next time.
+void Server::write_metrics_file() {
+  const std::string text = metrics_as_prometheus(snapshot_metrics(status_->page(), options_.name));
+  const std::string temporary = options_.metrics_file + ".tmp";
+  FILE* file = std::fopen(temporary.c_str(), "w");
+  bool written = file != nullptr && std::fwrite(text.data(), 1, text.size(), file) == text.size();
+  if (file != nullptr) written = std::fclose(file) == 0 && written;
+  if (written && std::rename(temporary.c_str(), options_.metrics_file.c_str()) == 0) return;
+  metrics_file_warning("cannot write the metrics file {}: {}", options_.metrics_file, std::strerror(errno));
+  ::unlink(temporary.c_str());
+}
+
 void Server::housekeeper_main() {
   name_this_thread("sidecar-house");
+  const auto metrics_every = std::chrono::milliseconds(options_.metrics_interval_ms);
+  auto metrics_due = std::chrono::steady_clock::now();
   std::unique_lock lock(housekeeper_mutex_);
-  while (!housekeeper_wakeup_.wait_for(lock, kHousekeepingPeriod, [&] { return stopped_; })) {
+  while (!housekeeper_wakeup_.wait_for(lock, kHousekeepingPeriod, [&] { return stopped_.load(); })) {
     lock.unlock();
     drain_cache_hit_logs();
     drop_broken_channels();
+    if (!options_.metrics_file.empty() && std::chrono::steady_clock::now() >= metrics_due) {
+      write_metrics_file();
+      metrics_due = std::chrono::steady_clock::now() + metrics_every;
+    }
     lock.lock();
   }
 }
@@ -218,14 +348,24 @@ void Server::stop() {
     stopped_ = true;
   }
   housekeeper_wakeup_.notify_all();
+  reload_asked_.notify_all();
+  {
+    std::lock_guard lock(pools_mutex_);
+    if (warming_pool_ != nullptr) warming_pool_->abandon();
+  }
+  if (reloader_.joinable()) reloader_.join();
   if (housekeeper_.joinable()) housekeeper_.join();
   if (status_) status_->set_state(SidecarState::kStopping);
   if (connections_) connections_->begin_stopping();
   // Clients stop finding results the moment the sidecar stops.
   if (cache_) cache_->close();
   if (scheduler_) scheduler_->stop();
-  for (auto& worker : workers_) {
-    if (worker.joinable()) worker.join();
+  {
+    std::lock_guard lock(pools_mutex_);
+    if (pool_) {
+      pool_->abandon();
+      pool_->join();
+    }
   }
   if (scheduler_) scheduler_->answer_queued_with_shutdown();
   if (connections_) connections_->stop();

@@ -2,11 +2,15 @@
 // socket and its connection thread. No LibTorch here: the model is reached through ModelRunner,
 // so tests run a Server with a fake one.
 //
-// Threads: the workers (leader/follower, scheduler.hpp), the connection thread (connections.hpp)
-// and a housekeeper that folds the clients' cache hits into the eviction order every 100 ms.
+// Threads: the workers (leader/follower, scheduler.hpp; a WorkerPool per model), the connection
+// thread (connections.hpp), a housekeeper that folds the clients' cache hits into the eviction
+// order every 100 ms and writes the metrics file, and a reloader that swaps models.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,14 +24,24 @@
 #include "connections.hpp"
 #include "execution.hpp"
 #include "leader_wake.hpp"
+#include "loaded_model.hpp"
 #include "model_runner.hpp"
 #include "options.hpp"
 #include "result_cache.hpp"
 #include "runtime_files.hpp"
 #include "scheduler.hpp"
 #include "status_page.hpp"
+#include "worker_pool.hpp"
 
 namespace sidecar {
+
+// Loads a model file into a runner (ModelRunner::load in the daemon; a fake in tests). Throws
+// std::runtime_error with one line saying what is wrong.
+using ModelLoader = std::function<std::unique_ptr<ModelRunner>(const std::string& path)>;
+// Told of a reload's progress: "reloading" as it starts, "serving" when it ended (either way).
+using ReloadObserver = std::function<void(const char* state)>;
+// Gets a reload's outcome: what was loaded, or why the old model still serves.
+using ReloadReply = std::function<void(const Result<std::string>& outcome)>;
 
 class Server {
  public:
@@ -50,23 +64,35 @@ class Server {
   // queued with "shutting down", closes every connection and removes the socket. Idempotent.
   void stop();
 
-  const std::vector<WarmupResult>& warmup_results() const noexcept { return warmup_results_; }
+  // Reloading: loads `path` (empty: the model's current file again) beside the serving model, warms
+  // it up on new workers, swaps it in, empties the cache and publishes the new description; the
+  // requests in flight finish on the old model, which is then released. If loading or warm-up
+  // fails, the old model serves on and `reply` gets the reason. One reload at a time, in the
+  // order asked, on the reloader thread. Any thread, after start().
+  void set_model_loader(ModelLoader loader) { loader_ = std::move(loader); }
+  void set_reload_observer(ReloadObserver observer) { reload_observer_ = std::move(observer); }
+  void request_reload(std::string path, ReloadReply reply);
+
   const std::string& socket_path() const noexcept { return socket_path_; }
+  const StatusPage& status_page() const noexcept { return status_->page(); }
   std::uint64_t start_generation() const noexcept { return lock_.start_generation(); }
 
  private:
-  void worker_main(int index);
   void housekeeper_main();
+  void write_metrics_file();
+  void reloader_main();
+  Result<std::string> reload(const std::string& path);
   void drain_cache_hit_logs();
   void drop_broken_channels();
-  void publish_model_description();
+  void publish_model_description(const LoadedModel& model);
+  WorkerPool::Settings pool_settings(std::uint64_t number) const;
 
   SidecarOptions options_;
-  std::unique_ptr<ModelRunner> runner_;
   std::string runtime_dir_;
   InstanceLock lock_;
   std::string socket_path_;
-  AdmissionRules rules_;
+  ModelLoader loader_;
+  ReloadObserver reload_observer_;
 
   std::optional<StatusPageWriter> status_;
   std::unique_ptr<ResultCache> cache_;  // null when --cache-bytes is 0
@@ -77,18 +103,22 @@ class Server {
   std::optional<ListeningSocket> listening_;
   std::unique_ptr<ConnectionManager> connections_;
 
-  std::vector<std::thread> workers_;
-  std::thread housekeeper_;
+  // The pool serving now and its model; a reload's new pool while it warms up. Guarded by
+  // pools_mutex_ (the pools' own threads never take it).
+  std::mutex pools_mutex_;
+  std::shared_ptr<LoadedModel> model_;
+  std::unique_ptr<WorkerPool> pool_;
+  WorkerPool* warming_pool_ = nullptr;
+  std::uint64_t pools_made_ = 0;
 
-  std::mutex warmup_mutex_;
-  std::condition_variable warmup_done_;
-  int warmed_workers_ = 0;
-  std::string warmup_error_;
-  std::vector<WarmupResult> warmup_results_;
+  std::thread housekeeper_;
+  std::thread reloader_;
+  std::deque<std::pair<std::string, ReloadReply>> reloads_asked_;  // guarded by housekeeper_mutex_
 
   std::mutex housekeeper_mutex_;
   std::condition_variable housekeeper_wakeup_;
-  bool stopped_ = false;
+  std::condition_variable reload_asked_;
+  std::atomic<bool> stopped_{false};  // set under housekeeper_mutex_, read anywhere
 };
 
 }  // namespace sidecar

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "channel_table.hpp"
+#include "metrics_recorder.hpp"
 #include "sidecar/shared/cache_reader.hpp"
 #include "sidecar/shared/descriptors.hpp"
 
@@ -26,6 +27,12 @@ struct TakenRequest {
   RequestDescriptor request;  // a private copy: the client cannot change it under us
   std::uint64_t service_order = 0;
   std::uint64_t taken_ns = 0;  // monotonic; 0 when not timed (its client was not sleeping)
+  // For the metrics: when admission looked at it, when the forward that answered it ended, how long
+  // that forward ran (0: none ran), and the signature it matched.
+  std::uint64_t admitted_ns = 0;
+  std::uint64_t forward_end_ns = 0;
+  std::uint64_t forward_ns = 0;
+  std::uint32_t signature_row = kUnmatchedSignature;
   ResponseDescriptor response;
   // For the cache: the key and generation of its inputs, computed before the forward.
   bool store_result = false;
@@ -36,7 +43,10 @@ struct TakenRequest {
   std::uint32_t output_count = 0;
 };
 
+struct LoadedModel;
+
 struct Work {
+  const LoadedModel* model = nullptr;  // what this worker was warmed on and runs
   // What the leader took: one request, or several compatible ones to run as one batch.
   std::vector<TakenRequest> taken;
   std::uint32_t batch_rows = 0;
@@ -45,6 +55,7 @@ struct Work {
   // moment. Reused from request to request.
   std::vector<std::uint8_t> staged_bytes;
   CapturedOutputs outputs;
+  MetricsRecorder metrics;  // the worker's shard
 };
 
 }  // namespace sidecar

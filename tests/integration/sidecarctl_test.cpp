@@ -14,86 +14,21 @@
 #include <thread>
 
 #include "sidecar/client.hpp"
+#include "commands.hpp"
 #include "sidecar_process.hpp"
 
 namespace sidecar {
 namespace {
 
+using testing::CommandResult;
+using testing::describe;
 using testing::model_path;
+using testing::read_text;
+using testing::run_sidecarctl;
+using testing::ScratchDirectory;
 using testing::SidecarProcess;
 using testing::unique_name;
 using namespace std::chrono_literals;
-
-struct CommandResult {
-  int exit_code = -1;  // -1: did not finish in time
-  std::string out;
-  std::string err;
-};
-
-std::string read_text(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
-
-// A scratch directory per test, removed afterwards.
-class ScratchDirectory {
- public:
-  ScratchDirectory() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "sidecarctl-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~ScratchDirectory() { std::filesystem::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
-// Runs the sidecarctl binary with `args`; its stdout and stderr are captured through files.
-CommandResult run_sidecarctl(const std::vector<std::string>& args) {
-  ScratchDirectory scratch;
-  const std::string out_path = scratch.file("stdout");
-  const std::string err_path = scratch.file("stderr");
-  std::vector<std::string> argv_strings{SIDECARCTL_BINARY};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (out < 0 || err < 0) ::_exit(126);
-    ::dup2(out, 1);
-    ::dup2(err, 2);
-    std::vector<char*> argv;
-    for (auto& arg : argv_strings) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  CommandResult result;
-  const auto deadline = std::chrono::steady_clock::now() + 60s;
-  int status = 0;
-  while (::waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-      result.err = "sidecarctl did not finish within 60 s";
-      return result;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  result.out = read_text(out_path);
-  result.err = read_text(err_path);
-  return result;
-}
-
-std::string describe(const CommandResult& result) {
-  return "exit " + std::to_string(result.exit_code) + "\nstdout: " + result.out + "\nstderr: " + result.err;
-}
 
 // Errors are one line that starts with the program's name.
 bool is_one_error_line(const std::string& text) {

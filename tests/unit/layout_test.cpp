@@ -16,13 +16,14 @@
 namespace sidecar {
 namespace {
 
-TEST(Layout, ProtocolVersionIsPinned) { EXPECT_EQ(kProtocolVersion, 4u); }
+TEST(Layout, ProtocolVersionIsPinned) { EXPECT_EQ(kProtocolVersion, 5u); }
 
 TEST(Layout, DescriptorSizesArePinned) {
   EXPECT_EQ(sizeof(TensorShape), 72u);
   EXPECT_EQ(sizeof(TensorDescriptor), 96u);
   EXPECT_EQ(sizeof(RequestDescriptor), 832u);
   EXPECT_EQ(sizeof(ResponseDescriptor), 1344u);
+  EXPECT_EQ(offsetof(RequestDescriptor, posted_ns), 48u);
   EXPECT_EQ(offsetof(RequestDescriptor, inputs), 64u);
   EXPECT_EQ(offsetof(ResponseDescriptor, outputs), 64u);
   EXPECT_EQ(offsetof(ResponseDescriptor, message), 64u + 8 * 96u);
@@ -84,10 +85,16 @@ TEST(Layout, StatusPageIsPinned) {
   EXPECT_EQ(sizeof(ClientCounters), 64u);
   EXPECT_EQ(offsetof(StatusPage, cache), 320u);
   EXPECT_EQ(sizeof(CacheCounters), 88u);
-  EXPECT_EQ(offsetof(StatusPage, model), 448u);
+  EXPECT_EQ(offsetof(StatusPage, lifecycle), 448u);
+  EXPECT_EQ(offsetof(StatusPage, model_sequence), 512u);
+  EXPECT_EQ(offsetof(StatusPage, model), 576u);
   EXPECT_EQ(sizeof(ModelDescription), 9488u);
-  EXPECT_EQ(sizeof(StatusPage), 9984u);
-  EXPECT_EQ(kStatusPageBytes, 12288u);
+  EXPECT_EQ(offsetof(StatusPage, metrics), 10112u);
+  EXPECT_EQ(sizeof(MetricsShard), 5632u);
+  EXPECT_EQ(sizeof(StatusPage), 100224u);
+  EXPECT_EQ(kStatusPageBytes, 102400u);
+  // Each worker's shard starts on its own cache line: no two workers write one line.
+  EXPECT_EQ(sizeof(MetricsShard) % kCacheLine, 0u);
 }
 
 TEST(Layout, CacheLayoutIsPinned) {

@@ -2,6 +2,8 @@
 // ModelRunner whose forward the test can hold and release, and real clients over its socket: fast,
 // no LibTorch, no Python.
 #include <gtest/gtest.h>
+
+#include <future>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -20,10 +22,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Doubles its input, and keeps the rows of every forward it ran. A held runner blocks every
-// forward at its start until released, so the test can queue requests behind it.
+// Multiplies its input (by 2 unless told otherwise), and keeps the rows of every forward it ran. A
+// held runner blocks every forward at its start until released, so the test can queue requests
+// behind it.
 class FakeRunner final : public ModelRunner {
  public:
+  explicit FakeRunner(float factor = 2.0f) : factor_(factor) {}
   std::size_t input_count() const noexcept override { return 1; }
   const std::string& preparation() const noexcept override { return preparation_; }
 
@@ -49,7 +53,7 @@ class FakeRunner final : public ModelRunner {
     const std::uint64_t count = element_count(inputs[0].shape);
     thread_local std::vector<float> out;
     out.resize(count);
-    for (std::uint64_t i = 0; i < count; ++i) out[i] = in[i] * 2.0f;
+    for (std::uint64_t i = 0; i < count; ++i) out[i] = in[i] * factor_;
     const OutputView view{inputs[0].shape, out.data(), count * sizeof(float)};
     CallOutcome outcome;
     outcome.status = sink.accept(std::span<const OutputView>(&view, 1), outcome.message);
@@ -76,6 +80,7 @@ class FakeRunner final : public ModelRunner {
   }
 
  private:
+  float factor_;
   std::string preparation_ = "fake";
   std::mutex mutex_;
   std::condition_variable changed_;
@@ -124,6 +129,7 @@ class InProcessSidecar {
   }
   const std::string& name() const { return options_.name; }
   FakeRunner& runner() { return *runner_; }
+  Server& server() { return *server_; }
 
  private:
   SidecarOptions options_;
@@ -180,6 +186,42 @@ TEST(Scheduling, RequestsQueuedBehindAForwardShareTheNextOne) {
     EXPECT_EQ(queued[i].last_service().batch_size, 3u);
   }
   EXPECT_EQ(sidecar.runner().rows(), (std::vector<std::int64_t>{1, 4}));
+}
+
+// A reload under a running forward: the new model's workers serve beside the old one's, the
+// request the old model took finishes on it, and the reload is reported done only after it has.
+TEST(Reloading, ARequestFinishesOnTheModelThatTookIt) {
+  InProcessSidecar sidecar(/*max_batch=*/1);
+  sidecar.server().set_model_loader([](const std::string&) { return std::make_unique<FakeRunner>(3.0f); });
+  Client old_one = testing::connect_or_fail(sidecar.name());
+  Client new_one = testing::connect_or_fail(sidecar.name());
+  const std::vector<float> values = values_for(1, 1);
+  const TensorShape one = rows_of_four(1);
+  const TensorView view = TensorView::of(values, std::span<const std::int64_t>(one.dims, 2));
+
+  sidecar.runner().hold();
+  auto held = old_one.submit(std::span<const TensorView>(&view, 1));
+  ASSERT_TRUE(held.ok()) << held.message();
+  sidecar.runner().wait_for_forwards(1);
+
+  std::promise<Result<std::string>> reloaded;
+  sidecar.server().request_reload("times-three", [&](const Result<std::string>& outcome) { reloaded.set_value(outcome); });
+  auto reply = reloaded.get_future();
+  // Served by the new model while the old one still runs the first request.
+  auto fresh = new_one.infer(view, 10s);
+  ASSERT_TRUE(fresh.ok()) << fresh.message();
+  EXPECT_EQ((*fresh)[0].values<float>()[0], values[0] * 3.0f);
+  EXPECT_EQ(reply.wait_for(100ms), std::future_status::timeout) << "done while the old model still ran a request";
+
+  sidecar.runner().release();
+  auto finished = old_one.wait(*held, 10s);
+  ASSERT_TRUE(finished.ok()) << finished.message();
+  EXPECT_EQ((*finished)[0].values<float>()[0], values[0] * 2.0f);
+  ASSERT_EQ(reply.wait_for(10s), std::future_status::ready);
+  const Result<std::string> outcome = reply.get();
+  ASSERT_TRUE(outcome.ok()) << outcome.message();
+  EXPECT_NE(outcome->find("times-three"), std::string::npos) << *outcome;
+  EXPECT_EQ(old_one.model().model_path, "times-three");
 }
 
 // Without batching each request gets a forward of its own, in the order the leader takes them.

@@ -153,6 +153,8 @@ struct SidecarStatus {
   std::uint64_t max_arena_bytes = 0;
   bool cache_per_user = false;
   CacheStats cache;
+  std::uint64_t reloads = 0;         // model reloads that took effect since start
+  std::uint64_t failed_reloads = 0;  // reloads refused (the old model served on)
 };
 
 // The status of sidecar NAME through a watching connection: no channel, so it works while every
@@ -160,6 +162,19 @@ struct SidecarStatus {
 Result<SidecarStatus> read_status(const std::string& name, const ConnectOptions& options = {});
 // Its cache statistics (enabled is false when it runs without a cache).
 Result<CacheStats> read_cache_stats(const std::string& name, const ConnectOptions& options = {});
+
+// The sidecar's counters and latency histograms (requests by status, queue wait, inference and end
+// to end per signature, batch sizes, cache, connections, reloads), written out for a person, as
+// JSON, or in Prometheus's text exposition format. Through a watching connection, like read_status.
+enum class MetricsFormat { kText, kJson, kPrometheus };
+Result<std::string> read_metrics(const std::string& name, MetricsFormat format, const ConnectOptions& options = {});
+
+// Asks sidecar NAME to load `model_path` (empty: the file it serves, again) beside the serving
+// model, warm it up on every worker, and swap it in; waits for the outcome up to options.timeout.
+// The value is the sidecar's account of what it loaded; an error (kModelError) says why the old
+// model still serves. Only the sidecar's own user and root may reload (kPermissionDenied).
+Result<std::string> reload_model(const std::string& name, const std::string& model_path,
+                                 const ConnectOptions& options = {});
 
 class Client {
  public:
@@ -204,6 +219,9 @@ class Client {
   CacheStats cache_stats() const;
   // Empties the sidecar's result cache. The value is the sidecar's account of what it removed.
   Result<std::string> flush_cache(std::chrono::microseconds timeout);
+  // A round trip through this client's rings that runs no model: the sidecar's scheduling loop
+  // answered within `timeout` (kTimeout when it did not).
+  Done ping(std::chrono::microseconds timeout);
 
   // What the sidecar serves; after a reconnect, the new sidecar's.
   const ModelInfo& model() const noexcept;
@@ -218,6 +236,8 @@ class Client {
   explicit Client(std::unique_ptr<Impl> impl) noexcept;
   Result<RequestHandle> submit_request(std::span<const TensorView> inputs, const SubmitOptions& options,
                                        bool looked_up);
+  // A request with no inputs that only `flags` describe (a flush, a ping); its answer's message.
+  Result<std::string> control_request(std::uint32_t flags, std::chrono::microseconds timeout);
   std::unique_ptr<Impl> impl_;
 };
 

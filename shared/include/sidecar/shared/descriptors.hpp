@@ -18,6 +18,7 @@ namespace sidecar {
 
 inline constexpr std::uint32_t kMaxRank = 8;
 inline constexpr std::uint32_t kMaxTensors = 8;     // inputs per request, outputs per response
+inline constexpr std::uint32_t kMaxSignatures = 8;  // warmed input shapes the status page describes
 inline constexpr std::uint32_t kRingCapacity = 16;  // descriptors in flight per channel
 inline constexpr std::uint32_t kMessageBytes = 512;  // error text carried in a response
 inline constexpr std::uint64_t kArenaAlignment = 4096;
@@ -66,8 +67,12 @@ inline constexpr std::uint32_t kRequestFlagFlushCache = 1u << 2;
 // The request can be cancelled: `cancel_offset` names an 8-byte word in the channel's arena that
 // the client sets to non-zero to cancel. Checked before the request runs.
 inline constexpr std::uint32_t kRequestFlagCancellable = 1u << 3;
-inline constexpr std::uint32_t kRequestFlagsKnown =
-    kRequestFlagBypassCache | kRequestFlagCacheChecked | kRequestFlagFlushCache | kRequestFlagCancellable;
+// A control request with no inputs: answered by the scheduling loop without the model, proving a
+// round trip through the rings works (`sidecarctl health`).
+inline constexpr std::uint32_t kRequestFlagPing = 1u << 4;
+inline constexpr std::uint32_t kRequestFlagsKnown = kRequestFlagBypassCache | kRequestFlagCacheChecked |
+                                                    kRequestFlagFlushCache | kRequestFlagCancellable |
+                                                    kRequestFlagPing;
 
 // Response flags.
 inline constexpr std::uint32_t kResponseFlagFromCache = 1u << 0;  // the sidecar answered from its cache
@@ -102,7 +107,10 @@ struct RequestDescriptor {
   std::uint64_t output_offset;
   std::uint64_t output_capacity;
   std::uint64_t cancel_offset;  // with kRequestFlagCancellable: the cancel word, 8-byte aligned
-  std::uint64_t reserved1[2];
+  // CLOCK_MONOTONIC when the client posted it; 0 = unknown. Only for the latency metrics: a client
+  // that lies about it misstates its own requests' latency, nothing else.
+  std::uint64_t posted_ns;
+  std::uint64_t reserved1;
   TensorDescriptor inputs[kMaxTensors];
 };
 static_assert(sizeof(RequestDescriptor) == 64 + kMaxTensors * sizeof(TensorDescriptor));

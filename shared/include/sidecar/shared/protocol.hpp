@@ -3,6 +3,10 @@
 //   client  -> sidecar   ConnectRequest                       attach (a channel) or observe (status only)
 //   sidecar -> client    ConnectReply + fds (SCM_RIGHTS)      accepted, or refused with the reason
 //
+// A reload (sidecarctl reload) sends a ReloadRequest right after its ConnectRequest and gets one
+// ConnectReply, no fds, when the reload has ended: what was loaded, or why the old model serves on.
+// Only the sidecar's own user and root may reload.
+//
 // Before the sidecar is ready, an attach is answered at once with kWarmingUp (no fds) and later
 // with the final reply, so a client can say what it is waiting for. After the handshake the socket
 // stays open for the client's life, and its hang-up is how each side learns that the other is
@@ -40,7 +44,18 @@ static_assert(sizeof(HandshakePrefix) == 16);
 enum class ConnectKind : std::uint32_t {
   kAttach = 1,   // a channel to run requests on, and the status page and cache
   kObserve = 2,  // the status page only: state, model, statistics (works while warming up)
+  kReload = 3,   // swap the model: a ReloadRequest follows
 };
+
+inline constexpr std::uint32_t kMaxReloadPathBytes = 1024;
+
+struct ReloadRequest {
+  HandshakePrefix prefix;
+  std::uint32_t path_length;  // 0: reload the file the sidecar serves now
+  std::uint32_t reserved;
+  char model_path[kMaxReloadPathBytes];
+};
+static_assert(sizeof(ReloadRequest) == 24 + kMaxReloadPathBytes);
 
 struct ConnectRequest {
   HandshakePrefix prefix;
@@ -65,6 +80,7 @@ enum class ConnectOutcome : std::uint32_t {
   kShuttingDown = 8,
   kInternal = 9,
   kTryAgain = 10,  // too many handshakes under way (this user's, or all): a client retries
+  kReloadFailed = 11,  // the new model did not load or warm up; the old one serves on
 };
 
 constexpr ErrorCode error_code_for(ConnectOutcome outcome) noexcept {
@@ -80,6 +96,7 @@ constexpr ErrorCode error_code_for(ConnectOutcome outcome) noexcept {
     case ConnectOutcome::kShuttingDown: return ErrorCode::kShuttingDown;
     case ConnectOutcome::kInternal: return ErrorCode::kProtocolError;
     case ConnectOutcome::kTryAgain: return ErrorCode::kBusy;
+    case ConnectOutcome::kReloadFailed: return ErrorCode::kModelError;
   }
   return ErrorCode::kProtocolError;
 }
@@ -159,7 +176,8 @@ inline Result<ConnectRequest> parse_connect_request(std::span<const std::byte> m
   ConnectRequest request;
   std::memcpy(&request, message.data(), sizeof request);
   if (request.kind != static_cast<std::uint32_t>(ConnectKind::kAttach) &&
-      request.kind != static_cast<std::uint32_t>(ConnectKind::kObserve)) {
+      request.kind != static_cast<std::uint32_t>(ConnectKind::kObserve) &&
+      request.kind != static_cast<std::uint32_t>(ConnectKind::kReload)) {
     return Error{ErrorCode::kProtocolError, "unknown connection kind " + std::to_string(request.kind)};
   }
   if (request.flags != 0) {
@@ -179,13 +197,32 @@ inline Result<ConnectReply> parse_connect_reply(std::span<const std::byte> messa
   }
   ConnectReply reply;
   std::memcpy(&reply, message.data(), sizeof reply);
-  if (reply.outcome > static_cast<std::uint32_t>(ConnectOutcome::kTryAgain)) {
+  if (reply.outcome > static_cast<std::uint32_t>(ConnectOutcome::kReloadFailed)) {
     return Error{ErrorCode::kProtocolError, "unknown connect outcome " + std::to_string(reply.outcome)};
   }
   if (reply.message_length > kMessageBytes || reply.fd_count > kMaxReplyFds) {
     return Error{ErrorCode::kProtocolError, "the sidecar's reply has an impossible message length or fd count"};
   }
   return reply;
+}
+
+// The model path of a reload request (empty: the current file). Sent only by the sidecar's own
+// user or root, but checked like any other message.
+inline Result<std::string> parse_reload_request(std::span<const std::byte> message) {
+  if (Done prefix = check_prefix(message, sizeof(ReloadRequest), "the reload request", "this client", "the sidecar");
+      !prefix.ok()) {
+    return prefix.error();
+  }
+  ReloadRequest request;
+  std::memcpy(&request, message.data(), sizeof request);
+  if (request.path_length > kMaxReloadPathBytes || request.reserved != 0) {
+    return Error{ErrorCode::kProtocolError, "the reload request's path length or reserved field is invalid"};
+  }
+  std::string path(request.model_path, request.path_length);
+  if (path.find('\0') != std::string::npos) {
+    return Error{ErrorCode::kInvalidArgument, "the model path holds a NUL byte"};
+  }
+  return path;
 }
 
 inline HandshakePrefix make_prefix(std::uint32_t message_bytes) noexcept {

@@ -8,16 +8,18 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "sidecar/shared/cache_layout.hpp"
+#include "sidecar/shared/clock.hpp"
 #include "sidecar/shared/descriptors.hpp"
+#include "sidecar/shared/metrics_layout.hpp"
 #include "sidecar/shared/spsc_ring.hpp"
 
 namespace sidecar {
 
 inline constexpr std::uint64_t kStatusMagic = 0x5441545345444953ull;  // "SIDESTAT", little-endian
-inline constexpr std::uint32_t kMaxSignatures = 8;                    // warmed input shapes the page describes
 inline constexpr std::uint32_t kModelPathBytes = 256;
 
 enum class SidecarState : std::uint32_t {
@@ -103,12 +105,52 @@ struct alignas(kCacheLine) StatusPage {
   // cache, which do not map the cache, can read them too.
   alignas(kCacheLine) CacheCounters cache;
 
+  alignas(kCacheLine) LifecycleCounters lifecycle;
+
+  // Even while `model` is stable, odd while the sidecar rewrites it (a reload): a reader copies the
+  // description between two equal even reads. Alone on its line: clients read it on every request.
+  alignas(kCacheLine) std::atomic<std::uint64_t> model_sequence;
   alignas(kCacheLine) ModelDescription model;
+
+  MetricsShard metrics[kMetricShards];
 };
 static_assert(std::is_standard_layout_v<StatusPage>);
 static_assert(offsetof(StatusPage, state) % kCacheLine == 0);
 static_assert(offsetof(StatusPage, leader_sleeping) % kCacheLine == 0);
+static_assert(offsetof(StatusPage, model_sequence) % kCacheLine == 0);
+static_assert(offsetof(StatusPage, metrics) % kCacheLine == 0 && sizeof(MetricsShard) % kCacheLine == 0);
 static_assert(sizeof(StatusPage) % kCacheLine == 0);
+
+// Advances while the sidecar's scheduling loop makes progress (metrics_layout.hpp, idle_looks).
+inline std::uint64_t scheduling_progress(const StatusPage& page) noexcept {
+  std::uint64_t progress = 0;
+  for (const MetricsShard& shard : page.metrics) {
+    progress += shard.idle_looks.load(std::memory_order_relaxed);
+    for (const auto& count : shard.requests_by_status) progress += count.load(std::memory_order_relaxed);
+  }
+  return progress;
+}
+
+// Copies the model description as one piece: the sidecar rewrites it in a reload. Returns the
+// model_sequence it copied at. A sidecar that died in the middle of a rewrite leaves the sequence
+// odd: after enough tries the copy is returned as it is (and the client learns of the death from
+// its socket).
+inline std::uint64_t copy_model_description(const StatusPage& page, ModelDescription& copy) noexcept {
+  constexpr int kTries = 1 << 20;
+  std::uint64_t before = 0;
+  for (int attempt = 0; attempt < kTries; ++attempt) {
+    before = page.model_sequence.load(std::memory_order_acquire);
+    if (before & 1) {
+      cpu_relax();
+      continue;
+    }
+    std::memcpy(static_cast<void*>(&copy), &page.model, sizeof copy);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (page.model_sequence.load(std::memory_order_relaxed) == before) return before;
+  }
+  std::memcpy(static_cast<void*>(&copy), &page.model, sizeof copy);
+  return before;
+}
 
 // The page's size in its memfd: whole pages.
 inline constexpr std::uint64_t kStatusPageBytes = align_up(sizeof(StatusPage), 4096);

@@ -9,6 +9,6 @@
 
 namespace sidecar {
 
-inline constexpr std::uint32_t kProtocolVersion = 4;
+inline constexpr std::uint32_t kProtocolVersion = 5;
 
 }  // namespace sidecar
