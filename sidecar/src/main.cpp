@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
+#include <iostream>
 #include <mutex>
 #include <thread>
 
@@ -34,11 +35,15 @@ void raise_open_file_limit() {
 
 int main(int argc, char** argv) {
   using namespace sidecar;
+  const bool journal = stderr_is_journal();
   ParsedOptions parsed = parse_command_line(argc, argv);
-  if (!parsed.options) return parsed.exit_code;
+  if (!parsed.options) {
+    std::cout << parsed.output << std::flush;
+    if (!parsed.error.empty()) print_startup_error(parsed.error, journal);
+    return parsed.exit_code;
+  }
   SidecarOptions& options = *parsed.options;
-
-  configure_logging(options.name, options.log_level, stderr_is_journal());
+  configure_logging(options.name, options.log_level, journal);
 
   // Signals are taken synchronously by one thread (sigwait), so every other thread must have them
   // blocked: block them before the first thread exists, LibTorch's pools included. A client that
