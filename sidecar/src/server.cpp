@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "arena_fit.hpp"
 #include "rate_limited_log.hpp"
 
 namespace sidecar {
@@ -106,6 +107,14 @@ Done Server::start() {
     lock.unlock();
     stop();
     return {ErrorCode::kModelError, error};
+  }
+  const std::uint64_t default_arena = ChannelGeometry::compute(options_.arena_bytes).arena_bytes;
+  if (Done fits = check_requests_fit_arena(warmup_results_, rules_.batchable.empty() ? 1 : options_.max_batch,
+                                           default_arena);
+      !fits.ok()) {
+    lock.unlock();
+    stop();
+    return fits;
   }
   housekeeper_ = std::thread([this] { housekeeper_main(); });
   return {};
