@@ -11,6 +11,7 @@ packages=(
   libxxhash-dev                             # XXH3-128: the result cache's key
   libspdlog-dev                             # the daemon's logging
   libcli11-dev                              # command-line flags of the daemon and sidecarctl
+  libtomlplusplus-dev                       # the daemon's TOML config file (--config), with the line of each key for error messages
   libsystemd-dev                            # sd_notify(READY=1) after warm-up
   libgtest-dev libbenchmark-dev             # tests and benchmarks
   python3-torch python3-numpy               # models scripted from Python, as users make them

@@ -10,7 +10,9 @@ mlp: Linear(1024,4096) -> ReLU -> Linear(4096,1024) -> ReLU -> Linear(1024,10), 
      the kind of model dynamic batching is for (with an optimized BLAS; see the README).
 The others exercise the protocol in the tests: several inputs and outputs, a dict output, a model
 that raises, two that add different constants (which model answered, across reloads), and one
-whose forward never returns on some inputs (the watchdog).
+whose forward never returns on some inputs (the watchdog). torch_save and torch_save_legacy are
+`tiny` saved the usual wrong way, with torch.save (zip and legacy pickle formats), for the test of
+the message that says so.
 """
 import os
 import sys
@@ -108,21 +110,32 @@ MODELS = {
     "spins": SpinsOnLargeInput,
 }
 
+# Not TorchScript: what a user gets from torch.save(model) instead of torch.jit.save.
+SAVED_WITH_TORCH_SAVE = {
+    "torch_save": dict(),
+    "torch_save_legacy": dict(_use_new_zipfile_serialization=False),
+}
+
 
 def main() -> int:
     if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
     out_dir = sys.argv[1]
-    names = sys.argv[2:] or list(MODELS)
+    names = sys.argv[2:] or list(MODELS) + list(SAVED_WITH_TORCH_SAVE)
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(0)
     for name in names:
+        path = os.path.join(out_dir, f"{name}.pt")
+        if name in SAVED_WITH_TORCH_SAVE:
+            torch.save(Tiny().eval(), path, **SAVED_WITH_TORCH_SAVE[name])
+            print(path)
+            continue
         if name not in MODELS:
-            print(f"unknown model {name!r}; known: {', '.join(MODELS)}", file=sys.stderr)
+            known = ", ".join(list(MODELS) + list(SAVED_WITH_TORCH_SAVE))
+            print(f"unknown model {name!r}; known: {known}", file=sys.stderr)
             return 2
         module = torch.jit.script(MODELS[name]().eval())
-        path = os.path.join(out_dir, f"{name}.pt")
         module.save(path)
         print(path)
     return 0

@@ -23,7 +23,9 @@
 #include "npy.hpp"
 #include "operate_commands.hpp"
 #include "sidecar/client.hpp"
+#include "sidecar/shared/project_version.hpp"
 #include "sidecar/shared/runtime_dir.hpp"
+#include "sidecar/shared/version.hpp"
 
 namespace {
 
@@ -240,6 +242,10 @@ int run_cache(const CacheArgs& args) {
 int main(int argc, char** argv) {
   CLI::App app{"sidecarctl: run an inference sidecar's model on .npy files, show its status and its cache"};
   app.require_subcommand(1);
+  app.set_version_flag("--version",
+                       "sidecarctl " + std::string(sidecar::kProjectVersion) + " (protocol version " +
+                           std::to_string(sidecar::kProtocolVersion) + ")",
+                       "print the version and the protocol version it speaks, and exit");
 
   InferArgs infer;
   CLI::App* infer_command =
@@ -297,6 +303,9 @@ int main(int argc, char** argv) {
     return app.exit(help);
   } catch (const CLI::CallForAllHelp& help) {
     return app.exit(help);
+  } catch (const CLI::CallForVersion& version) {
+    std::cout << version.what() << std::endl;
+    return kExitOk;
   } catch (const CLI::ParseError& error) {
     return fail(kExitUsage, "usage: " + std::string(error.what()) + " (see sidecarctl --help)");
   }

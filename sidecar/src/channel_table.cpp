@@ -15,6 +15,13 @@ bool wake_client_if_sleeping(ChannelSlot& slot) noexcept {
   return true;
 }
 
+void warn_request_failed(ChannelSlot& slot, Status status, const std::string& message) {
+  if (status != Status::kModelError && status != Status::kInvalidRequest) return;
+  const std::string first_line = message.substr(0, message.find('\n'));
+  slot.request_warning("client {} (pid {}, uid {}): {}: {}", slot.index, slot.peer_pid, slot.peer_uid,
+                       status == Status::kModelError ? "model error" : "request refused", first_line);
+}
+
 ChannelTable::ChannelTable(std::uint32_t capacity, std::uint64_t memory_budget, LeaderWake& wake, StatusPage& status)
     : capacity_(capacity),
       memory_budget_(memory_budget),
@@ -81,6 +88,7 @@ Done ChannelTable::activate(ChannelSlot& slot) {
   }
   slot.poisoned = false;
   slot.woken_before_take = false;
+  slot.request_warning.reset();
   slot.drop_requested.store(false, std::memory_order_relaxed);
   slot.in_flight.store(0, std::memory_order_relaxed);
   slot.last_service_ns.store(kServiceTimeUnknown, std::memory_order_relaxed);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "leader_wake.hpp"
+#include "rate_limited_log.hpp"
 #include "sidecar/shared/channel_layout.hpp"
 #include "committed_memory.hpp"
 #include "sidecar/shared/memfd.hpp"
@@ -66,7 +67,17 @@ struct ChannelSlot {
   std::atomic<std::uint64_t> last_service_ns{kServiceTimeUnknown};
   std::atomic<bool> reclaim_requested{false};
   std::uint64_t reclaim_requested_ns = 0;
+
+  // Warnings about this client's requests, rate-limited per client: one client's flood of bad
+  // requests must not hide another's first. Any worker; reset when the slot is activated.
+  RateLimitedWarning request_warning;
 };
+
+// Logs, at warning level and rate-limited per client, that a request of the slot's client ended in
+// a model error or was refused at admission (bad shape, count, offsets...); other statuses are
+// the client's business (deadlines, cancellations) or logged where they arise. The first line of
+// `message` only: a model error's message carries TorchScript's traceback after it.
+void warn_request_failed(ChannelSlot& slot, Status status, const std::string& message);
 
 // Wakes the channel's client if it sleeps waiting for an answer, taking its flag back so that one
 // sleep gets one wake-up. The caller has made what the client will look for visible first, with a

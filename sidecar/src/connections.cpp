@@ -298,7 +298,6 @@ void ConnectionManager::attach(Connection& connection) {
     const ConnectOutcome outcome = opened.code() == ErrorCode::kTooManyClients ? ConnectOutcome::kTooManyClients
                                    : opened.code() == ErrorCode::kOutOfMemory  ? ConnectOutcome::kOutOfMemory
                                                                                : ConnectOutcome::kInternal;
-    refusal_warning("refused pid {} (uid {}): {}", connection.peer.pid, connection.peer.uid, opened.message());
     refuse(connection, outcome, opened.message());
     return;
   }
@@ -321,8 +320,8 @@ void ConnectionManager::attach(Connection& connection) {
     close_connection(connection.socket.get());
     return;
   }
-  spdlog::debug("client {} attached: pid {} uid {}, {} bytes of arena", slot.index, connection.peer.pid,
-                connection.peer.uid, slot.arena_bytes);
+  spdlog::info("client {} connected: pid {}, uid {}, {} bytes of arena", slot.index, connection.peer.pid,
+               connection.peer.uid, slot.arena_bytes);
 }
 
 Result<ChannelSlot*> ConnectionManager::open_channel(const Connection& connection, std::uint64_t arena_bytes) {
@@ -390,6 +389,7 @@ void ConnectionManager::answer_reload(UniqueFd socket, const Result<std::string>
 }
 
 void ConnectionManager::refuse(Connection& connection, ConnectOutcome outcome, const std::string& message) {
+  refusal_warning("refused pid {} (uid {}): {}", connection.peer.pid, connection.peer.uid, message);
   ConnectReply reply = reply_for(outcome);
   set_reply_message(reply, message);
   [[maybe_unused]] const Done sent = send_message(connection.socket.get(), &reply, sizeof reply);
@@ -405,7 +405,11 @@ void ConnectionManager::close_connection(int fd) {
   // The channel's duplicate of the socket lives until the channel is reclaimed: shut the
   // connection down now, so that a client we drop sees the hang-up at once.
   ::shutdown(fd, SHUT_RDWR);
-  if (connection.slot != nullptr) table_.request_reclaim(*connection.slot);
+  if (connection.slot != nullptr) {
+    spdlog::info("client {} disconnected: pid {}, uid {}", connection.slot->index, connection.peer.pid,
+                 connection.peer.uid);
+    table_.request_reclaim(*connection.slot);
+  }
   if (connection.state == State::kObserving) {
     --observers_;
     status_.page().clients.observers.fetch_sub(1, std::memory_order_relaxed);

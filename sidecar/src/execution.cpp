@@ -87,6 +87,7 @@ bool Executor::admit(const Work& work, TakenRequest& taken) {
   if (verdict.kind == AdmissionVerdict::Kind::kRefuse) {
     response.status = static_cast<std::uint32_t>(verdict.status);
     set_message(response, verdict.message);
+    warn_request_failed(slot, verdict.status, verdict.message);
     return false;
   }
   if (request.flags & kRequestFlagCancellable) {
@@ -135,6 +136,7 @@ void Executor::run_alone(Work& work, TakenRequest& taken) {
     response.status = static_cast<std::uint32_t>(outcome.status);
     response.output_count = 0;
     set_message(response, outcome.message);
+    warn_request_failed(slot, outcome.status, outcome.message);
     taken.store_result = false;
   } else if (taken.store_result) {
     taken.store_result = work.outputs.captured;

@@ -1,7 +1,6 @@
 // inference-sidecar: parses the command line, takes the instance lock, loads the model, then runs
 // the Server. The logic lives in the sidecar_core library, which the tests and benchmarks link too.
 #include <signal.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
@@ -10,10 +9,12 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
+#include <iostream>
 #include <mutex>
 #include <string_view>
 #include <thread>
 
+#include "log_format.hpp"
 #include "matrix_library.hpp"
 #include "model_runner.hpp"
 #include "options.hpp"
@@ -35,13 +36,15 @@ void raise_open_file_limit() {
 
 int main(int argc, char** argv) {
   using namespace sidecar;
+  const bool journal = stderr_is_journal();
   ParsedOptions parsed = parse_command_line(argc, argv);
-  if (!parsed.options) return parsed.exit_code;
+  if (!parsed.options) {
+    std::cout << parsed.output << std::flush;
+    if (!parsed.error.empty()) print_startup_error(parsed.error, journal);
+    return parsed.exit_code;
+  }
   SidecarOptions& options = *parsed.options;
-
-  spdlog::set_default_logger(spdlog::stderr_color_mt("sidecar"));
-  spdlog::set_level(spdlog::level::from_str(options.log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n:" + options.name + "] %v");
+  configure_logging(options.name, options.log_level, journal);
 
   // Signals are taken synchronously by one thread (sigwait), so every other thread must have them
   // blocked: block them before the first thread exists, LibTorch's pools included. A client that

@@ -2,10 +2,13 @@
 
 #include <ATen/Parallel.h>
 #include <malloc.h>
+#include <caffe2/serialize/inline_container.h>
 #include <torch/script.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <fstream>
 #include <filesystem>
 #include <limits>
 #include <stdexcept>
@@ -50,6 +53,30 @@ std::string error_summary(const std::string& text) {
 std::string client_error_text(const std::string& text) {
   const std::string summary = error_summary(text);
   return summary == text ? text : summary + "\n" + text;
+}
+
+// torch.save (a pickled nn.Module or state_dict) is the usual mistake for torch.jit.save: both
+// write .pt files, and LibTorch's error ("constants.pkl not found") does not say which was used.
+// torch.save writes a zip archive with data.pkl but neither TorchScript's code/ nor constants.pkl,
+// or, with _use_new_zipfile_serialization=False, a pickle that starts with torch's magic number.
+bool saved_with_torch_save(const std::string& path) {
+  char head[14] = {};
+  std::ifstream file(path, std::ios::binary);
+  file.read(head, sizeof head);
+  // Pickle protocol 2, then LONG1 of 10 bytes: 0x1950a86a20f9469cfc6c, torch's legacy magic number.
+  static constexpr char kLegacyMagic[] = "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+  if (file.gcount() == sizeof head && std::memcmp(head, kLegacyMagic, sizeof head) == 0) return true;
+  if (file.gcount() < 4 || std::memcmp(head, "PK\x03\x04", 4) != 0) return false;
+  try {
+    caffe2::serialize::PyTorchStreamReader archive(path);
+    if (!archive.hasRecord("data.pkl") || archive.hasRecord("constants.pkl")) return false;
+    for (const std::string& record : archive.getAllRecords()) {
+      if (record.rfind("code/", 0) == 0) return false;
+    }
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 torch::Tensor warmup_tensor(const TensorShape& shape) {
@@ -216,13 +243,18 @@ std::unique_ptr<ModelRunner> ModelRunner::load(const std::string& path, const Lo
   if (!std::filesystem::is_regular_file(path, error_code)) {
     throw std::runtime_error("model file " + path + " does not exist or is not a regular file");
   }
+  const std::string not_torchscript = "model file " + path +
+                                      " was saved with torch.save, not torch.jit.save: script or trace the model "
+                                      "(torch.jit.script / torch.jit.trace) and save it with torch.jit.save";
   torch::jit::Module module;
   try {
     module = torch::jit::load(path);
   } catch (const c10::Error& error) {
+    if (saved_with_torch_save(path)) throw std::runtime_error(not_torchscript);
     throw std::runtime_error("model file " + path +
                              " is not a loadable TorchScript module: " + first_line(error.what_without_backtrace()));
   } catch (const std::exception& error) {
+    if (saved_with_torch_save(path)) throw std::runtime_error(not_torchscript);
     throw std::runtime_error("model file " + path +
                              " is not a loadable TorchScript module: " + first_line(error.what()));
   }

@@ -1,4 +1,4 @@
-// The daemon's settings and their parsing from the command line.
+// The daemon's settings and their parsing from the command line and the config file.
 #pragma once
 
 #include <cstdint>
@@ -69,9 +69,17 @@ std::uint64_t parse_byte_size(const std::string& text);
 // Number of CPUs in this process's affinity mask.
 int usable_cpu_count();
 
+// "inference-sidecar 0.1.0 (protocol version 4)".
+std::string version_text();
+
+// The settings from the flags and the --config file they may name (flags win). Without options,
+// main prints `output` (help, version, --print-config) to stdout and `error` (one line) to stderr,
+// and exits with `exit_code`: 0, or 1 for a bad flag, config file or setting.
 struct ParsedOptions {
-  std::optional<SidecarOptions> options;  // empty: exit with `exit_code` (help, or a bad flag)
+  std::optional<SidecarOptions> options;
   int exit_code = 0;
+  std::string output;
+  std::string error;
 };
 ParsedOptions parse_command_line(int argc, char** argv);
 

@@ -1,5 +1,7 @@
 // Anything a client can trigger is logged at most once a second, so a hostile client cannot fill
 // the journal: later ones are counted and the count is logged with the next one that gets through.
+// One limiter per source of messages: a limiter shared by all clients would let one client's flood
+// hide another's first error (ChannelSlot has one for its client's requests).
 #pragma once
 
 #include <spdlog/spdlog.h>
@@ -26,6 +28,13 @@ class RateLimitedWarning {
     const auto suppressed = suppressed_.exchange(0);
     if (suppressed) spdlog::warn("({} similar messages suppressed)", suppressed);
     spdlog::warn(format, std::forward<Args>(args)...);
+  }
+
+  // For a new source (a channel slot's next client): its first message gets through, and the
+  // previous one's suppressed count is not blamed on it.
+  void reset() noexcept {
+    last_ns_.store(0, std::memory_order_relaxed);
+    suppressed_.store(0, std::memory_order_relaxed);
   }
 
  private:

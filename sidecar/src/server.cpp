@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "arena_fit.hpp"
 #include "rate_limited_log.hpp"
 #include "sidecar/shared/metrics_text.hpp"
 
@@ -108,6 +109,11 @@ Done Server::open() {
   return {};
 }
 
+Done Server::check_fits_arena(const LoadedModel& model) const {
+  const std::uint64_t default_arena = ChannelGeometry::compute(options_.arena_bytes).arena_bytes;
+  return check_requests_fit_arena(model.warmup, model.rules.batchable.empty() ? 1 : options_.max_batch, default_arena);
+}
+
 WorkerPool::Settings Server::pool_settings(std::uint64_t number) const {
   WorkerPool::Settings settings;
   settings.workers = options_.workers;
@@ -125,7 +131,9 @@ Done Server::start() {
     pool_ = std::make_unique<WorkerPool>(model_, *scheduler_, status_->page(), pool_settings(pools_made_++));
     pool = pool_.get();
   }
-  if (Done warm = pool->wait_until_warm(); !warm.ok()) {
+  Done warm = pool->wait_until_warm();
+  if (warm.ok()) warm = check_fits_arena(*model_);
+  if (!warm.ok()) {
     stop();
     return warm;
   }
@@ -229,7 +237,12 @@ Result<std::string> Server::reload(const std::string& asked_path) {
     pool = std::make_unique<WorkerPool>(model, *scheduler_, status_->page(), pool_settings(pools_made_++));
     warming_pool_ = pool.get();
   }
-  const Done warm = pool->wait_until_warm();
+  Done warm = pool->wait_until_warm();
+  if (!warm.ok()) {
+    warm = Error{warm.code(), "warming up " + path + " failed: " + warm.message()};
+  } else if (Done fits = check_fits_arena(*model); !fits.ok()) {
+    warm = Error{fits.code(), path + ": " + fits.message()};
+  }
   std::unique_ptr<WorkerPool> old;
   {
     std::lock_guard lock(pools_mutex_);
@@ -249,7 +262,7 @@ Result<std::string> Server::reload(const std::string& asked_path) {
       model_ = model;
     }
   }
-  if (!warm.ok()) return refuse("warming up " + path + " failed: " + warm.message());
+  if (!warm.ok()) return refuse(warm.message());
   old->join();
   // No request of the old model runs now: what it put in the cache goes, and nothing it computes
   // can be stored after this.

@@ -86,6 +86,8 @@ class Server {
   void drop_broken_channels();
   void publish_model_description(const LoadedModel& model);
   WorkerPool::Settings pool_settings(std::uint64_t number) const;
+  // The outputs of every warmed shape fit the default arena beside their inputs.
+  Done check_fits_arena(const LoadedModel& model) const;
 
   SidecarOptions options_;
   std::string runtime_dir_;

@@ -77,7 +77,7 @@ void expect_batched_outputs_match_unbatched_ones(const std::string& model, const
   SidecarProcess sidecar(
       unique_name("batch-" + model),
       {"--model", model_path(model), "--warmup-shape", shape_text, "--max-batch", "4", "--max-queue-delay-us", "300000",
-       "--workers", "1", "--warmup-iterations", "2", "--max-clients", "8", "--arena-bytes", "2M", "--cache-bytes", "0"});
+       "--workers", "1", "--warmup-iterations", "2", "--max-clients", "8", "--arena-bytes", "4M", "--cache-bytes", "0"});
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   TensorShape warmed{};
   warmed.dtype = static_cast<std::uint8_t>(DType::kFloat32);

@@ -352,9 +352,10 @@ TEST(SystemdUnit, KeepsTheSettingsTheSidecarReliesOn) {
   ASSERT_FALSE(unit.empty()) << kUnitPath;
   EXPECT_EQ(values_of(unit, "Type"), Values{"notify"});
   EXPECT_EQ(values_of(unit, "NotifyAccess"), Values{"main"});
+  // Every setting comes from the instance's config file, not from an environment file.
   EXPECT_EQ(values_of(unit, "ExecStart"),
-            Values{"/usr/bin/inference-sidecar --name %i --model ${SIDECAR_MODEL} $SIDECAR_ARGS"});
-  EXPECT_EQ(values_of(unit, "EnvironmentFile"), Values{"/etc/inference-sidecar/%i.env"});
+            Values{"/usr/bin/inference-sidecar --name %i --config /etc/inference-sidecar/%i.toml"});
+  EXPECT_EQ(values_of(unit, "EnvironmentFile"), Values{});
   EXPECT_EQ(values_of(unit, "User"), Values{"inference-sidecar"});
   EXPECT_EQ(values_of(unit, "Group"), Values{"inference-sidecar"});
   // oneDNN needs W+X memory.

@@ -42,26 +42,36 @@ inline bool socket_exists(const std::string& name) {
 
 class SidecarProcess {
  public:
-  // Starts `inference-sidecar --name NAME ARGS...`; stderr and stdout go to a log file.
-  SidecarProcess(std::string name, const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {})
+  // Starts `inference-sidecar --name NAME ARGS...`; stderr and stdout go to a log file. With
+  // `as_journal_stream`, $JOURNAL_STREAM names that file, as systemd's does its journal's stream.
+  SidecarProcess(std::string name, const std::vector<std::string>& args, const std::vector<std::string>& extra_env = {},
+                 bool as_journal_stream = false)
       : name_(std::move(name)), log_path_(unique_log_path(name_)) {
     std::vector<std::string> argv_strings{sidecar_binary(), "--name", name_};
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+    // Opened here, not in the child: its device and inode must be known before the fork.
+    const int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    std::string journal_stream;
+    struct stat log_info {};
+    if (as_journal_stream && log >= 0 && ::fstat(log, &log_info) == 0) {
+      journal_stream = "JOURNAL_STREAM=" + std::to_string(log_info.st_dev) + ":" + std::to_string(log_info.st_ino);
+    }
     pid_ = ::fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");
     if (pid_ == 0) {
-      const int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       if (log >= 0) {
         ::dup2(log, 1);
         ::dup2(log, 2);
       }
       for (const std::string& assignment : extra_env) ::putenv(const_cast<char*>(assignment.c_str()));
+      if (!journal_stream.empty()) ::putenv(journal_stream.data());
       std::vector<char*> argv;
       for (auto& arg : argv_strings) argv.push_back(arg.data());
       argv.push_back(nullptr);
       ::execv(argv[0], argv.data());
       ::_exit(127);
     }
+    if (log >= 0) ::close(log);
   }
 
   ~SidecarProcess() {
