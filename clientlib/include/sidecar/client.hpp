@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "sidecar/export.h"
 #include "sidecar/shared/error.hpp"
 #include "sidecar/tensor.hpp"
 
@@ -45,7 +46,7 @@ enum class CachePolicy { kUse, kBypass };
 
 // What the cache did for the last call.
 enum class CacheOutcome { kNotUsed, kMiss, kHitInClient, kHitInSidecar };
-const char* cache_outcome_name(CacheOutcome outcome) noexcept;
+SIDECAR_API const char* cache_outcome_name(CacheOutcome outcome) noexcept;
 
 // How the sidecar served the last call that reached it (zeros for a hit found in this client).
 struct ServiceInfo {
@@ -157,11 +158,11 @@ struct SidecarStatus {
 
 // The status of sidecar NAME through a watching connection: no channel, so it works while every
 // client slot is taken and while the sidecar warms up (options.timeout bounds the wait to connect).
-Result<SidecarStatus> read_status(const std::string& name, const ConnectOptions& options = {});
+SIDECAR_API Result<SidecarStatus> read_status(const std::string& name, const ConnectOptions& options = {});
 // Its cache statistics (enabled is false when it runs without a cache).
-Result<CacheStats> read_cache_stats(const std::string& name, const ConnectOptions& options = {});
+SIDECAR_API Result<CacheStats> read_cache_stats(const std::string& name, const ConnectOptions& options = {});
 
-class Client {
+class SIDECAR_API Client {
  public:
   static Result<Client> connect(const std::string& name, const ConnectOptions& options = {});
 
