@@ -15,6 +15,7 @@ packages=(
   libgtest-dev libbenchmark-dev             # tests and benchmarks
   python3-torch python3-numpy               # models scripted from Python, as users make them
   systemd                                   # systemd-analyze verify on the unit file
+  dpkg-dev file                             # cpack -G DEB: dpkg-shlibdeps finds the packages the binaries need (file spots the binaries)
 )
 
 missing=()
