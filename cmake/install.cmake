@@ -72,5 +72,5 @@ if(SIDECAR_BUILD_SIDECAR)
   # the .toml file, or both, depending on the unit it goes with.
   install(FILES systemd/example.toml systemd/example.env DESTINATION ${SIDECAR_DOC_DIR}/examples
     COMPONENT daemon OPTIONAL)
-  install(FILES docs/systemd.md DESTINATION ${SIDECAR_DOC_DIR} COMPONENT daemon)
+  install(FILES docs/systemd.md docs/install.md DESTINATION ${SIDECAR_DOC_DIR} COMPONENT daemon)
 endif()
