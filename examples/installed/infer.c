@@ -4,7 +4,6 @@
  *
  * (PKG_CONFIG_PATH=PREFIX/lib/pkgconfig for a library installed under PREFIX.) */
 #include <sidecar/sidecar_client.h>
-
 #include <stdint.h>
 #include <stdio.h>
 

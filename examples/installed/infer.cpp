@@ -2,11 +2,10 @@
 // prints the first output's values. Built against the installed library (CMakeLists.txt here).
 //
 //   infer_cpp NAME
-#include <sidecar/client.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <sidecar/client.hpp>
 #include <vector>
 
 int main(int argc, char** argv) {

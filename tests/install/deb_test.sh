@@ -9,7 +9,7 @@
 #   deb_test.sh SOURCE_DIR BUILD_DIR MODELS_DIR OUT_DIR
 set -euo pipefail
 source_dir=$1 build_dir=$2 models_dir=$3 out=$4
-# shellcheck source=tiny_sidecar.sh
+# shellcheck source-path=SCRIPTDIR source=tiny_sidecar.sh
 source "$(dirname "$0")/tiny_sidecar.sh"
 trap kill_tiny_sidecar EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -21,7 +21,7 @@ cpack --config "$build_dir/CPackConfig.cmake" -G DEB -B "$out" >"$out/cpack.log"
 declare -A package_file
 for package in inference-sidecar libsidecar-client0 libsidecar-client-dev sidecarctl; do
   files=("$out/${package}_"*.deb)
-  [ "${#files[@]}" -eq 1 ] && [ -f "${files[0]}" ] || fail "no single .deb for $package: ${files[*]}"
+  if [ "${#files[@]}" -ne 1 ] || [ ! -f "${files[0]}" ]; then fail "no single .deb for $package: ${files[*]}"; fi
   package_file[$package]=${files[0]}
   [ "$(dpkg-deb -f "${files[0]}" Package)" = "$package" ] || fail "${files[0]} is not the package $package"
 done
@@ -84,7 +84,7 @@ fi
 # A program built against the unpacked -dev package, run against the packaged daemon.
 libdir=$(dirname "$(find "$root/usr/lib" -name 'libsidecar-client.so.0')")
 export PKG_CONFIG_PATH=$libdir/pkgconfig
-# shellcheck disable=SC2046
+# shellcheck disable=SC2046,SC2086  # the flags are meant to be split into words
 cc -std=c99 -Wall -Wextra -Werror ${SIDECAR_CONSUMER_CFLAGS:-} $(pkg-config --cflags sidecar-client) \
   "$source_dir/examples/installed/infer.c" $(pkg-config --libs sidecar-client) ${SIDECAR_CONSUMER_LDFLAGS:-} \
   -o "$out/infer_c" || fail "cc infer.c against the unpacked packages"

@@ -10,7 +10,7 @@
 set -euo pipefail
 source_dir=$1 build_dir=$2 models_dir=$3 libdir=$4
 
-# shellcheck source=tiny_sidecar.sh
+# shellcheck source-path=SCRIPTDIR source=tiny_sidecar.sh
 source "$(dirname "$0")/tiny_sidecar.sh"
 
 scratch=$(mktemp -d /tmp/sidecar-install-XXXXXX)
@@ -70,6 +70,8 @@ cmake -S "$source_dir/examples/installed" -B "$scratch/cpp" -DCMAKE_PREFIX_PATH=
 found=$(sed -n 's/^InferenceSidecar_DIR:PATH=//p' "$scratch/cpp/CMakeCache.txt")
 [ "$found" = "$prefix/$libdir/cmake/InferenceSidecar" ] || fail "find_package found '$found'"
 cmake --build "$scratch/cpp" >>"$scratch/cpp.log" 2>&1 || { cat "$scratch/cpp.log"; fail "building examples/installed"; }
+ldd "$scratch/cpp/infer_cpp" | grep -q "$soname" || fail "infer_cpp (sidecar::client) does not link $soname"
+if ldd "$scratch/cpp/infer_cpp_static" | grep -q libsidecar-client; then fail "sidecar::client_static links the shared library"; fi
 
 # The C program with pkg-config, from the prefix's .pc only.
 export PKG_CONFIG_PATH=$prefix/$libdir/pkgconfig
@@ -90,6 +92,6 @@ for program in "$scratch/cpp/infer_cpp" "$scratch/cpp/infer_cpp_static" "$scratc
   check_inference_output "$program" "$output"
   outputs+=("$output")
 done
-[ "${outputs[0]}" = "${outputs[1]}" ] && [ "${outputs[0]}" = "${outputs[2]}" ] || fail "the three programs disagree"
+if [ "${outputs[0]}" != "${outputs[1]}" ] || [ "${outputs[0]}" != "${outputs[2]}" ]; then fail "the three programs disagree"; fi
 stop_tiny_sidecar || fail "the sidecar exited with $? on SIGTERM"
 echo "PASS"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the install tests: an installed inference-sidecar serving the tiny model (Linear
 # 64->10) in a private runtime directory, which the clients find through
 # INFERENCE_SIDECAR_RUNTIME_DIR, and the check of what the example programs print.
