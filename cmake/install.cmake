@@ -50,7 +50,7 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/InferenceSidecarConfig.cmake
 if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
   set(SIDECAR_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
 else()
-  file(RELATIVE_PATH SIDECAR_PC_PREFIX "/root/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/root")
+  file(RELATIVE_PATH SIDECAR_PC_PREFIX "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
   string(REGEX REPLACE "/$" "" SIDECAR_PC_PREFIX "${SIDECAR_PC_PREFIX}")
   set(SIDECAR_PC_PREFIX "\${pcfiledir}/${SIDECAR_PC_PREFIX}")
 endif()
