@@ -17,6 +17,7 @@ packages=(
   python3-torch python3-numpy               # models scripted from Python, as users make them
   python3-prometheus-client                 # the tests read the metrics with Prometheus's own parser
   systemd                                   # systemd-analyze verify on the unit file
+  dpkg-dev file                             # cpack -G DEB: dpkg-shlibdeps finds the packages the binaries need (file spots the binaries)
 )
 
 missing=()

@@ -126,6 +126,17 @@ int main(int argc, char** argv) {
     Server server(options, std::move(runner), *runtime_dir, std::move(*lock));
     const ModelRunner::LoadOptions load_options{options.freeze, options.optimize_for_inference};
     server.set_model_loader([load_options](const std::string& path) { return ModelRunner::load(path, load_options); });
+    // A reload that names no file reads the settings again, so that `model` changed in the config
+    // file takes effect (a --model flag still wins, as at start). Only the model changes: the other
+    // settings keep their values until a restart.
+    server.set_model_path_source([argc, argv]() -> std::string {
+      ParsedOptions again = parse_command_line(argc, argv);
+      if (!again.options) {
+        spdlog::error("reload: the settings no longer parse ({}); reloading the file served now", again.error);
+        return {};
+      }
+      return again.options->model_path;
+    });
     // systemd shows "reloading" meanwhile, and ExecReload= (sidecarctl reload) waits for the outcome.
     server.set_reload_observer([](const char* state) {
       if (std::string_view(state) == "reloading") {

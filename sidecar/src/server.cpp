@@ -213,10 +213,11 @@ Result<std::string> Server::reload(const std::string& asked_path) {
     return Error{ErrorCode::kModelError, why};
   };
   if (!loader_) return refuse("this sidecar cannot load models (no loader)");
-  std::string path;
-  {
+  std::string path = asked_path;
+  if (path.empty() && model_path_source_) path = model_path_source_();
+  if (path.empty()) {
     std::lock_guard lock(pools_mutex_);
-    path = asked_path.empty() ? model_->path : asked_path;
+    path = model_->path;
   }
   spdlog::info("reloading: loading {}", path);
   auto model = std::make_shared<LoadedModel>();

@@ -71,6 +71,9 @@ class Server {
   // order asked, on the reloader thread. Any thread, after start().
   void set_model_loader(ModelLoader loader) { loader_ = std::move(loader); }
   void set_reload_observer(ReloadObserver observer) { reload_observer_ = std::move(observer); }
+  // Where a reload that names no file finds one: the settings read again (a changed `model` in the
+  // config file takes effect). Empty result, or none set: the file served now.
+  void set_model_path_source(std::function<std::string()> source) { model_path_source_ = std::move(source); }
   void request_reload(std::string path, ReloadReply reply);
 
   const std::string& socket_path() const noexcept { return socket_path_; }
@@ -95,6 +98,7 @@ class Server {
   std::string socket_path_;
   ModelLoader loader_;
   ReloadObserver reload_observer_;
+  std::function<std::string()> model_path_source_;
 
   std::optional<StatusPageWriter> status_;
   std::unique_ptr<ResultCache> cache_;  // null when --cache-bytes is 0

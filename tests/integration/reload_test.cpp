@@ -186,6 +186,28 @@ TEST(Reload, SighupReloadsTheModelFile) {
   ::unlink(file.c_str());
 }
 
+// With a config file, a reload that names no file reads it again: the model changed there is the
+// one loaded (systemctl reload after editing NAME.toml).
+TEST(Reload, AReloadReadsTheModelFromTheConfigFileAgain) {
+  const std::string config = testing::test_runtime_dir() + "/" + unique_name("reload-config") + ".toml";
+  const auto write_config = [&](const std::string& model) {
+    std::ofstream(config) << "model = \"" << model_path(model) << "\"\nwarmup-shape = [\"1x16\"]\n";
+  };
+  write_config("plus_1000");
+  SidecarProcess sidecar(unique_name("reload-config"), {"--config", config});
+  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  Client client = connect_or_fail(sidecar.name(), connect_options(10s));
+  EXPECT_EQ(ask(client, 1), Answer::kPlus1000);
+  write_config("plus_2000");
+  auto reloaded = reload_model(sidecar.name(), "", connect_options(120s));
+  ASSERT_TRUE(reloaded.ok()) << reloaded.message();
+  EXPECT_NE(reloaded->find("plus_2000"), std::string::npos) << *reloaded;
+  EXPECT_EQ(ask(client, 2), Answer::kPlus2000);
+  EXPECT_NE(client.model().model_path.find("plus_2000"), std::string::npos) << client.model().model_path;
+  EXPECT_EQ(sidecar.stop(), 0) << sidecar.log();
+  ::unlink(config.c_str());
+}
+
 // Swapping the model is the operator's: a client of another user, admitted to serve requests, is
 // refused a reload, and the model stays.
 TEST(Reload, OnlyTheSidecarsUserOrRootMayReload) {

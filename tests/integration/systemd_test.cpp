@@ -297,8 +297,9 @@ TEST(SystemdUnit, VerifyAcceptsAnInstanceOfTheTemplate) {
   const std::string systemd_analyze = find_on_path("systemd-analyze");
   if (systemd_analyze.empty()) GTEST_SKIP() << "systemd-analyze is not installed (package systemd)";
 
-  // verify needs an instance name, and checks that ExecStart's binary exists: test a copy named
-  // inference-sidecar@test.service that runs the binary just built. The real file stays as is.
+  // verify needs an instance name, and checks that ExecStart's and ExecReload's binaries exist:
+  // test a copy named inference-sidecar@test.service that runs the binaries just built. The real
+  // file stays as is.
   std::string unit = read_text(kUnitPath);
   ASSERT_FALSE(unit.empty()) << kUnitPath;
   const std::string installed = "\nExecStart=/usr/bin/inference-sidecar ";
@@ -306,6 +307,10 @@ TEST(SystemdUnit, VerifyAcceptsAnInstanceOfTheTemplate) {
   ASSERT_NE(at, std::string::npos) << "ExecStart no longer runs /usr/bin/inference-sidecar";
   ASSERT_EQ(unit.find(installed, at + 1), std::string::npos) << "more than one ExecStart";
   unit.replace(at, installed.size(), "\nExecStart=" + std::string(SIDECAR_BINARY) + " ");
+  const std::string reload = "\nExecReload=/usr/bin/sidecarctl ";
+  const auto reload_at = unit.find(reload);
+  ASSERT_NE(reload_at, std::string::npos) << "ExecReload no longer runs /usr/bin/sidecarctl";
+  unit.replace(reload_at, reload.size(), "\nExecReload=" + std::string(SIDECARCTL_BINARY) + " ");
 
   TemporaryDirectory directory;
   const std::string copy = directory.path() + "/inference-sidecar@test.service";

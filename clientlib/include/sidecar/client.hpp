@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "sidecar/export.h"
 #include "sidecar/shared/error.hpp"
 #include "sidecar/tensor.hpp"
 
@@ -45,7 +46,7 @@ enum class CachePolicy { kUse, kBypass };
 
 // What the cache did for the last call.
 enum class CacheOutcome { kNotUsed, kMiss, kHitInClient, kHitInSidecar };
-const char* cache_outcome_name(CacheOutcome outcome) noexcept;
+SIDECAR_API const char* cache_outcome_name(CacheOutcome outcome) noexcept;
 
 // How the sidecar served the last call that reached it (zeros for a hit found in this client).
 struct ServiceInfo {
@@ -159,24 +160,25 @@ struct SidecarStatus {
 
 // The status of sidecar NAME through a watching connection: no channel, so it works while every
 // client slot is taken and while the sidecar warms up (options.timeout bounds the wait to connect).
-Result<SidecarStatus> read_status(const std::string& name, const ConnectOptions& options = {});
+SIDECAR_API Result<SidecarStatus> read_status(const std::string& name, const ConnectOptions& options = {});
 // Its cache statistics (enabled is false when it runs without a cache).
-Result<CacheStats> read_cache_stats(const std::string& name, const ConnectOptions& options = {});
+SIDECAR_API Result<CacheStats> read_cache_stats(const std::string& name, const ConnectOptions& options = {});
 
 // The sidecar's counters and latency histograms (requests by status, queue wait, inference and end
 // to end per signature, batch sizes, cache, connections, reloads), written out for a person, as
 // JSON, or in Prometheus's text exposition format. Through a watching connection, like read_status.
 enum class MetricsFormat { kText, kJson, kPrometheus };
-Result<std::string> read_metrics(const std::string& name, MetricsFormat format, const ConnectOptions& options = {});
+SIDECAR_API Result<std::string> read_metrics(const std::string& name, MetricsFormat format,
+                                             const ConnectOptions& options = {});
 
 // Asks sidecar NAME to load `model_path` (empty: the file it serves, again) beside the serving
 // model, warm it up on every worker, and swap it in; waits for the outcome up to options.timeout.
 // The value is the sidecar's account of what it loaded; an error (kModelError) says why the old
 // model still serves. Only the sidecar's own user and root may reload (kPermissionDenied).
-Result<std::string> reload_model(const std::string& name, const std::string& model_path,
-                                 const ConnectOptions& options = {});
+SIDECAR_API Result<std::string> reload_model(const std::string& name, const std::string& model_path,
+                                             const ConnectOptions& options = {});
 
-class Client {
+class SIDECAR_API Client {
  public:
   static Result<Client> connect(const std::string& name, const ConnectOptions& options = {});
 

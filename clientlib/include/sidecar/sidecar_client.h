@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sidecar/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -85,14 +87,14 @@ typedef struct sidecar_client sidecar_client;
 /* Waits up to timeout_ms for the sidecar named `name` to be ready and gets a channel of its own.
  * The socket is looked for in $INFERENCE_SIDECAR_RUNTIME_DIR, /run/inference-sidecar, then
  * $XDG_RUNTIME_DIR/inference-sidecar. After a sidecar restart the next call reconnects. */
-sidecar_status sidecar_connect(const char* name, int64_t timeout_ms, sidecar_client** out);
+SIDECAR_API sidecar_status sidecar_connect(const char* name, int64_t timeout_ms, sidecar_client** out);
 /* Why the last sidecar_connect on this thread failed. */
-const char* sidecar_connect_error(void);
+SIDECAR_API const char* sidecar_connect_error(void);
 
 /* Runs the model. On entry *output_count is the capacity of `outputs`; on return, the number of
  * outputs. Output data lives in shared memory until the next call on this client. */
-sidecar_status sidecar_infer(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
-                             sidecar_tensor* outputs, size_t* output_count, int64_t timeout_us);
+SIDECAR_API sidecar_status sidecar_infer(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
+                                         sidecar_tensor* outputs, size_t* output_count, int64_t timeout_us);
 
 /* Asynchronous calls: up to 16 in flight per client. sidecar_submit copies the inputs into shared
  * memory (or finds the result in the cache at once); timeout_us is the request's deadline.
@@ -100,23 +102,24 @@ sidecar_status sidecar_infer(sidecar_client* client, const sidecar_tensor* input
  * memory until the next call that returns outputs; sidecar_try_get returns SIDECAR_NOT_READY while
  * the answer has not come. sidecar_cancel keeps a request that has not started from running (its
  * wait then returns SIDECAR_CANCELLED). */
-sidecar_status sidecar_submit(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
-                              int64_t timeout_us, uint64_t* handle);
-sidecar_status sidecar_wait(sidecar_client* client, uint64_t handle, sidecar_tensor* outputs, size_t* output_count,
-                            int64_t timeout_us);
-sidecar_status sidecar_try_get(sidecar_client* client, uint64_t handle, sidecar_tensor* outputs, size_t* output_count);
-sidecar_status sidecar_cancel(sidecar_client* client, uint64_t handle);
+SIDECAR_API sidecar_status sidecar_submit(sidecar_client* client, const sidecar_tensor* inputs, size_t input_count,
+                                          int64_t timeout_us, uint64_t* handle);
+SIDECAR_API sidecar_status sidecar_wait(sidecar_client* client, uint64_t handle, sidecar_tensor* outputs,
+                                        size_t* output_count, int64_t timeout_us);
+SIDECAR_API sidecar_status sidecar_try_get(sidecar_client* client, uint64_t handle, sidecar_tensor* outputs,
+                                           size_t* output_count);
+SIDECAR_API sidecar_status sidecar_cancel(sidecar_client* client, uint64_t handle);
 
 /* Where this client's calls are looked up in the sidecar's result cache, from now on. */
-sidecar_status sidecar_set_cache_lookup(sidecar_client* client, sidecar_cache_lookup lookup);
+SIDECAR_API sidecar_status sidecar_set_cache_lookup(sidecar_client* client, sidecar_cache_lookup lookup);
 /* 1 when the last sidecar_infer was answered from the cache (here or in the sidecar), else 0. */
-int sidecar_last_call_cached(const sidecar_client* client);
+SIDECAR_API int sidecar_last_call_cached(const sidecar_client* client);
 
 /* The message of the last failed call on this client ("" after a success). */
-const char* sidecar_last_error(const sidecar_client* client);
-const char* sidecar_status_name(sidecar_status status);
+SIDECAR_API const char* sidecar_last_error(const sidecar_client* client);
+SIDECAR_API const char* sidecar_status_name(sidecar_status status);
 
-void sidecar_close(sidecar_client* client);
+SIDECAR_API void sidecar_close(sidecar_client* client);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "sidecar/export.h"
 #include "sidecar/shared/dtype.hpp"
 
 namespace sidecar {
@@ -87,6 +88,6 @@ struct Tensor {
 };
 
 // "[1, 3, 224, 224] float32"
-std::string describe(DType dtype, std::span<const std::int64_t> shape);
+SIDECAR_API std::string describe(DType dtype, std::span<const std::int64_t> shape);
 
 }  // namespace sidecar
