@@ -305,7 +305,9 @@ TEST(Lifecycle, SigtermFinishesTheRequestInFlight) {
       auto outputs = client->infer(TensorView::of(image, shape), 60s);
       if (outputs.ok())
         ++answered;
-      else if (outputs.code() == ErrorCode::kShuttingDown || outputs.code() == ErrorCode::kSidecarGone)
+      // Refused while draining, cut off by the exit, or (a call begun after the exit) not running.
+      else if (outputs.code() == ErrorCode::kShuttingDown || outputs.code() == ErrorCode::kSidecarGone ||
+               outputs.code() == ErrorCode::kNotRunning)
         ++refused;
       else
         ++other;
