@@ -53,7 +53,7 @@ bool equal_shape(const TensorShape& a, const TensorShape& b) {
 // Rows of the request under a batchable declared signature (0: none).
 std::uint32_t expected_rows(const RequestDescriptor& request, const std::vector<InputSignature>& declared,
                             std::uint32_t max_batch) {
-  if (max_batch <= 1 || (request.flags & kRequestFlagFlushCache)) return 0;
+  if (max_batch <= 1 || (request.flags & (kRequestFlagFlushCache | kRequestFlagPing))) return 0;
   if (request.input_count == 0 || request.input_count > kMaxTensors) return 0;
   for (const InputSignature& signature : declared) {
     if (signature.size() != request.input_count) continue;
@@ -160,6 +160,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   FUZZ_CHECK(verdict.kind != Kind::kFlushCache, "flush without the flag");
+  if (request.flags & kRequestFlagPing) {
+    FUZZ_CHECK(verdict.kind == Kind::kPing, "a ping was not treated as one");
+    return 0;
+  }
+  FUZZ_CHECK(verdict.kind != Kind::kPing, "ping without the flag");
 
   const bool sound = well_formed(request, arena);
   const bool on_time = request.deadline_ns == 0 || now <= request.deadline_ns;
@@ -205,5 +210,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } else {
     FUZZ_CHECK(matches_declared(request, declared), "shapes match no declared signature");
   }
+  // The metrics row it is counted under: one of the page's signature rows, or the unmatched one.
+  FUZZ_CHECK(verdict.signature_row < kSignatureRows, "signature row %u", verdict.signature_row);
+  FUZZ_CHECK(declared.empty() ? verdict.signature_row == kUnmatchedSignature
+                              : verdict.signature_row < declared.size() || declared.size() > kMaxSignatures,
+             "signature row %u of %zu declared", verdict.signature_row, declared.size());
   return 0;
 }

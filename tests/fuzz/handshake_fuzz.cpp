@@ -1,5 +1,5 @@
-// The socket handshake's parsers on arbitrary bytes. parse_connect_request reads what any local
-// process sends the sidecar; parse_connect_reply what a client reads from whatever listens on the
+// The socket handshake's parsers on arbitrary bytes. parse_connect_request (and, for a reload,
+// parse_reload_request) reads what any local process sends the sidecar; parse_connect_reply what a client reads from whatever listens on the
 // socket. Besides memory errors (ASan, UBSan), each result is checked against an independent
 // reading of protocol.hpp: a message is accepted exactly when it is well-formed, and what is
 // accepted is what was sent.
@@ -42,7 +42,7 @@ void check_request(const std::uint8_t* data, std::size_t size) {
     for (std::size_t i = 0; i < 4; ++i) {
       reserved_zero = reserved_zero && field_at<std::uint64_t>(data, offsetof(ConnectRequest, reserved) + 8 * i) == 0;
     }
-    if ((kind != 1 && kind != 2) || field_at<std::uint32_t>(data, offsetof(ConnectRequest, flags)) != 0 || !reserved_zero) {
+    if ((kind < 1 || kind > 3) || field_at<std::uint32_t>(data, offsetof(ConnectRequest, flags)) != 0 || !reserved_zero) {
       expected = ErrorCode::kProtocolError;
     }
   }
@@ -55,7 +55,8 @@ void check_request(const std::uint8_t* data, std::size_t size) {
   // Accepted: exactly the bytes sent, and only what the sidecar may act on.
   FUZZ_CHECK(std::memcmp(&*request, data, sizeof(ConnectRequest)) == 0, "parsed request differs from the bytes");
   FUZZ_CHECK(request->kind == static_cast<std::uint32_t>(ConnectKind::kAttach) ||
-                 request->kind == static_cast<std::uint32_t>(ConnectKind::kObserve),
+                 request->kind == static_cast<std::uint32_t>(ConnectKind::kObserve) ||
+                 request->kind == static_cast<std::uint32_t>(ConnectKind::kReload),
              "kind %u", request->kind);
   FUZZ_CHECK(request->flags == 0, "flags %u", request->flags);
   for (std::uint64_t word : request->reserved) FUZZ_CHECK(word == 0, "reserved word %llu", (unsigned long long)word);
@@ -66,7 +67,7 @@ void check_reply(const std::uint8_t* data, std::size_t size) {
   const Result<ConnectReply> reply = parse_connect_reply(std::span(reinterpret_cast<const std::byte*>(data), size));
   ErrorCode expected = expected_prefix_code(data, size, sizeof(ConnectReply));
   if (expected == ErrorCode::kOk &&
-      (field_at<std::uint32_t>(data, offsetof(ConnectReply, outcome)) > 9 ||
+      (field_at<std::uint32_t>(data, offsetof(ConnectReply, outcome)) > 11 ||
        field_at<std::uint32_t>(data, offsetof(ConnectReply, message_length)) > kMessageBytes ||
        field_at<std::uint32_t>(data, offsetof(ConnectReply, fd_count)) > kMaxReplyFds)) {
     expected = ErrorCode::kProtocolError;
@@ -91,12 +92,37 @@ void check_reply(const std::uint8_t* data, std::size_t size) {
              "outcome %u maps to %s", reply->outcome, error_code_name(error_code_for(outcome)));
 }
 
+// A reload request (sent only by the sidecar's user or root, but parsed before that is known):
+// accepted exactly when well-formed, and its path is exactly the bytes sent.
+void check_reload_request(const std::uint8_t* data, std::size_t size) {
+  const Result<std::string> path = parse_reload_request(std::span(reinterpret_cast<const std::byte*>(data), size));
+  ErrorCode expected = expected_prefix_code(data, size, sizeof(ReloadRequest));
+  std::uint32_t length = 0;
+  if (expected == ErrorCode::kOk) {
+    length = field_at<std::uint32_t>(data, offsetof(ReloadRequest, path_length));
+    if (length > kMaxReloadPathBytes || field_at<std::uint32_t>(data, offsetof(ReloadRequest, reserved)) != 0) {
+      expected = ErrorCode::kProtocolError;
+    } else if (std::memchr(data + offsetof(ReloadRequest, model_path), 0, length) != nullptr) {
+      expected = ErrorCode::kInvalidArgument;
+    }
+  }
+  FUZZ_CHECK(path.code() == expected, "reload request of %zu bytes: code %s, expected %s", size,
+             error_code_name(path.code()), error_code_name(expected));
+  if (!path.ok()) {
+    FUZZ_CHECK(!path.message().empty(), "a refused reload request must say why");
+    return;
+  }
+  FUZZ_CHECK(path->size() == length, "path of %zu bytes, length %u", path->size(), length);
+  FUZZ_CHECK(std::memcmp(path->data(), data + offsetof(ReloadRequest, model_path), length) == 0,
+             "path differs from the bytes");
+}
+
 // The sidecar's side: a reply carrying arbitrary text (its messages quote what a client sent)
 // must come back through the client's parser as the same text, cut at kMessageBytes.
 void check_reply_round_trip(const std::uint8_t* data, std::size_t size) {
   ConnectReply reply{};
   reply.prefix = make_prefix(sizeof(ConnectReply));
-  reply.outcome = size % 10;
+  reply.outcome = size % 12;
   reply.fd_count = static_cast<std::uint32_t>(size % (kMaxReplyFds + 1));
   const std::string text(reinterpret_cast<const char*>(data), size);
   set_reply_message(reply, text);
@@ -110,6 +136,7 @@ void check_reply_round_trip(const std::uint8_t* data, std::size_t size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   check_request(data, size);
+  check_reload_request(data, size);
   check_reply(data, size);
   check_reply_round_trip(data, size);
   return 0;
