@@ -7,11 +7,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <string>
 #include <thread>
 
+#include "child_process.hpp"
 #include "client_helpers.hpp"
 #include "commands.hpp"
 #include "sidecar/client.hpp"
@@ -205,6 +207,23 @@ TEST(Health, TellsReadyWarmingHungAndGone) {
 
   EXPECT_EQ(sidecar.stop(), 0);
   EXPECT_EQ(health(sidecar.name(), "300"), 1);
+}
+
+// Another user, whom the socket does not let in, is told so with its own exit code.
+TEST(Health, TellsPermissionDenied) {
+  if (!testing::running_as_root()) GTEST_SKIP() << "needs root to act as another user";
+  SidecarProcess sidecar(unique_name("health-denied"), {"--model", model_path("tiny"), "--warmup-shape", "1x64"});
+  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  const std::string name = sidecar.name();
+  const int denied = testing::in_child(
+      [&] {
+        const testing::CommandResult health = run_sidecarctl({"health", "--name", name, "--timeout-ms", "2000"});
+        if (health.exit_code != 9) std::fprintf(stderr, "%s\n", describe(health).c_str());
+        return health.exit_code == 9;
+      },
+      testing::kNobody, testing::kNogroup);
+  EXPECT_EQ(denied, 0);
+  EXPECT_EQ(sidecar.stop(), 0);
 }
 
 // A datagram socket standing in for systemd's notify socket.
