@@ -10,12 +10,15 @@ mlp: Linear(1024,4096) -> ReLU -> Linear(4096,1024) -> ReLU -> Linear(1024,10), 
      the kind of model dynamic batching is for (with an optimized BLAS; see the README).
 The others exercise the protocol in the tests: several inputs and outputs, a dict output, a model
 that raises, two that add different constants (which model answered, across reloads), and one
-whose forward never returns on some inputs (the watchdog). torch_save and torch_save_legacy are
+whose forward never returns on some inputs (the watchdog); optional_mask has arguments with
+defaults (left out of requests), takes_an_int a required int (refused at start). torch_save and torch_save_legacy are
 `tiny` saved the usual wrong way, with torch.save (zip and legacy pickle formats), for the test of
 the message that says so.
 """
 import os
 import sys
+
+from typing import Optional
 
 import torch
 from torch import nn
@@ -97,6 +100,22 @@ class SpinsOnLargeInput(nn.Module):
         return y
 
 
+class OptionalMask(nn.Module):
+    """forward(x, mask=None, scale=2.0): arguments with defaults, which requests leave out."""
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, scale: float = 2.0) -> torch.Tensor:
+        if mask is None:
+            return x * scale
+        return x * mask
+
+
+class TakesAnInt(nn.Module):
+    """A required argument that is no tensor: requests cannot carry it."""
+
+    def forward(self, x: torch.Tensor, repeats: int) -> torch.Tensor:
+        return x.repeat(repeats, 1)
+
+
 MODELS = {
     "demo": DemoCNN,
     "tiny": Tiny,
@@ -108,6 +127,8 @@ MODELS = {
     "plus_1000": lambda: PlusConstant(1000.0),
     "plus_2000": lambda: PlusConstant(2000.0),
     "spins": SpinsOnLargeInput,
+    "optional_mask": OptionalMask,
+    "takes_an_int": TakesAnInt,
 }
 
 # Not TorchScript: what a user gets from torch.save(model) instead of torch.jit.save.

@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <malloc.h>
+#include <spdlog/spdlog.h>
 #include <caffe2/serialize/inline_container.h>
 #include <torch/script.h>
 
@@ -261,13 +262,30 @@ std::unique_ptr<ModelRunner> ModelRunner::load(const std::string& path, const Lo
   auto forward = module.find_method("forward");
   if (!forward) throw std::runtime_error("model file " + path + " has no forward() method");
   const auto& arguments = forward->function().getSchema().arguments();
-  // The first argument is `self`.
-  const std::size_t input_count = arguments.empty() ? 0 : arguments.size() - 1;
+  // The first argument is `self`. Requests carry the arguments up to the first one with a default
+  // (Python puts those last); TorchScript fills in the defaults of the rest on every call, so a
+  // model with `mask: Optional[Tensor] = None` is served with its mask left to its default.
+  std::size_t input_count = 0;
+  std::string defaulted;
   for (std::size_t i = 1; i < arguments.size(); ++i) {
+    if (arguments[i].default_value().has_value()) {
+      defaulted += (defaulted.empty() ? "" : ", ") + arguments[i].name();
+      continue;
+    }
+    if (!defaulted.empty()) {
+      throw std::runtime_error("model file " + path + ": forward() argument '" + arguments[i].name() +
+                               "' has no default but follows arguments that have one (" + defaulted + ")");
+    }
     if (!arguments[i].type()->isSubtypeOf(*c10::TensorType::get())) {
       throw std::runtime_error("model file " + path + ": forward() argument '" + arguments[i].name() + "' is " +
-                               arguments[i].type()->annotation_str() + "; only Tensor arguments are supported");
+                               arguments[i].type()->annotation_str() +
+                               "; requests carry only tensors, so every argument without a default must be a Tensor");
     }
+    ++input_count;
+  }
+  if (!defaulted.empty()) {
+    spdlog::info("{}: forward()'s {} keep their defaults; requests carry the {} argument(s) before them", path,
+                 defaulted, input_count);
   }
   if (input_count == 0 || input_count > kMaxTensors) {
     throw std::runtime_error("model file " + path + ": forward() takes " + std::to_string(input_count) +

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "client_helpers.hpp"
+#include "commands.hpp"
 #include "sidecar/client.hpp"
 #include "sidecar/shared/version.hpp"
 #include "sidecar_process.hpp"
@@ -18,7 +19,10 @@
 namespace sidecar {
 namespace {
 
+using testing::CommandResult;
 using testing::connect_or_fail;
+using testing::describe;
+using testing::read_text;
 using testing::kTinyShape;
 using testing::model_path;
 using testing::ramp;
@@ -26,17 +30,11 @@ using testing::SidecarProcess;
 using testing::unique_name;
 using namespace std::chrono_literals;
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string read_text(const std::string& path) {
-  std::ifstream file(path);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
+// Runs `binary ARGS...` to its end; stdout and stderr apart.
+testing::CommandResult run(const std::string& binary, const std::vector<std::string>& args) {
+  std::vector<std::string> argv{binary};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return testing::run_program(argv);
 }
 
 std::string temp_path(const std::string& what) {
@@ -44,41 +42,6 @@ std::string temp_path(const std::string& what) {
   return (std::filesystem::temp_directory_path() /
           ("sidecar-operator-" + std::to_string(::getpid()) + "-" + std::to_string(count++) + "-" + what))
       .string();
-}
-
-// Runs `binary ARGS...` to its end; stdout and stderr apart.
-CommandResult run(const std::string& binary, const std::vector<std::string>& args) {
-  const std::string out_path = temp_path("out");
-  const std::string err_path = temp_path("err");
-  std::vector<std::string> argv_strings{binary};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (out < 0 || err < 0) ::_exit(126);
-    ::dup2(out, 1);
-    ::dup2(err, 2);
-    std::vector<char*> argv;
-    for (auto& arg : argv_strings) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  CommandResult result;
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  result.out = read_text(out_path);
-  result.err = read_text(err_path);
-  std::filesystem::remove(out_path);
-  std::filesystem::remove(err_path);
-  return result;
-}
-
-std::string describe(const CommandResult& result) {
-  return "exit " + std::to_string(result.exit_code) + "\nstdout:\n" + result.out + "\nstderr:\n" + result.err;
 }
 
 bool is_one_line(const std::string& text) { return !text.empty() && text.find('\n') == text.size() - 1; }
@@ -298,6 +261,30 @@ TEST(Startup, AModelSavedWithTorchSaveIsToldToUseTorchJitSave) {
         << log;
     EXPECT_EQ(lines_of(log).size(), 1u) << log;
   }
+}
+
+// forward(x, mask: Optional[Tensor] = None, scale: float = 2.0): requests carry x alone, and the
+// model runs with its defaults, as Python's own call module(x) would.
+TEST(Startup, ArgumentsWithDefaultsAreLeftToTheirDefaults) {
+  SidecarProcess sidecar(unique_name("defaults"), {"--model", model_path("optional_mask"), "--warmup-shape", "1x64"});
+  ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
+  EXPECT_NE(sidecar.log().find("mask, scale keep their defaults"), std::string::npos) << sidecar.log();
+  Client client = connect_or_fail(sidecar.name());
+  EXPECT_EQ(client.model().input_count, 1u);
+  const std::vector<float> input = ramp(64, 0.5f);
+  auto outputs = client.infer(TensorView::of(input, kTinyShape), 10s);
+  ASSERT_TRUE(outputs.ok()) << outputs.message();
+  const auto values = (*outputs)[0].values<float>();
+  ASSERT_EQ(values.size(), input.size());
+  for (std::size_t i = 0; i < input.size(); ++i) EXPECT_EQ(values[i], input[i] * 2.0f) << i;
+  EXPECT_EQ(sidecar.stop(), 0);
+}
+
+// A required argument that is not a tensor cannot come in a request: refused at start, by name.
+TEST(Startup, ARequiredArgumentThatIsNoTensorIsRefusedByName) {
+  SidecarProcess sidecar(unique_name("int-arg"), {"--model", model_path("takes_an_int"), "--warmup-shape", "1x64"});
+  EXPECT_EQ(sidecar.wait_exit(), 1) << sidecar.log();
+  EXPECT_NE(sidecar.log().find("forward() argument 'repeats' is int"), std::string::npos) << sidecar.log();
 }
 
 }  // namespace
