@@ -248,11 +248,13 @@ Result<std::string> Server::reload(const std::string& asked_path) {
   {
     std::lock_guard lock(pools_mutex_);
     warming_pool_ = nullptr;
-    if (!warm.ok()) {
-      pool->abandon();
-    } else if (stopped_) {
+    if (stopped_) {
+      // Not the new model's failure: the stop abandoned its warm-up.
       pool->abandon();
       return Error{ErrorCode::kShuttingDown, "the sidecar is stopping"};
+    }
+    if (!warm.ok()) {
+      pool->abandon();
     } else {
       // From here the new workers take requests beside the old ones, which finish what they run
       // and return: each request runs wholly on one model.
