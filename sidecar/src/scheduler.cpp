@@ -14,8 +14,6 @@ namespace {
 // The longest an idle leader sleeps before it looks again by itself: only a backstop, since every
 // reason to look has an eventfd.
 constexpr std::uint64_t kIdleSleepLimitNs = 100'000'000;
-// How often a worker waiting to lead looks whether its pool was retired (a reload).
-constexpr auto kRetirementCheckPeriod = std::chrono::milliseconds(100);
 
 RateLimitedWarning ring_fault_warning;
 
@@ -36,14 +34,11 @@ void Scheduler::serve(const LoadedModel& model, MetricsRecorder metrics, std::ui
   work.model = &model;
   work.metrics = metrics;
   work.taken.reserve(std::max<std::uint32_t>(model.rules.max_batch, 1));
-  while (true) {
-    std::unique_lock lead(leader_mutex_, std::defer_lock);
-    while (!lead.try_lock_for(kRetirementCheckPeriod)) {
-      if (retired(pool)) return;
-    }
-    if (!lead_and_take(work, pool)) break;
-    executing_.fetch_add(1, std::memory_order_relaxed);
-    lead.unlock();  // a follower becomes the leader while this worker runs the request
+  while (leadership_.acquire([&] { return retired(pool); })) {
+    const bool took = lead_and_take(work, pool);
+    if (took) executing_.fetch_add(1, std::memory_order_relaxed);
+    leadership_.release();  // a follower becomes the leader while this worker runs the request
+    if (!took) break;
     executor_.execute(work);
     executing_.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -51,12 +46,14 @@ void Scheduler::serve(const LoadedModel& model, MetricsRecorder metrics, std::ui
 
 void Scheduler::retire_pools_before(std::uint64_t pool) {
   first_serving_pool_.store(pool, std::memory_order_release);
-  wake_.kick();
+  wake_.kick();               // the leader, asleep
+  leadership_.wake_all();     // the workers waiting to lead
 }
 
 void Scheduler::stop() {
   stopping_.store(true, std::memory_order_release);
   wake_.kick();
+  leadership_.wake_all();
 }
 
 // A spinning leader must not take a core from a worker that runs a forward, nor from a spinning

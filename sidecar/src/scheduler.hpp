@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <condition_variable>
 #include <mutex>
 
 #include "admission.hpp"
@@ -20,6 +21,40 @@
 #include "work.hpp"
 
 namespace sidecar {
+
+// Which worker leads: one at a time, the others wait. Not a plain mutex: a worker of a retired pool
+// (a reload) waiting to lead must return at once, even while a worker of the new pool leads an idle
+// sidecar and so never lets go. Handing leadership on costs what a mutex's unlock does: one futex
+// wake when a worker waits.
+class Leadership {
+ public:
+  // Blocks until this worker leads (true) or `give_up()` holds (false). `give_up` is read under the
+  // lock: whoever changes what it reads calls wake_all() afterwards.
+  template <typename GiveUp>
+  bool acquire(GiveUp&& give_up) {
+    std::unique_lock lock(mutex_);
+    free_.wait(lock, [&] { return !taken_ || give_up(); });
+    if (taken_) return false;
+    taken_ = true;
+    return true;
+  }
+  void release() {
+    {
+      std::lock_guard lock(mutex_);
+      taken_ = false;
+    }
+    free_.notify_one();
+  }
+  void wake_all() {
+    { std::lock_guard lock(mutex_); }
+    free_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable free_;
+  bool taken_ = false;
+};
 
 struct SchedulerSettings {
   int intra_op_threads = 1;
@@ -76,11 +111,9 @@ class Scheduler {
   StatusPage& status_;
   Executor& executor_;
 
-  // Timed: a worker of a retired pool waiting to lead must notice its retirement even while a
-  // worker of the new pool leads an idle sidecar and so never lets go.
-  std::timed_mutex leader_mutex_;
-  std::uint32_t poll_cursor_ = 0;         // guarded by leader_mutex_
-  std::uint64_t next_service_order_ = 1;  // guarded by leader_mutex_
+  Leadership leadership_;
+  std::uint32_t poll_cursor_ = 0;         // the leader's
+  std::uint64_t next_service_order_ = 1;  // the leader's
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> first_serving_pool_{0};
   std::atomic<int> executing_{0};  // workers running a request
