@@ -12,7 +12,8 @@ The others exercise the protocol in the tests: several inputs and outputs, a dic
 that raises, two that add different constants (which model answered, across reloads), and one
 whose forward never returns on some inputs (the watchdog). torch_save and torch_save_legacy are
 `tiny` saved the usual wrong way, with torch.save (zip and legacy pickle formats), for the test of
-the message that says so.
+the message that says so. identity returns its input, whatever its dtype and shape: the Python
+package's tests send every dtype through it.
 """
 import os
 import sys
@@ -86,6 +87,11 @@ class PlusConstant(nn.Module):
         return x + self.constant
 
 
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
 class SpinsOnLargeInput(nn.Module):
     """Never returns for an input whose first value exceeds 1.5, which warm-up (values in [0, 1))
     never sends: a forward stuck for good, for the watchdog test."""
@@ -108,6 +114,7 @@ MODELS = {
     "plus_1000": lambda: PlusConstant(1000.0),
     "plus_2000": lambda: PlusConstant(2000.0),
     "spins": SpinsOnLargeInput,
+    "identity": Identity,
 }
 
 # Not TorchScript: what a user gets from torch.save(model) instead of torch.jit.save.
