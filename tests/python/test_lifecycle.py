@@ -1,0 +1,76 @@
+"""The result cache, the module's functions, and a sidecar that restarts."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import inference_sidecar as sc
+
+
+def test_cache_looked_up_in_the_client_and_in_the_sidecar(sidecars):
+    x = np.random.default_rng().random((1, 64), dtype=np.float32)  # not in the cache from earlier tests
+    with sc.Client(sidecars["tiny"], cache=True) as client:
+        (first,) = client.infer(x)
+        assert client.last_cache_outcome == "miss"
+        (again,) = client.infer(x)
+        assert client.last_cache_outcome == "hit in client"
+        np.testing.assert_array_equal(again, first)
+        client.infer(x, cache=False)
+        assert client.last_cache_outcome == "not used"
+        stats = client.cache_stats()
+        assert stats["enabled"] and stats["entries"] >= 1 and stats["inserts"] >= 1
+    with sc.Client(sidecars["tiny"], cache="sidecar") as client:
+        client.infer(x)
+        assert client.last_cache_outcome == "hit in sidecar"
+        assert "removed" in client.flush_cache() or client.cache_stats()["flushes"] >= 1
+        assert client.cache_stats()["entries"] == 0
+        client.infer(x)
+        assert client.last_cache_outcome == "miss"
+    with sc.Client(sidecars["tiny"], cache=False) as client:
+        client.infer(x)
+        assert client.last_cache_outcome == "not used"
+    assert sc.cache_stats(sidecars["tiny"])["flushes"] >= 1
+
+
+def test_status_metrics_and_reload(sidecars):
+    name = sidecars["identity"]
+    status = sc.status(name)
+    assert status["ready"] and status["state"] == "ready"
+    assert status["model"]["path"].endswith("identity.pt")
+    assert json.loads(sc.metrics(name, "json"))
+    assert "# TYPE" in sc.metrics(name, format="prometheus")
+    assert sc.metrics(name)
+    assert sc.reload(name)
+    assert sc.status(name)["reloads"] == status["reloads"] + 1
+    with pytest.raises(sc.ModelError):
+        sc.reload(name, "/nonexistent/model.pt")
+
+
+def test_a_restarted_sidecar_is_reconnected_to(start_sidecar):
+    sidecar = start_sidecar("identity")
+    with sc.Client(sidecar.name) as client:
+        np.testing.assert_array_equal(client.infer(np.ones(2, np.float32))[0], np.ones(2))
+        generation = client.model_info["start_generation"]
+        assert sidecar.stop() == 0
+        sidecar.start()
+        sidecar.wait_ready()
+        (out,) = client.infer(np.full(2, 3, np.float32), cache=False)
+        np.testing.assert_array_equal(out, [3, 3])
+        assert client.connections == 2
+        assert client.model_info["start_generation"] > generation
+
+
+def test_requests_in_flight_when_the_sidecar_dies_answer_sidecar_gone(start_sidecar):
+    sidecar = start_sidecar("spins")
+    with sc.Client(sidecar.name) as client:
+        stuck = client.submit(np.full((1, 1), 2.0, np.float32), timeout=30, cache=False)  # spins for good
+        os.kill(sidecar.process.pid, signal.SIGKILL)
+        sidecar.process.wait()
+        with pytest.raises(sc.SidecarGone) as raised:
+            stuck.result(timeout=10)
+        assert raised.value.code == sc.ErrorCode.SIDECAR_GONE
+        # A call after it: reconnecting finds no sidecar (or it sees the old one go, if it is first to).
+        with pytest.raises((sc.NotRunning, sc.SidecarGone)):
+            client.infer(np.zeros((1, 1), np.float32), timeout=0.2)
