@@ -78,7 +78,6 @@ def test_two_inputs_two_outputs(sidecars):
         doubled, incremented = client.infer(x, index, cache=False)
         np.testing.assert_allclose(doubled, x * 2)
         np.testing.assert_array_equal(incremented, index + 1)
-        assert client.model_info["input_count"] == 2 or client.model_info["signatures"] == []
 
 
 def test_model_info_of_a_warmed_model(sidecars):
