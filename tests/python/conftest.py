@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -63,6 +64,30 @@ class Sidecar:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout=60)
+
+
+def other_thread_ran_during(call, margin=0.05):
+    """Runs call() (which must take well over 2 x margin seconds) and says whether another Python
+    thread ran in the middle of it: it could not, were the GIL held throughout."""
+    ticks = []
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.001)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    started = time.monotonic()
+    try:
+        call()
+    finally:
+        ended = time.monotonic()
+        stop.set()
+        ticker.join()
+    assert ended - started > 3 * margin, f"the call took only {ended - started:.3f} s"
+    return any(started + margin < t < ended - margin for t in ticks)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import inference_sidecar as sc
+from conftest import other_thread_ran_during
 
 
 def test_cache_looked_up_in_the_client_and_in_the_sidecar(sidecars):
@@ -64,10 +65,24 @@ def test_a_restarted_sidecar_is_reconnected_to(start_sidecar):
         assert client.model_info["start_generation"] > generation
 
 
-def test_requests_in_flight_when_the_sidecar_dies_answer_sidecar_gone(start_sidecar):
-    sidecar = start_sidecar("spins")
+def test_waits_release_the_gil_and_requests_in_flight_when_the_sidecar_dies_answer_sidecar_gone(start_sidecar):
+    # spins never returns for an input above 1.5; declared shapes let two requests be in flight.
+    sidecar = start_sidecar("spins", "--warmup-shape", "1x1", "--warmup-iterations", "1")
+    stuck_input = np.full((1, 1), 2.0, np.float32)
     with sc.Client(sidecar.name) as client:
-        stuck = client.submit(np.full((1, 1), 2.0, np.float32), timeout=30, cache=False)  # spins for good
+        def infer():
+            with pytest.raises(sc.Timeout):
+                client.infer(stuck_input, timeout=0.3, cache=False)
+
+        assert other_thread_ran_during(infer), "no other thread ran while infer waited"
+        queued = client.submit(stuck_input, timeout=30, cache=False)  # behind the one still spinning
+
+        def wait():
+            with pytest.raises(sc.Timeout):
+                queued.result(timeout=0.3)
+
+        stuck = client.submit(stuck_input, timeout=30, cache=False)
+        assert other_thread_ran_during(wait), "no other thread ran while result() waited"
         os.kill(sidecar.process.pid, signal.SIGKILL)
         sidecar.process.wait()
         with pytest.raises(sc.SidecarGone) as raised:
