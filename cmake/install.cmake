@@ -3,6 +3,7 @@
 #   library      libsidecar-client.so.N, all a program linked against it needs at run time
 #   development  headers, the .so link, the static library, the CMake package, sidecar-client.pc
 #   tools        sidecarctl
+#   python       the Python package inference_sidecar, when built (its rules: clientlib/python)
 # Relative destinations are under the prefix, so `cmake --install BUILD --prefix DIR` keeps
 # everything inside DIR.
 include(CMakePackageConfigHelpers)

@@ -55,6 +55,18 @@ set(CPACK_COMPONENT_TOOLS_DESCRIPTION "command-line client of inference-sidecar
 sidecarctl: a sidecar's status, health and metrics, a model reload, a model run on .npy files,
 the result cache's statistics.")
 
+# The Python package (clientlib/python), when built: the extension links the client library
+# statically, so it needs no libsidecar-client package, but it is built for one Python version.
+if(TARGET sidecar_python)
+  list(APPEND CPACK_COMPONENTS_ALL python)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_NAME python3-inference-sidecar)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_SECTION python)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS "${SIDECAR_PYTHON_DEPENDS}, python3-numpy")
+  set(CPACK_COMPONENT_PYTHON_DESCRIPTION "Python client of inference-sidecar
+The module inference_sidecar: runs a model served by inference-sidecar on the same host from
+Python, NumPy arrays (and torch tensors) in and out through shared memory.")
+endif()
+
 set(CPACK_DEBIAN_DAEMON_PACKAGE_NAME inference-sidecar)
 set(CPACK_DEBIAN_DAEMON_PACKAGE_SECTION misc)
 # OpenBLAS: without it LibTorch's matrix products run on the reference BLAS (README, Dependencies).

@@ -16,6 +16,8 @@ packages=(
   libgtest-dev libbenchmark-dev             # tests and benchmarks
   python3-torch python3-numpy               # models scripted from Python, as users make them
   python3-prometheus-client                 # the tests read the metrics with Prometheus's own parser
+  pybind11-dev python3-dev                  # the Python package inference_sidecar binds the client library with pybind11
+  python3-pytest                            # the Python package's tests
   systemd                                   # systemd-analyze verify on the unit file
   dpkg-dev file                             # cpack -G DEB: dpkg-shlibdeps finds the packages the binaries need (file spots the binaries)
 )

@@ -11,9 +11,10 @@ mlp: Linear(1024,4096) -> ReLU -> Linear(4096,1024) -> ReLU -> Linear(1024,10), 
 The others exercise the protocol in the tests: several inputs and outputs, a dict output, a model
 that raises, two that add different constants (which model answered, across reloads), and one
 whose forward never returns on some inputs (the watchdog); optional_mask has arguments with
-defaults (left out of requests), takes_an_int a required int (refused at start). torch_save and torch_save_legacy are
-`tiny` saved the usual wrong way, with torch.save (zip and legacy pickle formats), for the test of
-the message that says so.
+defaults (left out of requests), takes_an_int a required int (refused at start). torch_save and
+torch_save_legacy are `tiny` saved the usual wrong way, with torch.save (zip and legacy pickle formats), for the test of
+the message that says so. identity returns its input, whatever its dtype and shape: the Python
+package's tests send every dtype through it.
 """
 import os
 import sys
@@ -89,6 +90,11 @@ class PlusConstant(nn.Module):
         return x + self.constant
 
 
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
 class SpinsOnLargeInput(nn.Module):
     """Never returns for an input whose first value exceeds 1.5, which warm-up (values in [0, 1))
     never sends: a forward stuck for good, for the watchdog test."""
@@ -129,6 +135,7 @@ MODELS = {
     "spins": SpinsOnLargeInput,
     "optional_mask": OptionalMask,
     "takes_an_int": TakesAnInt,
+    "identity": Identity,
 }
 
 # Not TorchScript: what a user gets from torch.save(model) instead of torch.jit.save.

@@ -43,7 +43,9 @@ status=0
 # 1. ASan + UBSan, everything.
 asan=$root/build/asan
 flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-cmake -S "$root" -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+# Without the Python package: an instrumented extension needs the sanitizer's runtime loaded
+# first, and /usr/bin/python3 is not built with it.
+cmake -S "$root" -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECAR_BUILD_PYTHON=OFF \
   -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags"
 sanitizer_env "$asan/sanitizer-logs"
@@ -55,7 +57,7 @@ check_reports "$asan/sanitizer-logs" || status=1
 # 2. TSan, the unit tests: no LibTorch. Their threads (rings, the result cache) are ours.
 tsan=$root/build/tsan
 flags="-fsanitize=thread -fno-omit-frame-pointer"
-cmake -S "$root" -B "$tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+cmake -S "$root" -B "$tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECAR_BUILD_PYTHON=OFF \
   -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags"
 sanitizer_env "$tsan/sanitizer-logs"

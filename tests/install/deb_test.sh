@@ -18,8 +18,12 @@ rm -rf "$out"
 mkdir -p "$out"
 cpack --config "$build_dir/CPackConfig.cmake" -G DEB -B "$out" >"$out/cpack.log" 2>&1 || { cat "$out/cpack.log"; fail "cpack"; }
 
+packages=(inference-sidecar libsidecar-client0 libsidecar-client-dev sidecarctl)
+# The Python package, when it was built (pybind11-dev and python3-dev installed).
+python_built=$([ -d "$build_dir/python/inference_sidecar" ] && echo 1 || true)
+[ -z "$python_built" ] || packages+=(python3-inference-sidecar)
 declare -A package_file
-for package in inference-sidecar libsidecar-client0 libsidecar-client-dev sidecarctl; do
+for package in "${packages[@]}"; do
   files=("$out/${package}_"*.deb)
   if [ "${#files[@]}" -ne 1 ] || [ ! -f "${files[0]}" ]; then fail "no single .deb for $package: ${files[*]}"; fi
   package_file[$package]=${files[0]}
@@ -46,20 +50,30 @@ depends_on sidecarctl Depends libsidecar-client0 || fail "sidecarctl does not de
 # The unit reloads through sidecarctl.
 depends_on inference-sidecar Depends sidecarctl || fail "inference-sidecar does not depend on sidecarctl"
 
+if [ -n "$python_built" ]; then
+  # The extension links the client library statically: NumPy and this Python version, no libsidecar-client.
+  for dependency in python3-numpy python3 libxxhash0; do
+    depends_on python3-inference-sidecar Depends "$dependency" || fail "python3-inference-sidecar does not depend on $dependency"
+  done
+  ! depends_on python3-inference-sidecar Depends libsidecar-client0 || fail "python3-inference-sidecar depends on libsidecar-client0"
+fi
+
 # Each package holds its own files and none of another's (directories aside); none writes to /etc.
 declare -A allowed=(
   [inference-sidecar]='^\./usr/(bin/inference-sidecar|lib/systemd/system/inference-sidecar@\.service|lib/sysusers\.d/inference-sidecar\.conf|share/doc/inference-sidecar/.+)$'
   [libsidecar-client0]='^\./usr/lib/([^/]+/)?libsidecar-client\.so\.[0-9][0-9.]*$'
   [libsidecar-client-dev]='^\./usr/(include/sidecar/.+|lib/([^/]+/)?(libsidecar-client\.(so|a)|cmake/InferenceSidecar/.+|pkgconfig/sidecar-client\.pc))$'
   [sidecarctl]='^\./usr/bin/sidecarctl$'
+  [python3-inference-sidecar]='^\./usr/lib/python3/dist-packages/inference_sidecar/(__init__\.py|_native\.cpython-[^/]+\.so)$'
 )
 declare -A required=(
   [inference-sidecar]='bin/inference-sidecar lib/systemd/system/inference-sidecar@.service lib/sysusers.d/inference-sidecar.conf share/doc/inference-sidecar/examples/'
   [libsidecar-client0]='libsidecar-client.so.0'
   [libsidecar-client-dev]='include/sidecar/client.hpp include/sidecar/sidecar_client.h include/sidecar/shared/error.hpp libsidecar-client.so libsidecar-client.a InferenceSidecarConfig.cmake InferenceSidecarConfigVersion.cmake pkgconfig/sidecar-client.pc'
   [sidecarctl]='bin/sidecarctl'
+  [python3-inference-sidecar]='dist-packages/inference_sidecar/__init__.py dist-packages/inference_sidecar/_native.cpython-'
 )
-for package in "${!allowed[@]}"; do
+for package in "${packages[@]}"; do
   contents=$(dpkg-deb -c "${package_file[$package]}" | awk '$1 !~ /^d/ {print $6}')
   stray=$(echo "$contents" | grep -vE "${allowed[$package]}" || true)
   [ -z "$stray" ] || fail "$package holds files that are not its own:"$'\n'"$stray"
@@ -95,5 +109,11 @@ start_tiny_sidecar "$root/usr/bin/inference-sidecar" "$root/usr/bin/sidecarctl" 
 output=$("$out/infer_c" "deb-test-$$") || { cat "$out/sidecar.log"; fail "infer_c"; }
 echo "infer_c: $output"
 check_inference_output infer_c "$output"
+if [ -n "$python_built" ]; then
+  python_output=$(cd "$out" && PYTHONPATH=$root/usr/lib/python3/dist-packages PYTHONNOUSERSITE=1 \
+    /usr/bin/python3 "$source_dir/examples/installed/infer.py" "deb-test-$$") || { cat "$out/sidecar.log"; fail "infer.py"; }
+  echo "infer.py: $python_output"
+  [ "$python_output" = "$output" ] || fail "infer.py printed '$python_output', infer_c '$output'"
+fi
 stop_tiny_sidecar || fail "the packaged sidecar exited with $? on SIGTERM"
 echo "PASS"

@@ -93,5 +93,18 @@ for program in "$scratch/cpp/infer_cpp" "$scratch/cpp/infer_cpp_static" "$scratc
   outputs+=("$output")
 done
 if [ "${outputs[0]}" != "${outputs[1]}" ] || [ "${outputs[0]}" != "${outputs[2]}" ]; then fail "the three programs disagree"; fi
+# The Python package, when it was built: from the installed tree only, exporting only its entry point.
+if [ -d "$build_dir/python/inference_sidecar" ]; then
+  package=$(find "$prefix" -path '*/inference_sidecar/__init__.py' -printf '%h\n')
+  [ "$(echo "$package" | wc -l)" = 1 ] && [ -n "$package" ] || fail "the Python package is installed as '$package'"
+  exported=$(nm -D --defined-only "$package"/_native*.so | awk '{print $3}')
+  [ "$exported" = PyInit__native ] || fail "the Python extension exports more than PyInit__native:"$'\n'"$exported"
+  output=$(cd "$scratch" && PYTHONPATH=$(dirname "$package") PYTHONNOUSERSITE=1 /usr/bin/python3 -c \
+    'import sys, runpy, inference_sidecar; assert inference_sidecar.__file__.startswith(sys.argv[1]), inference_sidecar.__file__
+sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name="__main__")' \
+    "$prefix" "$source_dir/examples/installed/infer.py" "install-test-$$") || { cat "$scratch/sidecar.log"; fail "infer.py"; }
+  echo "infer.py: $output"
+  [ "$output" = "${outputs[0]}" ] || fail "infer.py printed '$output', infer_c '${outputs[0]}'"
+fi
 stop_tiny_sidecar || fail "the sidecar exited with $? on SIGTERM"
 echo "PASS"
