@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Makes TorchScript models the way users make them: an nn.Module, torch.jit.script, save.
 
-    make_models.py OUT_DIR [NAME ...]     (default: every model)
+    make_models.py OUT_DIR [NAME ...]     (default: every model but resnet18)
 
 demo: the classic small CNN, Conv2d(3,64,3) -> mean over H,W -> Linear(64,10), 1x3x224x224 in.
 tiny: Linear(64,10), 1x64 in.
@@ -122,6 +122,14 @@ class TakesAnInt(nn.Module):
         return x.repeat(repeats, 1)
 
 
+def resnet18() -> nn.Module:
+    """torchvision's resnet18 with random weights (weights=None): a real model's size and cost.
+    Needs python3-torchvision, imported only when asked for, so the tests do not need it."""
+    import torchvision
+
+    return torchvision.models.resnet18(weights=None)
+
+
 MODELS = {
     "demo": DemoCNN,
     "tiny": Tiny,
@@ -136,7 +144,10 @@ MODELS = {
     "optional_mask": OptionalMask,
     "takes_an_int": TakesAnInt,
     "identity": Identity,
+    "resnet18": resnet18,
 }
+# Made only when named: they need more than the tests' packages, or take long to script.
+ON_REQUEST = {"resnet18"}
 
 # Not TorchScript: what a user gets from torch.save(model) instead of torch.jit.save.
 SAVED_WITH_TORCH_SAVE = {
@@ -150,7 +161,7 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     out_dir = sys.argv[1]
-    names = sys.argv[2:] or list(MODELS) + list(SAVED_WITH_TORCH_SAVE)
+    names = sys.argv[2:] or [name for name in MODELS if name not in ON_REQUEST] + list(SAVED_WITH_TORCH_SAVE)
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(0)
     for name in names:
