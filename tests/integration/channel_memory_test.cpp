@@ -32,10 +32,8 @@ using testing::unique_name;
 using namespace std::chrono_literals;
 
 std::vector<std::string> tiny_args(std::vector<std::string> more = {}) {
-  std::vector<std::string> args{"--model", model_path("tiny"), "--warmup-shape", "1x64", "--warmup-iterations", "3",
-                                "--cache-bytes", "0"};
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
+  more.insert(more.begin(), {"--cache-bytes", "0"});
+  return testing::tiny_sidecar_args(std::move(more));
 }
 
 ConnectOptions with_arena(std::uint64_t bytes) {

@@ -41,14 +41,10 @@ using testing::SidecarProcess;
 using testing::socket_exists;
 using testing::test_runtime_dir;
 using testing::test_socket_path;
+using testing::tiny_sidecar_args;
 using testing::unique_name;
 using namespace std::chrono_literals;
 
-std::vector<std::string> tiny_args(std::vector<std::string> more = {}) {
-  std::vector<std::string> args{"--model", model_path("tiny"), "--warmup-shape", "1x64", "--warmup-iterations", "3"};
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
 
 // The tiny model's answers to a few inputs, asked once through the sidecar with the cache
 // bypassed: later answers must equal these bit for bit.
@@ -204,16 +200,7 @@ HostileReport attack(const std::string& name, AttackControl& control, std::uint3
       client->channel()->responses.head.store(0);
       client->channel()->responses.tail.store(0);
       for (std::uint64_t id = 0; id < kRingCapacity; ++id) {
-        RequestDescriptor request{};
-        request.request_id = id;
-        request.input_count = 1;
-        request.inputs[0].shape.dtype = static_cast<std::uint8_t>(DType::kFloat32);
-        request.inputs[0].shape.rank = 2;
-        request.inputs[0].shape.dims[0] = 1;
-        request.inputs[0].shape.dims[1] = 64;
-        request.inputs[0].bytes = 256;
-        request.output_offset = 1024;
-        request.output_capacity = 1024;
+        RequestDescriptor request = testing::tiny_request(id, 0, 1024, 1024);
         request.flags = kRequestFlagBypassCache;
         client->channel()->requests.slots[id] = request;
       }
@@ -234,7 +221,7 @@ HostileReport attack(const std::string& name, AttackControl& control, std::uint3
 }
 
 TEST(HostileClient, CannotHurtTheSidecarOrTheAnswersOfOtherClients) {
-  SidecarProcess sidecar(unique_name("hostile"), tiny_args({"--max-clients", "16", "--arena-bytes", "64K"}));
+  SidecarProcess sidecar(unique_name("hostile"), tiny_sidecar_args({"--max-clients", "16", "--arena-bytes", "64K"}));
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   const Expected expected = expected_answers(sidecar.name(), 16);
 

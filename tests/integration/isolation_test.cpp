@@ -41,14 +41,10 @@ using testing::SidecarProcess;
 using testing::socket_exists;
 using testing::test_runtime_dir;
 using testing::test_socket_path;
+using testing::tiny_sidecar_args;
 using testing::unique_name;
 using namespace std::chrono_literals;
 
-std::vector<std::string> tiny_args(std::vector<std::string> more = {}) {
-  std::vector<std::string> args{"--model", model_path("tiny"), "--warmup-shape", "1x64", "--warmup-iterations", "3"};
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
 
 // --- Another user ----------------------------------------------------------------------------------
 
@@ -81,7 +77,7 @@ TEST(AnotherUser, CanNeitherPoseAsTheSidecarNorKeepItFromStarting) {
       kNobody, kNogroup);
   ASSERT_EQ(squatted, 0);
 
-  SidecarProcess sidecar(name, tiny_args());
+  SidecarProcess sidecar(name, tiny_sidecar_args());
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   const int locked_out = in_child(
       [&] {
@@ -197,8 +193,8 @@ TEST(AnotherUser, OwningADirectoryOthersCouldHaveMadeProvesNothing) {
 // socket lets in but --allow-user/--allow-group do not is told who is admitted.
 TEST(AnotherUser, IsToldWhyItMayNotConnect) {
   if (!running_as_root()) GTEST_SKIP() << "needs root to act as another user";
-  SidecarProcess closed(unique_name("closed"), tiny_args());  // socket mode 0660, root:root
-  SidecarProcess narrowed(unique_name("narrow"), tiny_args({"--socket-mode", "0666", "--allow-user", "root",
+  SidecarProcess closed(unique_name("closed"), tiny_sidecar_args());  // socket mode 0660, root:root
+  SidecarProcess narrowed(unique_name("narrow"), tiny_sidecar_args({"--socket-mode", "0666", "--allow-user", "root",
                                                             "--allow-group", "daemon"}));
   ASSERT_TRUE(closed.wait_ready()) << closed.log();
   ASSERT_TRUE(narrowed.wait_ready()) << narrowed.log();
@@ -249,7 +245,7 @@ TEST(AnotherUser, IsToldWhyItMayNotConnect) {
 // already closed makes the kernel drop the reply waiting for the sender.
 TEST(AnotherUser, ARefusedClientReadsWhyWhenItAsksOrReadsLate) {
   if (!running_as_root()) GTEST_SKIP() << "needs root to act as another user";
-  SidecarProcess sidecar(unique_name("late"), tiny_args({"--socket-mode", "0666", "--allow-user", "root"}));
+  SidecarProcess sidecar(unique_name("late"), tiny_sidecar_args({"--socket-mode", "0666", "--allow-user", "root"}));
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   // Asking late: the sidecar refused at accept long before the request. Reading late: the request
   // was there when it refused, and the reply waits for a client that reads it only later.
@@ -281,7 +277,7 @@ TEST(AnotherUser, ARefusedClientReadsWhyWhenItAsksOrReadsLate) {
 // handshake: the queue of handshakes is bounded per user.
 TEST(AnotherUser, CannotBeCrowdedOutOfTheHandshake) {
   if (!running_as_root()) GTEST_SKIP() << "needs root to act as another user";
-  SidecarProcess sidecar(unique_name("crowd"), tiny_args({"--socket-mode", "0666"}));
+  SidecarProcess sidecar(unique_name("crowd"), tiny_sidecar_args({"--socket-mode", "0666"}));
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   std::vector<UniqueFd> silent;
   for (int i = 0; i < 300; ++i) silent.push_back(RawClient::connect_socket(test_socket_path(sidecar.name())));

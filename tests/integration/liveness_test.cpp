@@ -31,14 +31,10 @@ using testing::random_values;
 using testing::SidecarProcess;
 using testing::socket_exists;
 using testing::test_runtime_dir;
+using testing::tiny_sidecar_args;
 using testing::unique_name;
 using namespace std::chrono_literals;
 
-std::vector<std::string> tiny_args(std::vector<std::string> more = {}) {
-  std::vector<std::string> args{"--model", model_path("tiny"), "--warmup-shape", "1x64", "--warmup-iterations", "3"};
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
 
 SidecarStatus status_of(const std::string& name) {
   auto status = read_status(name);
@@ -51,7 +47,7 @@ SidecarStatus status_of(const std::string& name) {
 // 200 client processes killed with SIGKILL at random points (connecting, mid-request, idle), in
 // waves, while two honest clients keep calling: every channel is reclaimed from the hang-up.
 TEST(KilledClients, EveryChannelIsReclaimedFromTheHangUp) {
-  SidecarProcess sidecar(unique_name("killed"), tiny_args({"--max-clients", "40", "--arena-bytes", "64K"}));
+  SidecarProcess sidecar(unique_name("killed"), tiny_sidecar_args({"--max-clients", "40", "--arena-bytes", "64K"}));
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   std::atomic<bool> honest_stop{false};
   std::atomic<std::uint64_t> honest_calls{0}, honest_failures{0};
@@ -129,7 +125,7 @@ TEST(KilledClients, EveryChannelIsReclaimedFromTheHangUp) {
 // and their next calls once it is back succeed with correct answers over a new connection.
 TEST(KilledSidecar, ClientsReconnectByThemselvesAndNeverAnswerOverloaded) {
   const std::string name = unique_name("restart");
-  auto first = std::make_unique<SidecarProcess>(name, tiny_args());
+  auto first = std::make_unique<SidecarProcess>(name, tiny_sidecar_args());
   ASSERT_TRUE(first->wait_ready()) << first->log();
   const std::uint64_t first_generation = status_of(name).model.start_generation;
 
@@ -189,7 +185,7 @@ TEST(KilledSidecar, ClientsReconnectByThemselvesAndNeverAnswerOverloaded) {
   ASSERT_TRUE(testing::wait_until([&] { return clients_started.load() == kClients && status_of(name).requests > 400; }));
   first->stop(SIGKILL);
   first.reset();
-  SidecarProcess second(name, tiny_args());
+  SidecarProcess second(name, tiny_sidecar_args());
   ASSERT_TRUE(second.wait_ready()) << second.log();
   back.store(true);
   for (auto& thread : clients) thread.join();
@@ -213,7 +209,7 @@ TEST(KilledSidecar, ClientsReconnectByThemselvesAndNeverAnswerOverloaded) {
 // is posted, rather than the request posted into a dead channel.
 TEST(StoppedSidecar, TheNextCallSeesTheHangUpBehindAnUnreadWakeUp) {
   const std::string name = unique_name("behind");
-  SidecarProcess sidecar(name, tiny_args({"--spin-us", "0", "--cache-bytes", "0"}));
+  SidecarProcess sidecar(name, tiny_sidecar_args({"--spin-us", "0", "--cache-bytes", "0"}));
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   ConnectOptions options;
   options.spin = 0us;  // every answer comes by a wake-up
@@ -235,9 +231,9 @@ TEST(OneLiveSidecarPerName, TwoStartsTenMillisecondsApartServeOnce) {
   const std::string name = unique_name("twice");
   for (int round = 0; round < 20; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
-    SidecarProcess first(name, tiny_args());
+    SidecarProcess first(name, tiny_sidecar_args());
     std::this_thread::sleep_for(10ms);
-    SidecarProcess second(name, tiny_args());
+    SidecarProcess second(name, tiny_sidecar_args());
     const bool first_ready = first.wait_ready();
     const bool second_ready = !first_ready && second.wait_ready();
     SidecarProcess& winner = first_ready ? first : second;
@@ -257,7 +253,7 @@ TEST(OneLiveSidecarPerName, TwoStartsTenMillisecondsApartServeOnce) {
 // A child forked from a process with a connected client may try to use it, drop it, or just exit:
 // the parent's client keeps working, because the child never touches the parent's connection.
 TEST(ForkedChild, LeavesItsParentsClientAlone) {
-  SidecarProcess sidecar(unique_name("fork"), tiny_args());
+  SidecarProcess sidecar(unique_name("fork"), tiny_sidecar_args());
   ASSERT_TRUE(sidecar.wait_ready()) << sidecar.log();
   auto client = std::make_unique<Client>(connect_or_fail(sidecar.name()));
   const std::vector<float> input = random_values(64, 5);
@@ -370,7 +366,7 @@ TEST(NothingLeftBehind, NoFileInDevShmWhileServingOrAfterAnyEnd) {
   };
   const std::vector<float> image = random_values(testing::kImageElements, 1);
   const std::vector<End> ends = {
-      {"SIGTERM while serving", tiny_args(),
+      {"SIGTERM while serving", tiny_sidecar_args(),
        [&](SidecarProcess& sidecar) {
          EXPECT_TRUE(sidecar.wait_ready()) << sidecar.log();
          Client client = connect_or_fail(sidecar.name());
@@ -380,14 +376,14 @@ TEST(NothingLeftBehind, NoFileInDevShmWhileServingOrAfterAnyEnd) {
          EXPECT_EQ(dev_shm_entries(), before);
          return sidecar.stop(SIGTERM);
        }},
-      {"SIGKILL at start", tiny_args(), [&](SidecarProcess& sidecar) { return sidecar.stop(SIGKILL); }},
+      {"SIGKILL at start", tiny_sidecar_args(), [&](SidecarProcess& sidecar) { return sidecar.stop(SIGKILL); }},
       {"SIGKILL during warm-up", slow_warmup,
        [&](SidecarProcess& sidecar) {
          EXPECT_TRUE(testing::wait_until([&] { return sidecar.log().find("listening on") != std::string::npos; }));
          EXPECT_EQ(dev_shm_use_of(sidecar.pid()), "");
          return sidecar.stop(SIGKILL);
        }},
-      {"SIGKILL while serving", tiny_args(),
+      {"SIGKILL while serving", tiny_sidecar_args(),
        [&](SidecarProcess& sidecar) {
          EXPECT_TRUE(sidecar.wait_ready()) << sidecar.log();
          Client client = connect_or_fail(sidecar.name());
@@ -414,7 +410,7 @@ TEST(NothingLeftBehind, NoFileInDevShmWhileServingOrAfterAnyEnd) {
     }
     EXPECT_EQ(dev_shm_entries(), before);
     EXPECT_EQ(leftovers_of(name), std::vector<std::string>{});
-    SidecarProcess next(name, tiny_args());
+    SidecarProcess next(name, tiny_sidecar_args());
     ASSERT_TRUE(next.wait_ready()) << next.log();
     EXPECT_TRUE(connect_or_fail(name).infer(TensorView::of(random_values(64, 4), kTinyShape), 5s).ok());
     EXPECT_EQ(next.stop(), 0);

@@ -203,21 +203,7 @@ TEST_F(TinySidecar, ChannelsOfKilledClientsAreRecycled) {
 }
 
 using testing::RawClient;
-
-RequestDescriptor tiny_request(std::uint64_t id, std::uint64_t offset) {
-  RequestDescriptor request{};
-  request.request_id = id;
-  request.input_count = 1;
-  request.inputs[0].shape.dtype = static_cast<std::uint8_t>(DType::kFloat32);
-  request.inputs[0].shape.rank = 2;
-  request.inputs[0].shape.dims[0] = 1;
-  request.inputs[0].shape.dims[1] = 64;
-  request.inputs[0].offset = offset;
-  request.inputs[0].bytes = 256;
-  request.output_offset = 4096;
-  request.output_capacity = 4096;
-  return request;
-}
+using testing::tiny_request;
 
 // Flags from a newer client, or garbage: refused by name, never guessed at.
 TEST_F(TinySidecar, UnknownRequestFlagsAreRefused) {

@@ -125,4 +125,22 @@ class RawClient {
   SharedMapping channel_;
 };
 
+// A well-formed request for the tiny model (one 1x64 float32 input at `input_offset` in the arena),
+// its outputs at [output_offset, +output_capacity): what tests then spoil field by field.
+inline RequestDescriptor tiny_request(std::uint64_t id, std::uint64_t input_offset, std::uint64_t output_offset = 4096,
+                                      std::uint64_t output_capacity = 4096) {
+  RequestDescriptor request{};
+  request.request_id = id;
+  request.input_count = 1;
+  request.inputs[0].shape.dtype = static_cast<std::uint8_t>(DType::kFloat32);
+  request.inputs[0].shape.rank = 2;
+  request.inputs[0].shape.dims[0] = 1;
+  request.inputs[0].shape.dims[1] = 64;
+  request.inputs[0].offset = input_offset;
+  request.inputs[0].bytes = 256;
+  request.output_offset = output_offset;
+  request.output_capacity = output_capacity;
+  return request;
+}
+
 }  // namespace sidecar::testing

@@ -27,6 +27,13 @@ inline std::string sidecar_binary() { return SIDECAR_BINARY; }
 inline std::string models_dir() { return SIDECAR_MODELS_DIR; }
 inline std::string model_path(const std::string& name) { return models_dir() + "/" + name + ".pt"; }
 
+// The tiny model (Linear 64->10) served with its one shape warmed up briefly, then `more` flags.
+inline std::vector<std::string> tiny_sidecar_args(std::vector<std::string> more = {}) {
+  std::vector<std::string> args{"--model", model_path("tiny"), "--warmup-shape", "1x64", "--warmup-iterations", "3"};
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
 // A name no other test (or concurrent ctest job) uses.
 inline std::string unique_name(const std::string& prefix) {
   static int counter = 0;
