@@ -40,9 +40,7 @@ void Client::reset_inputs() noexcept {
 }
 
 Result<Client> Client::connect(const std::string& name, const ConnectOptions& options) {
-  if (!is_valid_instance_name(name)) {
-    return {ErrorCode::kInvalidArgument, "'" + name + "' is not a valid sidecar name"};
-  }
+  if (Done valid = detail::check_name(name); !valid.ok()) return valid.error();
   auto impl = std::make_unique<Impl>();
   impl->name = name;
   impl->options = options;

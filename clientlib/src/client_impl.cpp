@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "sidecar/shared/runtime_dir.hpp"
+
 namespace sidecar::detail {
 namespace {
 
@@ -22,6 +24,16 @@ std::uint64_t deadline_after(std::chrono::nanoseconds timeout) {
   if (timeout.count() <= 0) return now;
   const auto nanos = static_cast<std::uint64_t>(timeout.count());
   return nanos > ~0ull - now ? ~0ull : now + nanos;
+}
+
+Done check_name(const std::string& name) {
+  if (is_valid_instance_name(name)) return {};
+  return {ErrorCode::kInvalidArgument, "'" + name + "' is not a valid sidecar name"};
+}
+
+Result<std::unique_ptr<Connection>> observe(const std::string& name, const ConnectOptions& options) {
+  if (Done valid = check_name(name); !valid.ok()) return valid.error();
+  return Connection::open(name, dial_settings(options, ConnectKind::kObserve), deadline_after(options.timeout));
 }
 
 DialSettings dial_settings(const ConnectOptions& options, ConnectKind kind) {

@@ -26,6 +26,10 @@ inline constexpr std::uint64_t kLivenessCheckNs = 1'000'000;
 // CLOCK_MONOTONIC nanoseconds `timeout` from now; a huge timeout saturates instead of wrapping.
 std::uint64_t deadline_after(std::chrono::nanoseconds timeout);
 DialSettings dial_settings(const ConnectOptions& options, ConnectKind kind);
+// kInvalidArgument unless `name` is one a sidecar can have (the socket's file name).
+Done check_name(const std::string& name);
+// A watching connection to sidecar `name` (its status page only), within options.timeout.
+Result<std::unique_ptr<Connection>> observe(const std::string& name, const ConnectOptions& options);
 // What the status page says about the model (the signatures once the sidecar is ready).
 // `description`: a consistent copy of the page's (copy_model_description).
 ModelInfo model_info_of(const StatusPage& page, const ModelDescription& description, const ConnectReply& reply);

@@ -3,7 +3,6 @@
 #include "client_impl.hpp"
 #include "sidecar/client.hpp"
 #include "sidecar/shared/metrics_text.hpp"
-#include "sidecar/shared/runtime_dir.hpp"
 
 namespace sidecar {
 
@@ -48,11 +47,7 @@ Done Client::ping(std::chrono::microseconds timeout) {
 }
 
 Result<std::string> read_metrics(const std::string& name, MetricsFormat format, const ConnectOptions& options) {
-  if (!is_valid_instance_name(name)) {
-    return {ErrorCode::kInvalidArgument, "'" + name + "' is not a valid sidecar name"};
-  }
-  Result<std::unique_ptr<Connection>> connection = Connection::open(
-      name, detail::dial_settings(options, ConnectKind::kObserve), detail::deadline_after(options.timeout));
+  Result<std::unique_ptr<Connection>> connection = detail::observe(name, options);
   if (!connection.ok()) return connection.error();
   const MetricsSnapshot metrics = snapshot_metrics((*connection)->status(), name);
   switch (format) {
@@ -64,9 +59,7 @@ Result<std::string> read_metrics(const std::string& name, MetricsFormat format, 
 }
 
 Result<std::string> reload_model(const std::string& name, const std::string& model_path, const ConnectOptions& options) {
-  if (!is_valid_instance_name(name)) {
-    return {ErrorCode::kInvalidArgument, "'" + name + "' is not a valid sidecar name"};
-  }
+  if (Done valid = detail::check_name(name); !valid.ok()) return valid.error();
   DialSettings settings = detail::dial_settings(options, ConnectKind::kReload);
   settings.reload_model_path = model_path;
   Result<std::unique_ptr<Connection>> connection =

@@ -28,11 +28,7 @@ const char* cache_outcome_name(CacheOutcome outcome) noexcept {
 }
 
 Result<SidecarStatus> read_status(const std::string& name, const ConnectOptions& options) {
-  if (!is_valid_instance_name(name)) {
-    return {ErrorCode::kInvalidArgument, "'" + name + "' is not a valid sidecar name"};
-  }
-  Result<std::unique_ptr<Connection>> connection =
-      Connection::open(name, detail::dial_settings(options, ConnectKind::kObserve), detail::deadline_after(options.timeout));
+  Result<std::unique_ptr<Connection>> connection = detail::observe(name, options);
   if (!connection.ok()) return connection.error();
   const StatusPage& page = (*connection)->status();
   SidecarStatus status;
