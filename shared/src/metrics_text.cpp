@@ -50,16 +50,21 @@ std::string latency_text(std::uint64_t nanoseconds) {
   return format("%.3g s", static_cast<double>(nanoseconds) / 1e9);
 }
 
+// One sample line: METRIC{LABELS} VALUE.
+void prometheus_sample(std::string& out, const std::string& metric, const std::string& labels, std::uint64_t value) {
+  out += metric + "{" + labels + "} " + number(value) + "\n";
+}
+
 void prometheus_histogram(std::string& out, const std::string& metric, const std::string& labels,
                           const HistogramSnapshot& histogram) {
   std::uint64_t cumulative = 0;
   for (std::uint32_t b = 0; b < kLatencyBuckets; ++b) {
     cumulative += histogram.buckets[b];
     const std::string bound = b + 1 == kLatencyBuckets ? "+Inf" : seconds(kLatencyBucketBaseNs << b);
-    out += metric + "_bucket{" + labels + ",le=\"" + bound + "\"} " + number(cumulative) + "\n";
+    prometheus_sample(out, metric + "_bucket", labels + ",le=\"" + bound + "\"", cumulative);
   }
   out += metric + "_sum{" + labels + "} " + seconds(histogram.sum_ns) + "\n";
-  out += metric + "_count{" + labels + "} " + number(cumulative) + "\n";
+  prometheus_sample(out, metric + "_count", labels, cumulative);
 }
 
 void prometheus_header(std::string& out, const std::string& metric, const char* type, const char* help) {
@@ -277,26 +282,26 @@ std::string metrics_as_prometheus(const MetricsSnapshot& metrics) {
   const std::string sidecar = "sidecar=\"" + escaped(metrics.name, false) + "\"";
   std::string out;
   prometheus_header(out, "inference_sidecar_ready", "gauge", "1 while the sidecar serves, 0 while it starts, warms up or stops.");
-  out += "inference_sidecar_ready{" + sidecar + "} " + (metrics.state == "ready" ? "1" : "0") + "\n";
+  prometheus_sample(out, "inference_sidecar_ready", sidecar, metrics.state == "ready" ? 1 : 0);
   prometheus_header(out, "inference_sidecar_model_info", "gauge", "The model file the sidecar serves (always 1).");
-  out += "inference_sidecar_model_info{" + sidecar + ",path=\"" + escaped(metrics.model_path, false) + "\"} 1\n";
+  prometheus_sample(out, "inference_sidecar_model_info", sidecar + ",path=\"" + escaped(metrics.model_path, false) + "\"", 1);
   prometheus_header(out, "inference_sidecar_start_time_seconds", "gauge", "When the sidecar started, Unix time.");
   out += "inference_sidecar_start_time_seconds{" + sidecar + "} " + seconds(metrics.started_unix_ns) + "\n";
 
   prometheus_header(out, "inference_sidecar_requests_total", "counter", "Requests the sidecar answered, by status.");
   for (std::uint32_t s = 0; s < kStatusCount; ++s) {
-    out += "inference_sidecar_requests_total{" + sidecar + ",status=\"" + status_label(s) + "\"} " +
-           number(metrics.requests_by_status[s]) + "\n";
+    prometheus_sample(out, "inference_sidecar_requests_total", sidecar + ",status=\"" + status_label(s) + "\"",
+                      metrics.requests_by_status[s]);
   }
   prometheus_header(out, "inference_sidecar_batch_size", "histogram", "Requests answered by one forward.");
   std::uint64_t cumulative = 0;
   for (std::uint32_t b = 0; b < kBatchSizeBuckets; ++b) {
     cumulative += metrics.batch_sizes[b];
     const std::string bound = b + 1 == kBatchSizeBuckets ? "+Inf" : number(std::uint64_t{1} << b);
-    out += "inference_sidecar_batch_size_bucket{" + sidecar + ",le=\"" + bound + "\"} " + number(cumulative) + "\n";
+    prometheus_sample(out, "inference_sidecar_batch_size_bucket", sidecar + ",le=\"" + bound + "\"", cumulative);
   }
-  out += "inference_sidecar_batch_size_sum{" + sidecar + "} " + number(metrics.forward_requests) + "\n";
-  out += "inference_sidecar_batch_size_count{" + sidecar + "} " + number(cumulative) + "\n";
+  prometheus_sample(out, "inference_sidecar_batch_size_sum", sidecar, metrics.forward_requests);
+  prometheus_sample(out, "inference_sidecar_batch_size_count", sidecar, cumulative);
 
   struct Family {
     const char* metric;
@@ -321,27 +326,27 @@ std::string metrics_as_prometheus(const MetricsSnapshot& metrics) {
 
   prometheus_header(out, "inference_sidecar_cache_hits_total", "counter",
                     "Requests answered from the result cache, by where the hit happened.");
-  out += "inference_sidecar_cache_hits_total{" + sidecar + ",side=\"client\"} " + number(metrics.cache_client_hits) + "\n";
-  out += "inference_sidecar_cache_hits_total{" + sidecar + ",side=\"sidecar\"} " + number(metrics.cache_sidecar_hits) + "\n";
+  prometheus_sample(out, "inference_sidecar_cache_hits_total", sidecar + ",side=\"client\"", metrics.cache_client_hits);
+  prometheus_sample(out, "inference_sidecar_cache_hits_total", sidecar + ",side=\"sidecar\"", metrics.cache_sidecar_hits);
   prometheus_header(out, "inference_sidecar_cache_misses_total", "counter", "Cache lookups that missed.");
-  out += "inference_sidecar_cache_misses_total{" + sidecar + "} " + number(metrics.cache_misses) + "\n";
+  prometheus_sample(out, "inference_sidecar_cache_misses_total", sidecar, metrics.cache_misses);
   prometheus_header(out, "inference_sidecar_cache_evictions_total", "counter", "Cache entries evicted for room.");
-  out += "inference_sidecar_cache_evictions_total{" + sidecar + "} " + number(metrics.cache_evictions) + "\n";
+  prometheus_sample(out, "inference_sidecar_cache_evictions_total", sidecar, metrics.cache_evictions);
   prometheus_header(out, "inference_sidecar_cache_entries", "gauge", "Results in the cache now.");
-  out += "inference_sidecar_cache_entries{" + sidecar + "} " + number(metrics.cache_entries) + "\n";
+  prometheus_sample(out, "inference_sidecar_cache_entries", sidecar, metrics.cache_entries);
   prometheus_header(out, "inference_sidecar_cache_bytes", "gauge", "Bytes of the cache in use now (of its budget).");
-  out += "inference_sidecar_cache_bytes{" + sidecar + "} " + number(metrics.cache_bytes_used) + "\n";
+  prometheus_sample(out, "inference_sidecar_cache_bytes", sidecar, metrics.cache_bytes_used);
 
   prometheus_header(out, "inference_sidecar_clients", "gauge", "Clients holding a channel now.");
-  out += "inference_sidecar_clients{" + sidecar + "} " + number(metrics.clients_connected) + "\n";
+  prometheus_sample(out, "inference_sidecar_clients", sidecar, metrics.clients_connected);
   prometheus_header(out, "inference_sidecar_connections_total", "counter", "Connections by outcome: admitted (a channel) or refused.");
-  out += "inference_sidecar_connections_total{" + sidecar + ",outcome=\"admitted\"} " + number(metrics.clients_admitted) + "\n";
-  out += "inference_sidecar_connections_total{" + sidecar + ",outcome=\"refused\"} " + number(metrics.clients_refused) + "\n";
+  prometheus_sample(out, "inference_sidecar_connections_total", sidecar + ",outcome=\"admitted\"", metrics.clients_admitted);
+  prometheus_sample(out, "inference_sidecar_connections_total", sidecar + ",outcome=\"refused\"", metrics.clients_refused);
   prometheus_header(out, "inference_sidecar_reclaims_total", "counter", "Channels taken back after their client went.");
-  out += "inference_sidecar_reclaims_total{" + sidecar + "} " + number(metrics.clients_reclaimed) + "\n";
+  prometheus_sample(out, "inference_sidecar_reclaims_total", sidecar, metrics.clients_reclaimed);
   prometheus_header(out, "inference_sidecar_reloads_total", "counter", "Model reloads, by outcome.");
-  out += "inference_sidecar_reloads_total{" + sidecar + ",outcome=\"done\"} " + number(metrics.reloads) + "\n";
-  out += "inference_sidecar_reloads_total{" + sidecar + ",outcome=\"failed\"} " + number(metrics.failed_reloads) + "\n";
+  prometheus_sample(out, "inference_sidecar_reloads_total", sidecar + ",outcome=\"done\"", metrics.reloads);
+  prometheus_sample(out, "inference_sidecar_reloads_total", sidecar + ",outcome=\"failed\"", metrics.failed_reloads);
   return out;
 }
 
