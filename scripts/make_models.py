@@ -122,6 +122,28 @@ class TakesAnInt(nn.Module):
         return x.repeat(repeats, 1)
 
 
+class Embedding(nn.Module):
+    """Token ids of any length -> a 16-float vector per token (nn.Embedding, then a Linear): a model
+    whose input length varies, served with --accept-shape ranges."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(11)
+        self.embed = nn.Embedding(1000, 32)
+        self.project = nn.Linear(32, 16)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.project(self.embed(ids))
+
+
+class GrowsWithValue(nn.Module):
+    """Outputs 1 + int(x[0, 0]) copies of its input side by side: their size follows a value, not
+    the input's shape, so warm-up (values in [0, 1)) cannot see how large they can get."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat(1, 1 + int(x[0, 0].item()))
+
+
 def resnet18() -> nn.Module:
     """torchvision's resnet18 with random weights (weights=None): a real model's size and cost.
     Needs python3-torchvision, imported only when asked for, so the tests do not need it."""
@@ -144,6 +166,8 @@ MODELS = {
     "optional_mask": OptionalMask,
     "takes_an_int": TakesAnInt,
     "identity": Identity,
+    "embedding": Embedding,
+    "grows_with_value": GrowsWithValue,
     "resnet18": resnet18,
 }
 # Made only when named: they need more than the tests' packages, or take long to script.

@@ -17,6 +17,27 @@ py::list tensor_signatures(const std::vector<std::pair<DType, std::vector<std::i
   return list;
 }
 
+// A fixed dim as an int, a range as (smallest, largest), with None for no largest (`?`).
+py::list accepted_inputs(const ModelInfo::Signature& signature) {
+  py::list list;
+  for (std::size_t i = 0; i < signature.inputs.size(); ++i) {
+    const auto& [dtype, smallest] = signature.inputs[i];
+    const std::vector<std::int64_t>& largest =
+        i < signature.input_largest.size() ? signature.input_largest[i] : smallest;
+    py::tuple dims(smallest.size());
+    for (std::size_t d = 0; d < smallest.size(); ++d) {
+      if (largest[d] == smallest[d]) {
+        dims[d] = py::int_(smallest[d]);
+      } else {
+        dims[d] = py::make_tuple(
+            smallest[d], largest[d] == ModelInfo::kAnySize ? py::object(py::none()) : py::object(py::int_(largest[d])));
+      }
+    }
+    list.append(py::make_tuple(std::string(dtype_name(dtype)), dims));
+  }
+  return list;
+}
+
 MetricsFormat metrics_format(const std::string& name) {
   if (name == "text") return MetricsFormat::kText;
   if (name == "json") return MetricsFormat::kJson;
@@ -42,11 +63,15 @@ py::dict model_info_dict(const ModelInfo& model) {
   py::list signatures;
   for (const ModelInfo::Signature& signature : model.signatures) {
     py::dict entry;
-    entry["inputs"] = tensor_signatures(signature.inputs);
+    entry["inputs"] = accepted_inputs(signature);
     entry["outputs"] = tensor_signatures(signature.outputs);
+    entry["text"] = signature.text;
     signatures.append(entry);
   }
   info["signatures"] = signatures;
+  py::list warmed;
+  for (const auto& shapes : model.warmed) warmed.append(tensor_signatures(shapes));
+  info["warmed"] = warmed;
   info["sidecar_pid"] = model.sidecar_pid;
   info["sidecar_uid"] = model.sidecar_uid;
   info["start_generation"] = model.start_generation;

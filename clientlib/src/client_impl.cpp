@@ -53,8 +53,22 @@ ModelInfo model_info_of(const StatusPage& page, const ModelDescription& descript
     model.output_count = std::min<std::uint32_t>(description.output_count, kMaxTensors);
     model.max_batch = std::max<std::uint32_t>(description.max_batch, 1);
     for (std::uint32_t s = 0; s < std::min(description.signature_count, kMaxSignatures); ++s) {
-      model.signatures.push_back({to_pairs(description.signatures[s].inputs, description.input_count),
-                                  to_pairs(description.signatures[s].outputs, description.output_count)});
+      const ModelSignature& published = description.signatures[s];
+      const std::uint32_t inputs = std::min<std::uint32_t>(description.input_count, kMaxTensors);
+      ModelInfo::Signature signature;
+      for (std::uint32_t i = 0; i < inputs; ++i) {
+        const ShapeRange& range = published.inputs[i];
+        const std::uint32_t rank = std::min<std::uint32_t>(range.rank, kMaxRank);
+        signature.inputs.emplace_back(static_cast<DType>(range.dtype),
+                                      std::vector<std::int64_t>(range.smallest, range.smallest + rank));
+        signature.input_largest.emplace_back(range.largest, range.largest + rank);
+      }
+      if (published.outputs_known) signature.outputs = to_pairs(published.outputs, description.output_count);
+      signature.text = describe_accepted(std::span<const ShapeRange>(published.inputs, inputs));
+      model.signatures.push_back(std::move(signature));
+    }
+    for (std::uint32_t w = 0; w < std::min(description.warmed_count, kMaxWarmedShapes); ++w) {
+      model.warmed.push_back(to_pairs(description.warmed[w].inputs, description.input_count));
     }
   }
   model.sidecar_pid = page.sidecar_pid;

@@ -151,8 +151,8 @@ struct Client::Impl {
     return looks_up_here(policy) ? kRequestFlagCacheChecked : kRequestFlagNone;
   }
 
-  // Bytes the outputs of a request with these inputs take, from the shapes the sidecar published;
-  // 0 when unknown.
+  // The most bytes the outputs of a request with these inputs take, from the shapes the sidecar
+  // published; 0 when unknown (no signature, or one with a dim of any size).
   std::uint64_t expected_output_bytes(const RequestDescriptor& request) const {
     TensorShape inputs[kMaxTensors];
     for (std::uint32_t i = 0; i < request.input_count; ++i) inputs[i] = request.inputs[i].shape;
@@ -160,8 +160,9 @@ struct Client::Impl {
     const std::uint32_t output_count = std::min<std::uint32_t>(description.output_count, kMaxTensors);
     for (std::uint32_t s = 0; s < std::min(description.signature_count, kMaxSignatures); ++s) {
       const ModelSignature& signature = description.signatures[s];
+      if (!signature.outputs_known) continue;
       const std::uint64_t bytes = sidecar::expected_output_bytes(
-          std::span<const TensorShape>(signature.inputs, input_count),
+          std::span<const ShapeRange>(signature.inputs, input_count),
           std::span<const TensorShape>(signature.outputs, output_count),
           std::span<const TensorShape>(inputs, request.input_count), std::max<std::uint32_t>(description.max_batch, 1));
       if (bytes != 0) return bytes;

@@ -11,6 +11,7 @@
 // observer, which gets the sidecar's status page and no channel, so they work while the sidecar is
 // still warming up and even when it serves its maximum of clients.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -110,16 +111,21 @@ int run_infer(const InferArgs& args) {
   return kExitOk;
 }
 
-// "(a, b) -> (c)" for one signature.
+std::string describe_shapes(const std::vector<std::pair<sidecar::DType, std::vector<std::int64_t>>>& shapes) {
+  std::string text = "(";
+  for (std::size_t i = 0; i < shapes.size(); ++i)
+    text += (i ? ", " : "") + sidecar::describe(shapes[i].first, shapes[i].second);
+  return text + ")";
+}
+
+// "([1, 1..512] int64) -> ([1, 512, 16] float32) at the largest" for one signature.
 std::string describe_signature(const sidecar::ModelInfo::Signature& signature) {
-  auto list = [](const std::vector<std::pair<sidecar::DType, std::vector<std::int64_t>>>& shapes) {
-    std::string text = "(";
-    for (std::size_t i = 0; i < shapes.size(); ++i) {
-      text += (i ? ", " : "") + sidecar::describe(shapes[i].first, shapes[i].second);
-    }
-    return text + ")";
-  };
-  return list(signature.inputs) + " -> " + list(signature.outputs);
+  const bool fixed =
+      signature.input_largest.empty() ||
+      std::equal(signature.input_largest.begin(), signature.input_largest.end(), signature.inputs.begin(),
+                 [](const auto& largest, const auto& input) { return largest == input.second; });
+  if (signature.outputs.empty()) return "(" + signature.text + ") -> outputs of any size";
+  return "(" + signature.text + ") -> " + describe_shapes(signature.outputs) + (fixed ? "" : " at the largest");
 }
 
 std::string describe_duration(std::uint64_t nanoseconds) {
@@ -160,11 +166,17 @@ int run_status(const std::string& name, std::int64_t timeout_ms) {
   std::cout << "inputs: " << model.input_count << "\n";
   if (status->ready) {
     std::cout << "outputs: " << model.output_count << "\n";
-    if (model.signatures.empty()) std::cout << "signatures: any dtype and shape (no --warmup-shape)\n";
+    if (model.signatures.empty())
+      std::cout << "signatures: any dtype and shape (no --accept-shape or --warmup-shape)\n";
     for (std::size_t s = 0; s < model.signatures.size(); ++s) {
       std::cout << "signature " << s << ": " << describe_signature(model.signatures[s]) << "\n";
     }
     if (model.max_batch > 1) std::cout << "batching: up to " << model.max_batch << " rows\n";
+    if (!model.warmed.empty()) {
+      std::cout << "warmed up:";
+      for (const auto& shapes : model.warmed) std::cout << " " << describe_shapes(shapes);
+      std::cout << "\n";
+    }
   } else {
     std::cout << "signatures: (described once the sidecar is ready)\n";
   }
@@ -175,8 +187,8 @@ int run_status(const std::string& name, std::int64_t timeout_ms) {
             << " with their sleeping client woken ahead of the answer)\n";
   std::cout << "arena bytes per client: " << status->default_arena_bytes << " by default, up to "
             << status->max_arena_bytes << "\n";
-  std::cout << "uptime: "
-            << describe_duration(now_ns > model.started_unix_ns ? now_ns - model.started_unix_ns : 0) << "\n";
+  std::cout << "uptime: " << describe_duration(now_ns > model.started_unix_ns ? now_ns - model.started_unix_ns : 0)
+            << "\n";
   std::cout << "start generation: " << model.start_generation << "\n";
   const sidecar::CacheStats& cache = status->cache;
   if (!cache.enabled) {
@@ -279,7 +291,9 @@ int main(int argc, char** argv) {
   CLI::App* status_command = app.add_subcommand(
       "status", "show a sidecar's state, model, accepted shapes and clients (works while warming up)");
   status_command->add_option("--name", status_name, "sidecar instance name (inference-sidecar --name)")->required();
-  status_command->add_option("--timeout-ms", status_timeout_ms, "how long to wait for a sidecar that is not running yet (0: ask once)")
+  status_command
+      ->add_option("--timeout-ms", status_timeout_ms,
+                   "how long to wait for a sidecar that is not running yet (0: ask once)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   status_command->footer(kExitCodeHelp);
@@ -311,7 +325,7 @@ int main(int argc, char** argv) {
   }
 
   const std::string operate_name = parsed_operate_name(operate);
-  const std::string& name = infer_command->parsed() ? infer.name
+  const std::string& name = infer_command->parsed()   ? infer.name
                             : cache_command->parsed() ? cache.name
                             : !operate_name.empty()   ? operate_name
                                                       : status_name;

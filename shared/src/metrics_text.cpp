@@ -151,6 +151,7 @@ MetricsSnapshot snapshot_metrics(const StatusPage& page, const std::string& name
     }
     metrics.forwards += shard.forwards.load(std::memory_order_relaxed);
     metrics.forward_requests += shard.forward_requests.load(std::memory_order_relaxed);
+    metrics.unwarmed_forwards += shard.unwarmed_forwards.load(std::memory_order_relaxed);
     for (std::uint32_t b = 0; b < kBatchSizeBuckets; ++b) {
       metrics.batch_sizes[b] += shard.batch_sizes[b].load(std::memory_order_relaxed);
     }
@@ -165,7 +166,7 @@ MetricsSnapshot snapshot_metrics(const StatusPage& page, const std::string& name
   for (std::uint32_t row = 0; row < kSignatureRows; ++row) {
     SignatureSnapshot& snapshot = rows[row];
     if (row < described) {
-      snapshot.signature = describe_signature(std::span<const TensorShape>(description.signatures[row].inputs, inputs));
+      snapshot.signature = describe_accepted(std::span<const ShapeRange>(description.signatures[row].inputs, inputs));
     } else if (row == kUnmatchedSignature && (snapshot.end_to_end.count() != 0 || snapshot.inference.count() != 0 ||
                                               snapshot.queue_wait.count() != 0)) {
       snapshot.signature = "other";
@@ -208,7 +209,8 @@ std::string metrics_as_text(const MetricsSnapshot& metrics) {
     by_status += (by_status.empty() ? "" : ", ") + std::string(status_label(s)) + " " + number(metrics.requests_by_status[s]);
   }
   out += by_status.empty() ? "\n" : " (" + by_status + ")\n";
-  out += "forwards: " + number(metrics.forwards) + ", batch sizes:";
+  out += "forwards: " + number(metrics.forwards) + " (" + number(metrics.unwarmed_forwards) +
+         " on shapes not warmed up), batch sizes:";
   for (std::uint32_t b = 0; b < kBatchSizeBuckets; ++b) {
     if (metrics.batch_sizes[b] == 0) continue;
     out += b + 1 == kBatchSizeBuckets ? " more" : " <=" + number(std::uint64_t{1} << b);
@@ -249,6 +251,7 @@ std::string metrics_as_json(const MetricsSnapshot& metrics) {
   }
   out += "},\n  \"forwards\": " + number(metrics.forwards) + ",\n";
   out += "  \"forward_requests\": " + number(metrics.forward_requests) + ",\n";
+  out += "  \"unwarmed_forwards\": " + number(metrics.unwarmed_forwards) + ",\n";
   out += "  \"batch_sizes\": [";
   for (std::uint32_t b = 0; b < kBatchSizeBuckets; ++b) {
     const std::string bound = b + 1 == kBatchSizeBuckets ? "null" : number(std::uint64_t{1} << b);
@@ -302,6 +305,9 @@ std::string metrics_as_prometheus(const MetricsSnapshot& metrics) {
   }
   prometheus_sample(out, "inference_sidecar_batch_size_sum", sidecar, metrics.forward_requests);
   prometheus_sample(out, "inference_sidecar_batch_size_count", sidecar, cumulative);
+  prometheus_header(out, "inference_sidecar_unwarmed_forwards_total", "counter",
+                    "Forwards on input shapes the workers were not warmed up on (the first of each is cold).");
+  prometheus_sample(out, "inference_sidecar_unwarmed_forwards_total", sidecar, metrics.unwarmed_forwards);
 
   struct Family {
     const char* metric;

@@ -14,34 +14,30 @@ std::span<const TensorShape> shapes_of(const RequestDescriptor& request, TensorS
   return {storage, count};
 }
 
-bool matches(const InputSignature& signature, std::span<const TensorShape> inputs) {
-  return signature.size() == inputs.size() && std::equal(signature.begin(), signature.end(), inputs.begin(), same_shape);
-}
-
 std::uint32_t metrics_row(std::size_t accepted_index) {
   return accepted_index < kMaxSignatures ? static_cast<std::uint32_t>(accepted_index) : kUnmatchedSignature;
 }
 
 // Empty when the inputs match one of the accepted signatures (or none are declared); sets `row` to
 // the match's metrics row.
-std::string match_signature(const RequestDescriptor& request, const std::vector<InputSignature>& accepted,
+std::string match_signature(const RequestDescriptor& request, const std::vector<AcceptedSignature>& accepted,
                             std::uint32_t& row) {
   if (accepted.empty()) return {};
   TensorShape storage[kMaxTensors];
   const std::span<const TensorShape> inputs = shapes_of(request, storage);
   for (std::size_t i = 0; i < accepted.size(); ++i) {
-    if (matches(accepted[i], inputs)) {
+    if (within(accepted[i], inputs)) {
       row = metrics_row(i);
       return {};
     }
   }
   if (accepted.size() == 1 && accepted[0].size() == 1 && !inputs.empty()) {
-    return "input 0: expected " + describe_shape(accepted[0][0]) + ", got " + describe_shape(inputs[0]);
+    return "input 0: expected " + describe_range(accepted[0][0]) + ", got " + describe_shape(inputs[0]);
   }
   std::string text = "inputs (" + describe_signature(inputs) + ") match no accepted signature; expected ";
   for (std::size_t i = 0; i < accepted.size(); ++i) {
     if (i) text += " or ";
-    text += "(" + describe_signature(accepted[i]) + ")";
+    text += "(" + describe_accepted(accepted[i]) + ")";
   }
   return text;
 }
@@ -52,27 +48,46 @@ AdmissionVerdict refuse(Status status, std::string message) {
 
 }  // namespace
 
-AdmissionRules AdmissionRules::from(std::size_t input_count, std::vector<InputSignature> declared,
-                                    std::uint32_t max_batch) {
+AdmissionRules AdmissionRules::from(std::size_t input_count, std::vector<AcceptedSignature> accepted,
+                                    std::vector<InputSignature> warmup, std::uint32_t max_batch) {
   AdmissionRules rules;
   rules.input_count = input_count;
   rules.max_batch = max_batch;
+  if (accepted.empty()) {
+    for (const InputSignature& shape : warmup) accepted.push_back(exactly(shape));
+  }
   if (max_batch > 1) {
-    for (const InputSignature& signature : declared) {
+    for (const AcceptedSignature& signature : accepted) {
       if (is_batchable(signature)) rules.batchable.push_back(signature);
     }
   }
-  rules.accepted = std::move(declared);
+  rules.accepted = std::move(accepted);
+  rules.warmup = std::move(warmup);
   return rules;
 }
 
 std::vector<InputSignature> AdmissionRules::warmup_plan() const {
-  std::vector<InputSignature> plan = accepted;
-  for (const InputSignature& signature : batchable) {
+  std::vector<InputSignature> plan;
+  const auto add = [&](InputSignature shape) {
+    const bool listed = std::any_of(plan.begin(), plan.end(), [&](const InputSignature& other) {
+      return std::equal(other.begin(), other.end(), shape.begin(), shape.end(), same_shape);
+    });
+    if (!listed) plan.push_back(std::move(shape));
+  };
+  for (const InputSignature& shape : warmup) add(shape);
+  for (const AcceptedSignature& signature : accepted) {
+    if (bounded(signature)) add(largest_request(signature));
+  }
+  const std::size_t unbatched = plan.size();
+  for (std::size_t s = 0; s < unbatched; ++s) {
+    const InputSignature shape = plan[s];
+    const bool batchable = std::any_of(this->batchable.begin(), this->batchable.end(),
+                                       [&](const AcceptedSignature& signature) { return within(signature, shape); });
+    if (!batchable) continue;
     for (std::uint32_t rows = 2; rows <= max_batch; ++rows) {
-      InputSignature batched = signature;
-      for (TensorShape& shape : batched) shape.dims[0] = rows;
-      plan.push_back(std::move(batched));
+      InputSignature batched = shape;
+      for (TensorShape& input : batched) input.dims[0] = rows;
+      add(std::move(batched));
     }
   }
   return plan;
@@ -83,20 +98,21 @@ std::uint32_t batch_rows_of(const RequestDescriptor& request, const AdmissionRul
   if (request.input_count == 0 || request.input_count > kMaxTensors) return 0;
   TensorShape storage[kMaxTensors];
   const std::span<const TensorShape> inputs = shapes_of(request, storage);
-  for (const InputSignature& signature : rules.batchable) {
+  for (const AcceptedSignature& signature : rules.batchable) {
     if (const std::uint32_t rows = rows_under(signature, inputs, rules.max_batch); rows != 0) return rows;
   }
   return 0;
 }
 
-AdmissionVerdict admit_request(const RequestDescriptor& request, std::uint64_t arena_bytes,
-                               const AdmissionRules& rules, std::uint64_t now_ns) {
+AdmissionVerdict admit_request(const RequestDescriptor& request, std::uint64_t arena_bytes, const AdmissionRules& rules,
+                               std::uint64_t now_ns) {
   if (request.flags & ~kRequestFlagsKnown) {
-    return refuse(Status::kInvalidRequest, "unknown request flags " + std::to_string(request.flags & ~kRequestFlagsKnown) +
-                                               " (this sidecar speaks protocol version " +
-                                               std::to_string(kProtocolVersion) + ")");
+    return refuse(Status::kInvalidRequest,
+                  "unknown request flags " + std::to_string(request.flags & ~kRequestFlagsKnown) +
+                      " (this sidecar speaks protocol version " + std::to_string(kProtocolVersion) + ")");
   }
-  if (request.flags & kRequestFlagFlushCache) return AdmissionVerdict{AdmissionVerdict::Kind::kFlushCache, Status::kOk, {}};
+  if (request.flags & kRequestFlagFlushCache)
+    return AdmissionVerdict{AdmissionVerdict::Kind::kFlushCache, Status::kOk, {}};
   if (request.flags & kRequestFlagPing) return AdmissionVerdict{AdmissionVerdict::Kind::kPing, Status::kOk, {}};
   if (std::string problem = check_request(request, arena_bytes); !problem.empty()) {
     return refuse(Status::kInvalidRequest, std::move(problem));

@@ -14,14 +14,18 @@
 namespace sidecar {
 
 struct AdmissionRules {
-  std::size_t input_count = 0;            // forward()'s
-  std::vector<InputSignature> accepted;   // the declared signatures; empty: any shape
-  std::vector<InputSignature> batchable;  // the declared ones that take batches, when max_batch > 1
+  std::size_t input_count = 0;               // forward()'s
+  std::vector<AcceptedSignature> accepted;   // what requests may carry; empty: any shape
+  std::vector<AcceptedSignature> batchable;  // the accepted ones that take batches, when max_batch > 1
+  std::vector<InputSignature> warmup;        // the declared warm-up shapes, each within an accepted one
   std::uint32_t max_batch = 1;
 
-  static AdmissionRules from(std::size_t input_count, std::vector<InputSignature> declared, std::uint32_t max_batch);
-  // Every shape a worker must be warm for: the declared signatures, then each batchable one at
-  // 2..max_batch rows.
+  // `accepted` empty: the warm-up shapes are the accepted signatures, as fixed shapes.
+  static AdmissionRules from(std::size_t input_count, std::vector<AcceptedSignature> accepted,
+                             std::vector<InputSignature> warmup, std::uint32_t max_batch);
+  // Every shape a worker must be warm for: the warm-up shapes, the largest request of each accepted
+  // signature that has one (its outputs bound every request's: arena_fit.hpp), then each of those
+  // that can be batched at 2..max_batch rows. No shape twice.
   std::vector<InputSignature> warmup_plan() const;
 };
 

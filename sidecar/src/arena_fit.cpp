@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "shape_text.hpp"
 #include "sidecar/shared/descriptor_check.hpp"
 #include "sidecar/shared/output_region.hpp"
 
@@ -31,30 +32,35 @@ std::uint64_t arena_bytes_for_request(std::span<const TensorShape> inputs, std::
   return aligned(saturating_add(needed, OutputRegion::packed_bytes(sizes, count)), kTensorAlignment);
 }
 
-std::string shape_flag_text(std::span<const TensorShape> signature) {
-  std::string text;
-  for (std::size_t i = 0; i < signature.size(); ++i) {
-    if (i) text += ",";
-    const TensorShape& shape = signature[i];
-    for (std::uint32_t d = 0; d < shape.rank && d < kMaxRank; ++d) {
-      if (d) text += "x";
-      text += std::to_string(shape.dims[d]);
+std::vector<OutputBound> output_bounds(const AdmissionRules& rules, std::span<const WarmupResult> warmed) {
+  std::vector<OutputBound> bounds;
+  for (const AcceptedSignature& accepted : rules.accepted) {
+    OutputBound bound;
+    bound.accepted = accepted;
+    if (bounded(accepted)) {
+      const InputSignature largest = largest_request(accepted);
+      for (const WarmupResult& result : warmed) {
+        if (std::equal(result.inputs.begin(), result.inputs.end(), largest.begin(), largest.end(), same_shape)) {
+          bound.outputs = result.outputs;
+          bound.known = true;
+          break;
+        }
+      }
     }
-    if (shape.dtype != static_cast<std::uint8_t>(DType::kFloat32)) {
-      text += ":" + (is_known_dtype(shape.dtype) ? std::string(dtype_name(static_cast<DType>(shape.dtype)))
-                                                 : "dtype#" + std::to_string(shape.dtype));
-    }
+    bounds.push_back(std::move(bound));
   }
-  return text;
+  return bounds;
 }
 
-Done check_requests_fit_arena(std::span<const WarmupResult> warmed, std::uint32_t max_batch, std::uint64_t arena_bytes) {
-  for (const WarmupResult& result : warmed) {
-    std::vector<TensorShape> inputs = result.inputs;
-    std::vector<TensorShape> outputs = result.outputs;
-    // The largest request of a batchable shape has max_batch rows, and so have its outputs
+Done check_requests_fit_arena(std::span<const OutputBound> bounds, std::uint32_t max_batch, std::uint64_t arena_bytes) {
+  for (const OutputBound& bound : bounds) {
+    if (!bound.known) continue;
+    std::vector<TensorShape> inputs = largest_request(bound.accepted);
+    std::vector<TensorShape> outputs = bound.outputs;
+    // The largest request of a batchable signature has max_batch rows, and so have its outputs
     // (the client reserves room for them the same way: signature.hpp's expected_output_bytes).
-    if (max_batch > 1 && is_batchable(inputs)) {
+    const bool batched = max_batch > 1 && is_batchable(bound.accepted);
+    if (batched) {
       for (TensorShape& shape : inputs) shape.dims[0] = max_batch;
       for (TensorShape& shape : outputs) {
         if (shape.rank >= 1) shape.dims[0] = max_batch;
@@ -66,8 +72,7 @@ Done check_requests_fit_arena(std::span<const WarmupResult> warmed, std::uint32_
     return {ErrorCode::kOutputTooLarge,
             "outputs of " + shape_flag_text(inputs) + " need " + std::to_string(needed) +
                 " bytes of arena with their inputs, --arena-bytes is " + std::to_string(arena_bytes) +
-                "; use --arena-bytes >= " + std::to_string(suggested) +
-                (max_batch > 1 && is_batchable(result.inputs) ? " (or a smaller --max-batch)" : "")};
+                "; use --arena-bytes >= " + std::to_string(suggested) + (batched ? " (or a smaller --max-batch)" : "")};
   }
   return {};
 }

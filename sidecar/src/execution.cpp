@@ -106,6 +106,12 @@ bool Executor::admit(const Work& work, TakenRequest& taken) {
   return true;
 }
 
+void Executor::count_if_unwarmed(Work& work, const InputView* inputs, std::uint32_t count) {
+  TensorShape shapes[kMaxTensors];
+  for (std::uint32_t i = 0; i < count; ++i) shapes[i] = inputs[i].shape;
+  if (!work.model->warmed.contains(std::span<const TensorShape>(shapes, count))) work.metrics.count_unwarmed_forward();
+}
+
 // Runs one request's forward by itself.
 void Executor::run_alone(Work& work, TakenRequest& taken) {
   ChannelSlot& slot = *taken.slot;
@@ -127,6 +133,7 @@ void Executor::run_alone(Work& work, TakenRequest& taken) {
   }
   ArenaOutputSink sink(slot.arena, OutputRegion{request.output_offset, request.output_capacity}, response,
                        taken.store_result ? &work.outputs : nullptr);
+  count_if_unwarmed(work, inputs, request.input_count);
   const std::uint64_t forward_start_ns = monotonic_ns();
   CallOutcome outcome = work.model->runner->run(std::span<const InputView>(inputs, request.input_count), sink);
   taken.forward_end_ns = monotonic_ns();
@@ -197,6 +204,7 @@ bool Executor::run_batched(Work& work, std::span<TakenRequest*> batch) {
   }
 
   BatchOutputSink sink(batch, total_rows, work.outputs);
+  count_if_unwarmed(work, inputs, input_count);
   const std::uint64_t forward_start_ns = monotonic_ns();
   CallOutcome outcome = work.model->runner->run(std::span<const InputView>(inputs, input_count), sink);
   const std::uint64_t forward_end_ns = monotonic_ns();

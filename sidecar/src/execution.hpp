@@ -31,6 +31,7 @@ class Executor {
  private:
   bool admit(const Work& work, TakenRequest& taken);
   void run_alone(Work& work, TakenRequest& taken);
+  static void count_if_unwarmed(Work& work, const InputView* inputs, std::uint32_t count);
   bool run_batched(Work& work, std::span<TakenRequest*> batch);
   void finish(Work& work, TakenRequest& taken);
   void post_response(ChannelSlot& slot, const ResponseDescriptor& response);

@@ -119,8 +119,10 @@ int main(int argc, char** argv) {
     spdlog::info("loaded {} ({}), forward takes {} tensor(s)", options.model_path, runner->preparation(),
                  runner->input_count());
     log_matrix_library();
-    if (options.warmup_signatures.empty()) {
+    if (options.warmup_signatures.empty() && options.accepted_signatures.empty()) {
       spdlog::warn("no --warmup-shape given: any shape is accepted and the first calls will be cold");
+    } else if (options.warmup_signatures.empty()) {
+      spdlog::info("no --warmup-shape given: only the largest shape of each --accept-shape range is warmed up");
     }
     sd_notify(0, "STATUS=warming up");
     Server server(options, std::move(runner), *runtime_dir, std::move(*lock));

@@ -23,6 +23,9 @@ class MetricsRecorder {
     add(shard_->forward_requests, requests);
     add(shard_->batch_sizes[batch_size_bucket(requests)], 1);
   }
+  void count_unwarmed_forward() noexcept {
+    if (shard_) add(shard_->unwarmed_forwards, 1);
+  }
   void count_idle_look() noexcept {
     if (shard_) add(shard_->idle_looks, 1);
   }

@@ -3,9 +3,10 @@
 #include <sched.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
-#include <utility>
 #include <stdexcept>
+#include <utility>
 
 #include "config_file.hpp"
 #include "sidecar/shared/cache_layout.hpp"
@@ -15,58 +16,6 @@
 #include "sidecar/shared/version.hpp"
 
 namespace sidecar {
-namespace {
-
-std::int64_t parse_dim(const std::string& text, const std::string& whole) {
-  std::int64_t value = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc() || end != text.data() + text.size() || value < 0) {
-    throw std::invalid_argument("shape '" + whole + "': '" + text + "' is not a non-negative integer");
-  }
-  return value;
-}
-
-std::vector<std::string> split(const std::string& text, char separator) {
-  std::vector<std::string> parts;
-  std::size_t start = 0;
-  while (true) {
-    const auto end = text.find(separator, start);
-    parts.push_back(text.substr(start, end - start));
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  return parts;
-}
-
-}  // namespace
-
-InputSignature parse_signature(const std::string& text) {
-  InputSignature signature;
-  for (const std::string& entry : split(text, ',')) {
-    TensorShape shape{};
-    std::string dims = entry;
-    DType dtype = DType::kFloat32;
-    if (const auto colon = entry.find(':'); colon != std::string::npos) {
-      dims = entry.substr(0, colon);
-      const auto parsed = dtype_from_name(entry.substr(colon + 1));
-      if (!parsed) throw std::invalid_argument("shape '" + text + "': unknown dtype '" + entry.substr(colon + 1) + "'");
-      dtype = *parsed;
-    }
-    const auto parts = split(dims, 'x');
-    if (dims.empty() || parts.size() > kMaxRank) {
-      throw std::invalid_argument("shape '" + text + "': expected 1 to " + std::to_string(kMaxRank) +
-                                  " dimensions like 1x3x224x224");
-    }
-    shape.dtype = static_cast<std::uint8_t>(dtype);
-    shape.rank = static_cast<std::uint8_t>(parts.size());
-    for (std::size_t i = 0; i < parts.size(); ++i) shape.dims[i] = parse_dim(parts[i], text);
-    signature.push_back(shape);
-  }
-  if (signature.size() > kMaxTensors) {
-    throw std::invalid_argument("shape '" + text + "': at most " + std::to_string(kMaxTensors) + " inputs");
-  }
-  return signature;
-}
 
 std::uint64_t parse_byte_size(const std::string& text) {
   std::uint64_t value = 0;
@@ -101,6 +50,7 @@ namespace {
 // The settings CLI11 keeps as text until finish_settings converts them.
 struct FlagText {
   std::vector<std::string> shapes;
+  std::vector<std::string> accepted;
   std::string arena = "8M";
   std::string max_arena = "64M";
   std::string channel_memory = "0";
@@ -116,7 +66,8 @@ struct FlagText {
 // and the lines of --print-config all come from it.
 void define_settings(CLI::App& app, SidecarOptions& options, FlagText& text) {
   app.option_defaults()->always_capture_default();
-  app.add_option("--model", options.model_path, "TorchScript file (torch.jit.script / torch.jit.save output); required");
+  app.add_option("--model", options.model_path,
+                 "TorchScript file (torch.jit.script / torch.jit.save output); required");
   app.add_option("--name", options.name, "instance name; clients connect to RUNTIME_DIR/NAME.sock; required");
   app.add_option("--runtime-dir", options.runtime_dir,
                  "directory of NAME.sock and NAME.lock (default: $RUNTIME_DIRECTORY from systemd, else "
@@ -126,9 +77,13 @@ void define_settings(CLI::App& app, SidecarOptions& options, FlagText& text) {
                  "the socket's mode lets connect");
   app.add_option("--allow-group", options.allow_groups, "admit members of this group (name or gid; repeatable)");
   app.add_option("--socket-mode", text.mode, "permissions of NAME.sock, octal: who may connect at all");
+  app.add_option("--accept-shape", text.accepted,
+                 "input shapes to accept, where a dim may be a range lo..hi or ? (any size), e.g. 1x1..512:int64; "
+                 "repeat for several. Without it, the --warmup-shape shapes are the accepted ones");
   app.add_option("--warmup-shape", text.shapes,
-                 "input shapes to warm up and accept, e.g. 1x3x224x224 or 1x8:int64,1x8:int64 for two inputs; "
-                 "repeat for several. Without it, any shape is accepted and first calls are cold");
+                 "input shapes to warm up (and, without --accept-shape, to accept), e.g. 1x3x224x224 or "
+                 "1x8:int64,1x8:int64 for two inputs; repeat for several. With neither, any shape is accepted and "
+                 "first calls are cold");
   app.add_option("--warmup-iterations", options.warmup_iterations, "forward calls per shape and worker thread")
       ->check(CLI::Range(1, 100000));
   app.add_option("--spin-us", options.spin_us, "microseconds an idle worker polls before it sleeps (0: sleep at once)");
@@ -149,9 +104,10 @@ void define_settings(CLI::App& app, SidecarOptions& options, FlagText& text) {
   app.add_option("--max-arena-bytes", text.max_arena, "the most tensor space a client may ask for");
   app.add_option("--channel-memory", text.channel_memory,
                  "the most memory all clients' channels may commit together (0: --max-clients x --arena-bytes)");
-  app.add_option("--max-batch", options.max_batch,
-                 "batch up to this many rows of requests whose --warmup-shape has a leading dim of 1 into one "
-                 "forward (the model must take a leading batch dim); every size is warmed up. 1: no batching")
+  app.add_option(
+         "--max-batch", options.max_batch,
+         "batch up to this many rows of requests of equal shapes whose signature has a leading dim of 1 into one "
+         "forward (the model must take a leading batch dim); every size is warmed up. 1: no batching")
       ->check(CLI::Range(1u, 256u));
   app.add_option("--max-queue-delay-us", options.max_queue_delay_us,
                  "how long the first request of a batch waits for others to join it")
@@ -220,8 +176,38 @@ void finish_settings(const FlagText& text, SidecarOptions& options) {
       throw SettingError{"warmup-shape", error.what()};
     }
   }
-  if (options.warmup_signatures.size() > kMaxSignatures) {
-    throw SettingError{"warmup-shape", "at most " + std::to_string(kMaxSignatures) + " shapes"};
+  for (const std::string& shape : text.accepted) {
+    try {
+      options.accepted_signatures.push_back(parse_accepted_signature(shape));
+    } catch (const std::invalid_argument& error) {
+      throw SettingError{"accept-shape", error.what()};
+    }
+  }
+  if (options.accepted_signatures.size() > kMaxSignatures) {
+    throw SettingError{"accept-shape", "at most " + std::to_string(kMaxSignatures) +
+                                           " signatures (each has its own latency histograms); a dim may be a "
+                                           "range lo..hi or ?, so one signature can take many shapes"};
+  }
+  if (options.accepted_signatures.empty() && options.warmup_signatures.size() > kMaxSignatures) {
+    throw SettingError{"warmup-shape", "at most " + std::to_string(kMaxSignatures) +
+                                           " shapes without --accept-shape (each is then an accepted signature); "
+                                           "declare ranges with --accept-shape to warm up to " +
+                                           std::to_string(kMaxWarmupShapes)};
+  }
+  if (options.warmup_signatures.size() > kMaxWarmupShapes) {
+    throw SettingError{"warmup-shape", "at most " + std::to_string(kMaxWarmupShapes) + " shapes"};
+  }
+  for (const InputSignature& warm : options.warmup_signatures) {
+    if (options.accepted_signatures.empty()) break;
+    const bool accepted = std::any_of(options.accepted_signatures.begin(), options.accepted_signatures.end(),
+                                      [&](const AcceptedSignature& signature) { return within(signature, warm); });
+    if (!accepted) {
+      std::string ranges;
+      for (const AcceptedSignature& signature : options.accepted_signatures) {
+        ranges += (ranges.empty() ? "(" : " or (") + describe_accepted(signature) + ")";
+      }
+      throw SettingError{"warmup-shape", shape_flag_text(warm) + " is not within any --accept-shape: " + ranges};
+    }
   }
   options.arena_bytes = byte_size_of("arena-bytes", text.arena);
   options.max_arena_bytes = byte_size_of("max-arena-bytes", text.max_arena);
@@ -300,7 +286,7 @@ ParsedOptions parse_command_line(int argc, char** argv) {
   }
   // Required here rather than by CLI11, which cannot know that the config file may give them.
   const std::pair<const char*, const std::string*> required[] = {{"model", &options.model_path},
-                                                                  {"name", &options.name}};
+                                                                 {"name", &options.name}};
   for (const auto& [key, value] : required) {
     if (value->empty()) {
       parsed.error = std::string("--") + key + " is required (the flag, or " + key + " = \"...\" in the --config file)";

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "shape_text.hpp"
 #include "sidecar/shared/signature.hpp"
 #include "sidecar/shared/status_layout.hpp"
 
@@ -24,6 +25,9 @@ struct SidecarOptions {
   std::vector<std::string> allow_users;
   std::vector<std::string> allow_groups;
   unsigned socket_mode = 0660;
+  // What requests may carry (ranges of sizes); empty: the warm-up shapes, or any shape without them.
+  std::vector<AcceptedSignature> accepted_signatures;
+  // Fixed shapes every worker is warmed up on, each within an accepted signature.
   std::vector<InputSignature> warmup_signatures;
   int warmup_iterations = 10;
   // How long an idle worker polls the rings before it sleeps: waking from a sleep costs a few hundred
@@ -58,10 +62,6 @@ struct SidecarOptions {
   std::string metrics_file;
   std::uint32_t metrics_interval_ms = 5000;
 };
-
-// Parses "1x3x224x224" or "1x3x224x224:float32,1x10:int64" (one entry per model input).
-// Throws std::invalid_argument naming what is wrong.
-InputSignature parse_signature(const std::string& text);
 
 // Parses "4096", "64K", "8M", "1G" (binary multiples). Throws std::invalid_argument.
 std::uint64_t parse_byte_size(const std::string& text);

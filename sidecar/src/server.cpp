@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 
@@ -26,13 +26,19 @@ void name_this_thread(const std::string& name) { ::pthread_setname_np(::pthread_
 
 }  // namespace
 
-Server::Server(SidecarOptions options, std::unique_ptr<ModelRunner> runner, std::string runtime_dir,
-               InstanceLock lock)
+Server::Server(SidecarOptions options, std::unique_ptr<ModelRunner> runner, std::string runtime_dir, InstanceLock lock)
     : options_(std::move(options)), runtime_dir_(std::move(runtime_dir)), lock_(std::move(lock)) {
-  model_ = std::make_shared<LoadedModel>();
-  model_->rules = AdmissionRules::from(runner->input_count(), options_.warmup_signatures, options_.max_batch);
-  model_->runner = std::move(runner);
-  model_->path = options_.model_path;
+  model_ = loaded_model(std::move(runner), options_.model_path);
+}
+
+std::shared_ptr<LoadedModel> Server::loaded_model(std::unique_ptr<ModelRunner> runner, std::string path) const {
+  auto model = std::make_shared<LoadedModel>();
+  model->rules = AdmissionRules::from(runner->input_count(), options_.accepted_signatures, options_.warmup_signatures,
+                                      options_.max_batch);
+  model->warmed = WarmedShapes(model->rules.warmup_plan());
+  model->runner = std::move(runner);
+  model->path = std::move(path);
+  return model;
 }
 
 Server::~Server() { stop(); }
@@ -71,8 +77,9 @@ Done Server::open() {
   if (!wake.ok()) return wake.error();
   wake_.emplace(std::move(*wake));
   const std::uint64_t channel_memory =
-      options_.channel_memory != 0 ? options_.channel_memory
-                                   : ChannelGeometry::compute(options_.arena_bytes).channel_bytes * options_.max_clients;
+      options_.channel_memory != 0
+          ? options_.channel_memory
+          : ChannelGeometry::compute(options_.arena_bytes).channel_bytes * options_.max_clients;
   table_ = std::make_unique<ChannelTable>(options_.max_clients, channel_memory, *wake_, page);
   executor_ = std::make_unique<Executor>(cache_.get(), *table_, *wake_, page);
   SchedulerSettings scheduling;
@@ -109,16 +116,16 @@ Done Server::open() {
   return {};
 }
 
-Done Server::check_fits_arena(const LoadedModel& model) const {
+Done Server::bound_outputs(LoadedModel& model) const {
+  model.bounds = output_bounds(model.rules, model.warmup);
   const std::uint64_t default_arena = ChannelGeometry::compute(options_.arena_bytes).arena_bytes;
-  return check_requests_fit_arena(model.warmup, model.rules.batchable.empty() ? 1 : options_.max_batch, default_arena);
+  return check_requests_fit_arena(model.bounds, model.rules.batchable.empty() ? 1 : options_.max_batch, default_arena);
 }
 
 WorkerPool::Settings Server::pool_settings(std::uint64_t number) const {
   WorkerPool::Settings settings;
   settings.workers = options_.workers;
   settings.warmup_iterations = options_.warmup_iterations;
-  settings.declared_signatures = options_.warmup_signatures.size();
   settings.number = number;
   return settings;
 }
@@ -132,7 +139,7 @@ Done Server::start() {
     pool = pool_.get();
   }
   Done warm = pool->wait_until_warm();
-  if (warm.ok()) warm = check_fits_arena(*model_);
+  if (warm.ok()) warm = bound_outputs(*model_);
   if (!warm.ok()) {
     stop();
     return warm;
@@ -157,18 +164,26 @@ void Server::publish_model_description(const LoadedModel& loaded) {
   page.model_sequence.store(sequence + 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
   ModelDescription& model = page.model;
-  const std::vector<WarmupResult>& warmup = loaded.warmup;
   model.input_count = static_cast<std::uint32_t>(loaded.runner->input_count());
   std::memset(model.model_path, 0, sizeof model.model_path);
   std::memcpy(model.model_path, loaded.path.data(), std::min<std::size_t>(loaded.path.size(), kModelPathBytes - 1));
-  model.signature_count = static_cast<std::uint32_t>(std::min<std::size_t>(warmup.size(), kMaxSignatures));
+  model.signature_count = static_cast<std::uint32_t>(std::min<std::size_t>(loaded.bounds.size(), kMaxSignatures));
   model.max_batch = loaded.rules.batchable.empty() ? 1 : options_.max_batch;
-  model.output_count = warmup.empty() ? 0 : static_cast<std::uint32_t>(warmup[0].outputs.size());
+  model.output_count = loaded.warmup.empty() ? 0 : static_cast<std::uint32_t>(loaded.warmup[0].outputs.size());
   for (std::size_t s = 0; s < model.signature_count; ++s) {
-    const WarmupResult& result = warmup[s];
-    std::copy(result.inputs.begin(), result.inputs.end(), model.signatures[s].inputs);
-    std::copy_n(result.outputs.begin(), std::min<std::size_t>(result.outputs.size(), kMaxTensors),
-                model.signatures[s].outputs);
+    const OutputBound& bound = loaded.bounds[s];
+    ModelSignature& signature = model.signatures[s];
+    signature = ModelSignature{};
+    std::copy_n(bound.accepted.begin(), std::min<std::size_t>(bound.accepted.size(), kMaxTensors), signature.inputs);
+    std::copy_n(bound.outputs.begin(), std::min<std::size_t>(bound.outputs.size(), kMaxTensors), signature.outputs);
+    signature.outputs_known = bound.known ? 1 : 0;
+  }
+  model.warmed_total = static_cast<std::uint32_t>(loaded.warmup.size());
+  model.warmed_count = std::min<std::uint32_t>(model.warmed_total, kMaxWarmedShapes);
+  for (std::uint32_t w = 0; w < model.warmed_count; ++w) {
+    model.warmed[w] = WarmedShape{};
+    const InputSignature& inputs = loaded.warmup[w].inputs;
+    std::copy_n(inputs.begin(), std::min<std::size_t>(inputs.size(), kMaxTensors), model.warmed[w].inputs);
   }
   page.model_sequence.store(sequence + 2, std::memory_order_release);
 }
@@ -220,14 +235,12 @@ Result<std::string> Server::reload(const std::string& asked_path) {
     path = model_->path;
   }
   spdlog::info("reloading: loading {}", path);
-  auto model = std::make_shared<LoadedModel>();
+  std::shared_ptr<LoadedModel> model;
   try {
-    model->runner = loader_(path);
+    model = loaded_model(loader_(path), path);
   } catch (const std::exception& error) {
     return refuse(error.what());
   }
-  model->rules = AdmissionRules::from(model->runner->input_count(), options_.warmup_signatures, options_.max_batch);
-  model->path = path;
   spdlog::info("reloading: loaded {} ({}); warming up {} new workers", path, model->runner->preparation(),
                options_.workers);
 
@@ -241,7 +254,7 @@ Result<std::string> Server::reload(const std::string& asked_path) {
   Done warm = pool->wait_until_warm();
   if (!warm.ok()) {
     warm = Error{warm.code(), "warming up " + path + " failed: " + warm.message()};
-  } else if (Done fits = check_fits_arena(*model); !fits.ok()) {
+  } else if (Done fits = bound_outputs(*model); !fits.ok()) {
     warm = Error{fits.code(), path + ": " + fits.message()};
   }
   std::unique_ptr<WorkerPool> old;
@@ -273,11 +286,10 @@ Result<std::string> Server::reload(const std::string& asked_path) {
   if (cache_) dropped = cache_->flush().entries;
   publish_model_description(*model);
   counters.reloads.fetch_add(1, std::memory_order_relaxed);
-  counters.last_reload_unix_ns.store(
-      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                     std::chrono::system_clock::now().time_since_epoch())
-                                     .count()),
-      std::memory_order_relaxed);
+  counters.last_reload_unix_ns.store(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                                    std::chrono::system_clock::now().time_since_epoch())
+                                                                    .count()),
+                                     std::memory_order_relaxed);
   const std::string message = "reloaded " + path + " (" + model->runner->preparation() + "); " +
                               std::to_string(dropped) + " cache entries dropped";
   spdlog::info("{}", message);
@@ -316,8 +328,8 @@ void Server::drop_broken_channels() {
       if (!slot.memory.mapping || slot.drop_requested.load(std::memory_order_relaxed)) return false;
       const off_t hole = ::lseek(slot.memory.fd.get(), 0, SEEK_HOLE);
       if (hole >= 0 && static_cast<std::uint64_t>(hole) < slot.memory.mapping.size()) {
-        broken_channel_warning("client {} (pid {}) punched a hole in its channel at byte {}; dropping it",
-                               slot.index, slot.peer_pid, hole);
+        broken_channel_warning("client {} (pid {}) punched a hole in its channel at byte {}; dropping it", slot.index,
+                               slot.peer_pid, hole);
         slot.drop_requested.store(true, std::memory_order_relaxed);
         dropped = true;
       }

@@ -90,7 +90,10 @@ class Server {
   void publish_model_description(const LoadedModel& model);
   WorkerPool::Settings pool_settings(std::uint64_t number) const;
   // The outputs of every warmed shape fit the default arena beside their inputs.
-  Done check_fits_arena(const LoadedModel& model) const;
+  std::shared_ptr<LoadedModel> loaded_model(std::unique_ptr<ModelRunner> runner, std::string path) const;
+  // Sets the model's output bounds from its warm-up; an error when its largest requests cannot fit
+  // a client's default arena.
+  Done bound_outputs(LoadedModel& model) const;
 
   SidecarOptions options_;
   std::string runtime_dir_;

@@ -59,7 +59,6 @@ void WorkerPool::worker_main(int index) {
       spdlog::info("worker {}.{} warmed ({}): first call {:.1f} us, warmed {:.1f} us", settings_.number, index,
                    describe_signature(result.inputs), result.first_call_us, result.warmed_call_us);
     }
-    results.resize(std::min(results.size(), settings_.declared_signatures));
     if (model_->warmup.empty()) model_->warmup = std::move(results);
     ++warmed_;
   } catch (const std::exception& error) {

@@ -25,7 +25,6 @@ class WorkerPool {
   struct Settings {
     int workers = 1;
     int warmup_iterations = 10;
-    std::size_t declared_signatures = 0;  // the model description lists these; the rest are batch sizes
     std::uint64_t number = 0;             // 0 at start-up, one more per reload
   };
 

@@ -6,7 +6,8 @@
 // Every verdict is checked against an independent reading of the rules, in 128-bit arithmetic:
 //  - kRun only when every byte the sidecar will touch lies inside the arena (inputs, output
 //    region, cancel word), offsets are aligned, byte counts equal the shapes' sizes, the input
-//    count is the model's, and the shapes are a declared signature or a batch of a batchable one;
+//    count is the model's, and the shapes lie within a declared signature's ranges or are a batch
+//    of a batchable one;
 //  - and conversely, a request that satisfies all of that is run (no false refusals);
 //  - batch_rows_of, which the scheduler calls before admission, on any descriptor.
 #include <cstddef>
@@ -42,46 +43,73 @@ bool inside(std::uint64_t offset, std::uint64_t bytes, std::uint64_t arena) {
   return static_cast<u128>(offset) + bytes <= arena;
 }
 
-bool equal_shape(const TensorShape& a, const TensorShape& b) {
-  if (a.dtype != b.dtype || a.rank != b.rank || a.rank > kMaxRank) return false;
-  for (std::uint32_t d = 0; d < a.rank; ++d) {
-    if (a.dims[d] != b.dims[d]) return false;
+bool dim_accepted(std::int64_t size, std::int64_t smallest, std::int64_t largest) {
+  return size >= smallest && (largest == -1 || size <= largest);
+}
+
+// `got` within one declared input, from dim `first_dim` on.
+bool within_declared(const TensorShape& got, const TensorShape& smallest, const TensorShape& largest,
+                     std::uint32_t first_dim) {
+  if (got.dtype != smallest.dtype || got.rank != smallest.rank || got.rank > kMaxRank) return false;
+  for (std::uint32_t d = first_dim; d < got.rank; ++d) {
+    if (!dim_accepted(got.dims[d], smallest.dims[d], largest.dims[d])) return false;
   }
   return true;
 }
 
 // Rows of the request under a batchable declared signature (0: none).
-std::uint32_t expected_rows(const RequestDescriptor& request, const std::vector<InputSignature>& declared,
+std::uint32_t expected_rows(const RequestDescriptor& request, const std::vector<fuzz::Declared>& declared,
                             std::uint32_t max_batch) {
   if (max_batch <= 1 || (request.flags & (kRequestFlagFlushCache | kRequestFlagPing))) return 0;
   if (request.input_count == 0 || request.input_count > kMaxTensors) return 0;
-  for (const InputSignature& signature : declared) {
-    if (signature.size() != request.input_count) continue;
+  for (const fuzz::Declared& signature : declared) {
+    if (signature.smallest.size() != request.input_count) continue;
     bool batchable = true;
-    for (const TensorShape& s : signature) batchable = batchable && s.rank >= 1 && s.rank <= kMaxRank && s.dims[0] == 1;
+    for (std::size_t i = 0; i < signature.smallest.size(); ++i) {
+      const TensorShape& low = signature.smallest[i];
+      batchable =
+          batchable && low.rank >= 1 && low.rank <= kMaxRank && low.dims[0] == 1 && signature.largest[i].dims[0] == 1;
+    }
     if (!batchable) continue;
     const std::int64_t rows = request.inputs[0].shape.dims[0];
     if (request.inputs[0].shape.rank < 1 || rows < 1 || rows > static_cast<std::int64_t>(max_batch)) continue;
     bool match = true;
-    for (std::size_t i = 0; i < signature.size() && match; ++i) {
+    for (std::size_t i = 0; i < signature.smallest.size() && match; ++i) {
       const TensorShape& got = request.inputs[i].shape;
-      match = got.dtype == signature[i].dtype && got.rank == signature[i].rank && got.dims[0] == rows;
-      for (std::uint32_t d = 1; d < got.rank && match; ++d) match = got.dims[d] == signature[i].dims[d];
+      match = got.dims[0] == rows && within_declared(got, signature.smallest[i], signature.largest[i], 1);
     }
     if (match) return static_cast<std::uint32_t>(rows);
   }
   return 0;
 }
 
-bool matches_declared(const RequestDescriptor& request, const std::vector<InputSignature>& declared) {
+bool matches_declared(const RequestDescriptor& request, const std::vector<fuzz::Declared>& declared) {
   if (declared.empty()) return true;
-  for (const InputSignature& signature : declared) {
-    if (signature.size() != request.input_count) continue;
+  for (const fuzz::Declared& signature : declared) {
+    if (signature.smallest.size() != request.input_count) continue;
     bool match = true;
-    for (std::size_t i = 0; i < signature.size() && match; ++i) match = equal_shape(request.inputs[i].shape, signature[i]);
+    for (std::size_t i = 0; i < signature.smallest.size() && match; ++i) {
+      match = within_declared(request.inputs[i].shape, signature.smallest[i], signature.largest[i], 0);
+    }
     if (match) return true;
   }
   return false;
+}
+
+// The rules' spelling of a declared signature.
+AcceptedSignature accepted_of(const fuzz::Declared& signature) {
+  AcceptedSignature accepted;
+  for (std::size_t i = 0; i < signature.smallest.size(); ++i) {
+    ShapeRange range{};
+    range.dtype = signature.smallest[i].dtype;
+    range.rank = signature.smallest[i].rank;
+    for (std::uint32_t d = 0; d < range.rank; ++d) {
+      range.smallest[d] = signature.smallest[i].dims[d];
+      range.largest[d] = signature.largest[i].dims[d] == -1 ? kAnySize : signature.largest[i].dims[d];
+    }
+    accepted.push_back(range);
+  }
+  return accepted;
 }
 
 // Everything but the clock: may the sidecar touch this request's bytes and run it?
@@ -98,7 +126,8 @@ bool well_formed(const RequestDescriptor& request, std::uint64_t arena) {
   if (request.output_offset % kTensorAlignment != 0 || !inside(request.output_offset, request.output_capacity, arena)) {
     return false;
   }
-  if ((request.flags & kRequestFlagCancellable) && (request.cancel_offset % 8 != 0 || !inside(request.cancel_offset, 8, arena))) {
+  if ((request.flags & kRequestFlagCancellable) &&
+      (request.cancel_offset % 8 != 0 || !inside(request.cancel_offset, 8, arena))) {
     return false;
   }
   return true;
@@ -123,7 +152,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::memcpy(&header, data, std::min(size, sizeof header));
   const std::size_t rest = size > sizeof header ? size - sizeof header : 0;
   RequestDescriptor request{};
-  std::memcpy(&request, data + sizeof header, std::min(rest, sizeof request)) ;
+  std::memcpy(&request, data + sizeof header, std::min(rest, sizeof request));
 
   const std::uint64_t arena =
       header.arena_choice < fuzz::kArenaChoices ? fuzz::kArenaSizes[header.arena_choice] : header.arena_raw;
@@ -131,14 +160,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                             : header.now_choice == 1 ? request.deadline_ns
                             : header.now_choice == 2 ? request.deadline_ns + 1
                                                      : header.now_raw;
-  std::vector<InputSignature> declared;
-  const std::vector<InputSignature> all = fuzz::signatures();
+  std::vector<fuzz::Declared> declared;
+  std::vector<AcceptedSignature> accepted;
+  const std::vector<fuzz::Declared> all = fuzz::signatures();
   for (std::size_t i = 0; i < all.size(); ++i) {
-    if (header.signatures & (1u << i)) declared.push_back(all[i]);
+    if (header.signatures & (1u << i)) {
+      declared.push_back(all[i]);
+      accepted.push_back(accepted_of(all[i]));
+    }
   }
   const std::size_t input_count = header.input_count % 4;
   const std::uint32_t max_batch = header.max_batch;
-  const AdmissionRules rules = AdmissionRules::from(input_count, declared, max_batch);
+  const AdmissionRules rules = AdmissionRules::from(input_count, accepted, {}, max_batch);
 
   // The scheduler asks for rows before admission, on the raw copy: any descriptor.
   const std::uint32_t rows = batch_rows_of(request, rules);
@@ -174,8 +207,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if ((verdict.kind == Kind::kRun) != runnable) dump(request, arena, now);
   FUZZ_CHECK((verdict.kind == Kind::kRun) == runnable,
              "verdict %s (%s), expected %s: sound %d on_time %d count_ok %d shapes_ok %d",
-             verdict.kind == Kind::kRun ? "run" : "refuse", verdict.message.c_str(), runnable ? "run" : "refuse",
-             sound, on_time, count_ok, shapes_ok);
+             verdict.kind == Kind::kRun ? "run" : "refuse", verdict.message.c_str(), runnable ? "run" : "refuse", sound,
+             on_time, count_ok, shapes_ok);
   if (verdict.kind == Kind::kRefuse) {
     FUZZ_CHECK(!verdict.message.empty(), "refusal without a message");
     FUZZ_CHECK(verdict.status == (sound && !on_time ? Status::kDeadlineExceeded : Status::kInvalidRequest),
@@ -194,9 +227,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                (unsigned long long)input.bytes);
     FUZZ_CHECK(input.offset % kTensorAlignment == 0 && inside(input.offset, input.bytes, arena), "input %u outside", i);
   }
-  FUZZ_CHECK(request.output_offset % kTensorAlignment == 0 &&
-                 inside(request.output_offset, request.output_capacity, arena),
-             "output region outside");
+  FUZZ_CHECK(
+      request.output_offset % kTensorAlignment == 0 && inside(request.output_offset, request.output_capacity, arena),
+      "output region outside");
   if (request.flags & kRequestFlagCancellable) {
     FUZZ_CHECK(request.cancel_offset % 8 == 0 && inside(request.cancel_offset, 8, arena), "cancel word outside");
   }

@@ -37,18 +37,27 @@ inline TensorShape shape(DType dtype, std::initializer_list<std::int64_t> dims) 
   return s;
 }
 
+// A declared signature: per input, the smallest and the largest size of each dim (-1: any size).
+struct Declared {
+  InputSignature smallest;
+  InputSignature largest;
+};
+
+inline Declared fixed(InputSignature shapes) { return {shapes, shapes}; }
+
 // The signatures a fuzzed sidecar may declare: batchable ones (leading dim 1) and others, one and
-// two inputs, a scalar and an empty tensor.
-inline std::vector<InputSignature> signatures() {
+// two inputs, a scalar and an empty tensor, ranges of sizes and a dim of any size.
+inline std::vector<Declared> signatures() {
   return {
-      {shape(DType::kFloat32, {1, 3, 224, 224})},                           // batchable, the demo CNN
-      {shape(DType::kInt64, {1, 8}), shape(DType::kFloat32, {1, 8})},      // batchable, two inputs
-      {shape(DType::kFloat32, {4, 16})},                                    // not batchable
-      {shape(DType::kInt64, {2, 8}), shape(DType::kFloat16, {8})},         // not batchable, two inputs
-      {shape(DType::kFloat64, {})},                                         // a scalar
-      {shape(DType::kUInt8, {1})},                                          // batchable, rank 1
-      {shape(DType::kBool, {1, 0})},                                        // batchable, empty
-      {shape(DType::kInt32, {1, 2}), shape(DType::kInt32, {3, 2})},        // second input not batchable
+      fixed({shape(DType::kFloat32, {1, 3, 224, 224})}),                      // batchable, the demo CNN
+      {{shape(DType::kInt64, {1, 1}), shape(DType::kFloat32, {1, 1})},        // batchable, two inputs,
+       {shape(DType::kInt64, {1, 8}), shape(DType::kFloat32, {1, 8})}},       //   lengths 1..8
+      {{shape(DType::kFloat32, {4, 2})}, {shape(DType::kFloat32, {4, 16})}},  // not batchable, 2..16
+      fixed({shape(DType::kInt64, {2, 8}), shape(DType::kFloat16, {8})}),     // not batchable, two inputs
+      fixed({shape(DType::kFloat64, {})}),                                    // a scalar
+      fixed({shape(DType::kUInt8, {1})}),                                     // batchable, rank 1
+      {{shape(DType::kBool, {1, 0})}, {shape(DType::kBool, {1, -1})}},        // batchable, any length
+      fixed({shape(DType::kInt32, {1, 2}), shape(DType::kInt32, {3, 2})}),    // second input not batchable
   };
 }
 

@@ -68,7 +68,7 @@ void add_input(RequestDescriptor& request, std::uint64_t& cursor, const TensorSh
 }
 
 void admission_seeds(const fs::path& dir) {
-  const std::vector<InputSignature> signatures = fuzz::signatures();
+  const std::vector<fuzz::Declared> signatures = fuzz::signatures();
   std::vector<std::pair<std::string, Seed>> seeds;
 
   Seed cnn;  // the demo CNN: one [1, 3, 224, 224] float32 in an 8 MiB arena, --max-batch 4
@@ -77,7 +77,7 @@ void admission_seeds(const fs::path& dir) {
   cnn.header.input_count = 1;
   cnn.header.max_batch = 4;
   std::uint64_t cursor = 0;
-  add_input(cnn.request, cursor, signatures[0][0]);
+  add_input(cnn.request, cursor, signatures[0].smallest[0]);
   cnn.request.output_offset = cursor;
   cnn.request.output_capacity = 4096;
   seeds.emplace_back("cnn", cnn);
@@ -98,7 +98,7 @@ void admission_seeds(const fs::path& dir) {
   pair.header.input_count = 2;
   pair.header.max_batch = 8;
   cursor = 0;
-  for (const TensorShape& s : signatures[1]) add_input(pair.request, cursor, s);
+  for (const TensorShape& s : signatures[1].smallest) add_input(pair.request, cursor, s);
   pair.request.output_offset = cursor;
   pair.request.output_capacity = 512;
   seeds.emplace_back("two-inputs", pair);
@@ -109,7 +109,7 @@ void admission_seeds(const fs::path& dir) {
   any.header.input_count = 1;
   any.header.max_batch = 1;
   cursor = 128;
-  add_input(any.request, cursor, signatures[4][0]);
+  add_input(any.request, cursor, signatures[4].smallest[0]);
   any.request.output_offset = cursor;
   any.request.output_capacity = 64;
   any.request.flags = kRequestFlagBypassCache;

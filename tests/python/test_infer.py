@@ -84,7 +84,9 @@ def test_model_info_of_a_warmed_model(sidecars):
     with sc.Client(sidecars["tiny"]) as client:
         info = client.model_info
         assert info["path"].endswith("tiny.pt")
-        assert info["signatures"] == [{"inputs": [("float32", (1, 64))], "outputs": [("float32", (1, 10))]}]
+        assert info["signatures"] == [{"inputs": [("float32", (1, 64))], "outputs": [("float32", (1, 10))],
+                                       "text": "[1, 64] float32"}]
+        assert info["warmed"] == [[("float32", (1, 64))]]
         assert info["max_batch"] == 1
         assert info["input_count"] == 1 and info["output_count"] == 1
         assert client.name == sidecars["tiny"] and client.connections == 1

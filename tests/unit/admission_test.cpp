@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "shape_text.hpp"
+
 namespace sidecar {
 namespace {
 
@@ -26,7 +28,26 @@ RequestDescriptor request_of(const TensorShape& shape) {
   return request;
 }
 
-const AdmissionRules kRules = AdmissionRules::from(1, {{floats({1, 8})}, {floats({2, 3, 3})}}, 4);
+const AdmissionRules kRules = AdmissionRules::from(1, {}, {{floats({1, 8})}, {floats({2, 3, 3})}}, 4);
+
+TensorShape int64s(std::initializer_list<std::int64_t> dims) {
+  TensorShape shape = floats(dims);
+  shape.dtype = static_cast<std::uint8_t>(DType::kInt64);
+  return shape;
+}
+
+RequestDescriptor int64_request(const TensorShape& shape) {
+  RequestDescriptor request = request_of(shape);
+  request.inputs[0].bytes = element_count(shape) * 8;
+  request.output_offset = align_up(request.inputs[0].bytes, kTensorAlignment);
+  return request;
+}
+
+// Token ids of 1 to 512, warmed up at 7 and 300, batched up to 4 rows.
+AdmissionRules token_rules() {
+  return AdmissionRules::from(1, {parse_accepted_signature("1x1..512:int64")},
+                              {parse_signature("1x7:int64"), parse_signature("1x300:int64")}, 4);
+}
 
 TEST(Admission, TheDeclaredShapesAndBatchableRowsRun) {
   EXPECT_EQ(admit_request(request_of(floats({1, 8})), kArena, kRules, 0).kind, AdmissionVerdict::Kind::kRun);
@@ -71,9 +92,10 @@ TEST(Admission, EachRefusalSaysWhy) {
   two.inputs[1].offset = 1024;
   two.output_offset = 2048;
   cases.push_back({"the model takes 1 input tensor(s), the request has 2", Status::kInvalidRequest, two});
-  cases.push_back({"inputs ([1, 9] float32) match no accepted signature; expected ([1, 8] float32) or ([2, 3, 3] "
-                   "float32)",
-                   Status::kInvalidRequest, request_of(floats({1, 9}))});
+  cases.push_back(
+      {"inputs ([1, 9] float32) match no accepted signature; expected ([1, 8] float32) or ([2, 3, 3] "
+       "float32)",
+       Status::kInvalidRequest, request_of(floats({1, 9}))});
   for (const Case& item : cases) {
     const AdmissionVerdict verdict = admit_request(item.request, kArena, kRules, item.now_ns);
     EXPECT_EQ(verdict.kind, AdmissionVerdict::Kind::kRefuse) << item.expect;
@@ -86,9 +108,53 @@ TEST(Admission, EachRefusalSaysWhy) {
 }
 
 TEST(Admission, WithoutDeclaredShapesAnyShapeRuns) {
-  const AdmissionRules any = AdmissionRules::from(1, {}, 1);
+  const AdmissionRules any = AdmissionRules::from(1, {}, {}, 1);
   EXPECT_EQ(admit_request(request_of(floats({7, 3})), kArena, any, 0).kind, AdmissionVerdict::Kind::kRun);
   EXPECT_TRUE(any.warmup_plan().empty());
+}
+
+TEST(Admission, ARangeTakesEverySizeWithinItAndNamesItWhenRefusing) {
+  const AdmissionRules rules = token_rules();
+  for (std::int64_t length : {1, 7, 300, 512}) {
+    EXPECT_EQ(admit_request(int64_request(int64s({1, length})), kArena, rules, 0).kind, AdmissionVerdict::Kind::kRun)
+        << length;
+  }
+  for (std::int64_t length : {0, 513}) {
+    const AdmissionVerdict verdict = admit_request(int64_request(int64s({1, length})), kArena, rules, 0);
+    EXPECT_EQ(verdict.kind, AdmissionVerdict::Kind::kRefuse) << length;
+    EXPECT_EQ(verdict.message, "input 0: expected [1, 1..512] int64, got [1, " + std::to_string(length) + "] int64");
+  }
+  EXPECT_EQ(admit_request(request_of(floats({1, 7})), kArena, rules, 0).kind, AdmissionVerdict::Kind::kRefuse)
+      << "the dtype is part of the signature";
+}
+
+TEST(Admission, ARangeBatchesRowsOfEqualLengthOnly) {
+  const AdmissionRules rules = token_rules();
+  EXPECT_EQ(batch_rows_of(int64_request(int64s({3, 300})), rules), 3u);
+  EXPECT_EQ(batch_rows_of(int64_request(int64s({3, 513})), rules), 0u);
+  RequestDescriptor a = int64_request(int64s({1, 7}));
+  RequestDescriptor b = int64_request(int64s({1, 8}));
+  EXPECT_FALSE(same_trailing_shapes(std::span<const TensorShape>(&a.inputs[0].shape, 1),
+                                    std::span<const TensorShape>(&b.inputs[0].shape, 1)));
+}
+
+TEST(Admission, TheWarmupPlanOfARangeAddsItsLargestRequestAndItsBatchSizes) {
+  const std::vector<InputSignature> plan = token_rules().warmup_plan();
+  // 7, 300, then 512 (the largest, whose outputs bound every request's), then 2..4 rows of each.
+  ASSERT_EQ(plan.size(), 3u + 3u * 3u);
+  EXPECT_TRUE(same_shape(plan[0][0], int64s({1, 7})));
+  EXPECT_TRUE(same_shape(plan[1][0], int64s({1, 300})));
+  EXPECT_TRUE(same_shape(plan[2][0], int64s({1, 512})));
+  EXPECT_TRUE(same_shape(plan.back()[0], int64s({4, 512})));
+}
+
+TEST(Admission, AnyDimTakesAnySizeAndHasNoLargestRequest) {
+  const AdmissionRules rules = AdmissionRules::from(1, {parse_accepted_signature("1x?x80")}, {}, 1);
+  EXPECT_EQ(admit_request(request_of(floats({1, 0, 80})), kArena, rules, 0).kind, AdmissionVerdict::Kind::kRun);
+  EXPECT_EQ(admit_request(request_of(floats({1, 3000, 80})), kArena, rules, 0).kind, AdmissionVerdict::Kind::kRun);
+  const AdmissionVerdict verdict = admit_request(request_of(floats({1, 30, 81})), kArena, rules, 0);
+  EXPECT_EQ(verdict.message, "input 0: expected [1, ?, 80] float32, got [1, 30, 81] float32");
+  EXPECT_TRUE(rules.warmup_plan().empty());
 }
 
 }  // namespace

@@ -16,7 +16,7 @@
 namespace sidecar {
 namespace {
 
-TEST(Layout, ProtocolVersionIsPinned) { EXPECT_EQ(kProtocolVersion, 5u); }
+TEST(Layout, ProtocolVersionIsPinned) { EXPECT_EQ(kProtocolVersion, 6u); }
 
 TEST(Layout, DescriptorSizesArePinned) {
   EXPECT_EQ(sizeof(TensorShape), 72u);
@@ -88,11 +88,16 @@ TEST(Layout, StatusPageIsPinned) {
   EXPECT_EQ(offsetof(StatusPage, lifecycle), 448u);
   EXPECT_EQ(offsetof(StatusPage, model_sequence), 512u);
   EXPECT_EQ(offsetof(StatusPage, model), 576u);
-  EXPECT_EQ(sizeof(ModelDescription), 9488u);
-  EXPECT_EQ(offsetof(StatusPage, metrics), 10112u);
+  EXPECT_EQ(sizeof(ShapeRange), 136u);
+  EXPECT_EQ(sizeof(ModelSignature), 1672u);
+  EXPECT_EQ(offsetof(ModelDescription, signatures), 272u);
+  EXPECT_EQ(offsetof(ModelDescription, warmed_count), 13648u);
+  EXPECT_EQ(sizeof(WarmedShape), 576u);
+  EXPECT_EQ(sizeof(ModelDescription), 87384u);
+  EXPECT_EQ(offsetof(StatusPage, metrics), 88000u);
   EXPECT_EQ(sizeof(MetricsShard), 5632u);
-  EXPECT_EQ(sizeof(StatusPage), 100224u);
-  EXPECT_EQ(kStatusPageBytes, 102400u);
+  EXPECT_EQ(sizeof(StatusPage), 178112u);
+  EXPECT_EQ(kStatusPageBytes, 180224u);
   // Each worker's shard starts on its own cache line: no two workers write one line.
   EXPECT_EQ(sizeof(MetricsShard) % kCacheLine, 0u);
 }

@@ -25,6 +25,62 @@ TEST(Options, RejectsMalformedSignatures) {
   EXPECT_THROW(parse_signature("1x1x1x1x1x1x1x1x1"), std::invalid_argument);
 }
 
+TEST(Options, ParsesAcceptedRangesAndAnySize) {
+  const AcceptedSignature tokens = parse_accepted_signature("1x1..512:int64,1x?");
+  ASSERT_EQ(tokens.size(), 2u);
+  EXPECT_EQ(tokens[0].dtype, static_cast<std::uint8_t>(DType::kInt64));
+  EXPECT_EQ(tokens[0].smallest[1], 1);
+  EXPECT_EQ(tokens[0].largest[1], 512);
+  EXPECT_EQ(tokens[0].smallest[0], 1);
+  EXPECT_EQ(tokens[0].largest[0], 1);
+  EXPECT_EQ(tokens[1].largest[1], kAnySize);
+  EXPECT_EQ(describe_accepted(tokens), "[1, 1..512] int64, [1, ?] float32");
+  EXPECT_THROW(parse_accepted_signature("1x512..1"), std::invalid_argument);
+  EXPECT_THROW(parse_accepted_signature("1x1..."), std::invalid_argument);
+  EXPECT_THROW(parse_accepted_signature("1x..4"), std::invalid_argument);
+  EXPECT_THROW(parse_signature("1x1..4"), std::invalid_argument) << "warm-up shapes are concrete";
+}
+
+TEST(Options, WarmupShapesMustLieWithinTheAcceptedOnes) {
+  const char* inside[] = {
+      "inference-sidecar", "--name",         "x",         "--model",        "m.pt",       "--accept-shape",
+      "1x1..512:int64",    "--warmup-shape", "1x7:int64", "--warmup-shape", "1x512:int64"};
+  const auto parsed = parse_command_line(static_cast<int>(std::size(inside)), const_cast<char**>(inside));
+  ASSERT_TRUE(parsed.options.has_value()) << parsed.error;
+  EXPECT_EQ(parsed.options->accepted_signatures.size(), 1u);
+  EXPECT_EQ(parsed.options->warmup_signatures.size(), 2u);
+  const char* outside[] = {"inference-sidecar", "--name",         "x",          "--model", "m.pt", "--accept-shape",
+                           "1x1..512:int64",    "--warmup-shape", "1x513:int64"};
+  const auto refused = parse_command_line(static_cast<int>(std::size(outside)), const_cast<char**>(outside));
+  EXPECT_FALSE(refused.options.has_value());
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.error.find("1x513:int64 is not within any --accept-shape: ([1, 1..512] int64)"), std::string::npos)
+      << refused.error;
+}
+
+TEST(Options, MoreThanEightWarmupShapesNeedAcceptedRanges) {
+  std::vector<std::string> args = {"inference-sidecar", "--name", "x", "--model", "m.pt"};
+  for (int length = 1; length <= 20; ++length) {
+    args.push_back("--warmup-shape");
+    args.push_back("1x" + std::to_string(length));
+  }
+  const auto argv = [](std::vector<std::string>& strings) {
+    std::vector<char*> pointers;
+    for (std::string& text : strings) pointers.push_back(text.data());
+    return pointers;
+  };
+  std::vector<char*> without = argv(args);
+  const auto refused = parse_command_line(static_cast<int>(without.size()), without.data());
+  EXPECT_FALSE(refused.options.has_value());
+  EXPECT_NE(refused.error.find("declare ranges with --accept-shape"), std::string::npos) << refused.error;
+  args.push_back("--accept-shape");
+  args.push_back("1x1..20");
+  std::vector<char*> with = argv(args);
+  const auto parsed = parse_command_line(static_cast<int>(with.size()), with.data());
+  ASSERT_TRUE(parsed.options.has_value()) << parsed.error;
+  EXPECT_EQ(parsed.options->warmup_signatures.size(), 20u);
+}
+
 TEST(Options, ParsesByteSizes) {
   EXPECT_EQ(parse_byte_size("4096"), 4096u);
   EXPECT_EQ(parse_byte_size("64K"), 65536u);
@@ -67,10 +123,29 @@ TEST(Options, CacheBytesZeroTurnsTheCacheOffAndTinyBudgetsAreRefused) {
 }
 
 TEST(Options, ConnectionFlagsAreParsedAndCheckedAgainstEachOther) {
-  const char* given[] = {"inference-sidecar", "--name", "x", "--model", "m.pt", "--runtime-dir", "/tmp/r",
-                         "--allow-user", "alice", "--allow-user", "1001", "--allow-group", "ml", "--socket-mode",
-                         "0600", "--max-clients", "200", "--arena-bytes", "1M", "--max-arena-bytes", "256M",
-                         "--cache-scope", "per-user"};
+  const char* given[] = {"inference-sidecar",
+                         "--name",
+                         "x",
+                         "--model",
+                         "m.pt",
+                         "--runtime-dir",
+                         "/tmp/r",
+                         "--allow-user",
+                         "alice",
+                         "--allow-user",
+                         "1001",
+                         "--allow-group",
+                         "ml",
+                         "--socket-mode",
+                         "0600",
+                         "--max-clients",
+                         "200",
+                         "--arena-bytes",
+                         "1M",
+                         "--max-arena-bytes",
+                         "256M",
+                         "--cache-scope",
+                         "per-user"};
   const auto parsed = parse_command_line(static_cast<int>(std::size(given)), const_cast<char**>(given));
   ASSERT_TRUE(parsed.options.has_value());
   EXPECT_EQ(parsed.options->runtime_dir, "/tmp/r");

@@ -117,13 +117,23 @@ struct ModelInfo {
   // > 1: a signature whose inputs have a leading dim of 1 also takes 2..max_batch rows, and the
   // sidecar batches such requests.
   std::uint32_t max_batch = 1;
-  // Each accepted set of input shapes, with the output shapes seen at warm-up. Empty when the
-  // sidecar accepts any shape.
+  // Each accepted set of input shapes. Empty when the sidecar accepts any shape.
   struct Signature {
+    // Each input's dtype and, per dim, the smallest size accepted.
     std::vector<std::pair<DType, std::vector<std::int64_t>>> inputs;
+    // Per input and dim, the largest size accepted: equal to the smallest for a fixed dim,
+    // kAnySize for a dim of any size (`?`).
+    std::vector<std::vector<std::int64_t>> input_largest;
+    // The output shapes the model gave at warm-up on the largest request accepted (for a fixed
+    // signature, its only one); empty when a dim has no largest size.
     std::vector<std::pair<DType, std::vector<std::int64_t>>> outputs;
+    std::string text;  // "[1, 1..512] int64", as --accept-shape's ranges
   };
+  static constexpr std::int64_t kAnySize = -1;
   std::vector<Signature> signatures;
+  // The input shapes every worker was warmed up on (batch sizes included); calls on other shapes
+  // within the signatures are served, and are cold the first time on each worker.
+  std::vector<std::vector<std::pair<DType, std::vector<std::int64_t>>>> warmed;
   int sidecar_pid = 0;
   std::uint32_t sidecar_uid = 0;
   // Increases with every start of a sidecar of this name: a reconnect shows here.

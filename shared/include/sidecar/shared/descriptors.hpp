@@ -18,7 +18,13 @@ namespace sidecar {
 
 inline constexpr std::uint32_t kMaxRank = 8;
 inline constexpr std::uint32_t kMaxTensors = 8;     // inputs per request, outputs per response
-inline constexpr std::uint32_t kMaxSignatures = 8;  // warmed input shapes the status page describes
+// Accepted signatures: each has latency histograms of its own in every worker's metrics shard. A
+// signature may take ranges of sizes (`--accept-shape 1x1..512`), so a few go a long way.
+inline constexpr std::uint32_t kMaxSignatures = 8;
+// Concrete shapes to warm up (--warmup-shape) within the accepted signatures.
+inline constexpr std::uint32_t kMaxWarmupShapes = 64;
+// Warmed shapes the status page lists (declared ones, the largest of each range, batch sizes).
+inline constexpr std::uint32_t kMaxWarmedShapes = 128;
 inline constexpr std::uint32_t kRingCapacity = 16;  // descriptors in flight per channel
 inline constexpr std::uint32_t kMessageBytes = 512;  // error text carried in a response
 inline constexpr std::uint64_t kArenaAlignment = 4096;

@@ -41,6 +41,9 @@ struct alignas(kCacheLine) MetricsShard {
   std::atomic<std::uint64_t> requests_by_status[kStatusCount];
   std::atomic<std::uint64_t> forwards;
   std::atomic<std::uint64_t> forward_requests;  // requests those forwards answered: the batch sizes' sum
+  // Forwards on input shapes the workers were not warmed up on (within an accepted range, or any
+  // shape when none is declared): the first of each shape on each worker is a cold call.
+  std::atomic<std::uint64_t> unwarmed_forwards;
   // Looks at the rings by an idle leader (one at least every 100 ms). With the requests answered,
   // it advances while the scheduling loop makes progress: what the watchdog checks.
   std::atomic<std::uint64_t> idle_looks;

@@ -38,6 +38,7 @@ struct MetricsSnapshot {
   std::uint64_t requests_by_status[kStatusCount] = {};
   std::uint64_t forwards = 0;
   std::uint64_t forward_requests = 0;
+  std::uint64_t unwarmed_forwards = 0;
   std::uint64_t batch_sizes[kBatchSizeBuckets] = {};
   std::vector<SignatureSnapshot> signatures;  // the described ones, then "other" when it has any
   std::uint64_t clients_connected = 0;

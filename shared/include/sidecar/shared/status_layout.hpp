@@ -15,6 +15,7 @@
 #include "sidecar/shared/clock.hpp"
 #include "sidecar/shared/descriptors.hpp"
 #include "sidecar/shared/metrics_layout.hpp"
+#include "sidecar/shared/signature.hpp"
 #include "sidecar/shared/spsc_ring.hpp"
 
 namespace sidecar {
@@ -44,21 +45,34 @@ constexpr const char* sidecar_state_name(std::uint32_t state) noexcept {
 // another user's inputs.
 enum class CacheScope : std::uint32_t { kShared = 1, kPerUser = 2 };
 
+// One accepted signature: the input sizes it takes, and the output shapes the model gave on its
+// largest request (for a fixed signature, its only one), from which clients size their output
+// regions. A signature with a dim of any size (`?`) has no largest request: outputs_known is 0.
 struct ModelSignature {
-  TensorShape inputs[kMaxTensors];
+  ShapeRange inputs[kMaxTensors];
   TensorShape outputs[kMaxTensors];
+  std::uint32_t outputs_known;
+  std::uint32_t reserved;
+};
+
+// One input shape every worker was warmed up on (batch sizes included).
+struct WarmedShape {
+  TensorShape inputs[kMaxTensors];
 };
 
 // Written by the sidecar before it marks itself ready.
 struct ModelDescription {
   std::uint32_t input_count;
   std::uint32_t output_count;
-  std::uint32_t signature_count;  // 0: the sidecar accepts any dtype and shape (no warm-up shapes)
-  // > 1: signatures whose inputs all have a leading dim of 1 also accept 2..max_batch rows, and
-  // requests of such shapes are batched into one forward.
+  std::uint32_t signature_count;  // 0: the sidecar accepts any dtype and shape
+  // > 1: signatures whose inputs all have a leading dim of exactly 1 also accept 2..max_batch
+  // rows, and requests of equal shapes are batched into one forward.
   std::uint32_t max_batch;
   char model_path[kModelPathBytes];
   ModelSignature signatures[kMaxSignatures];
+  std::uint32_t warmed_count;  // the first warmed_count of `warmed` are filled
+  std::uint32_t warmed_total;  // shapes warmed, also past kMaxWarmedShapes
+  WarmedShape warmed[kMaxWarmedShapes];
 };
 
 // Counts kept by the sidecar, read by anyone who maps the page.

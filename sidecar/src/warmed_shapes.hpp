@@ -1,0 +1,53 @@
+// The input shapes the workers were warmed up on, to tell a forward on any other shape: its first
+// call on each worker is a cold one (TorchScript specializes its graph per shape and thread), which
+// operators see counted in the metrics.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <unordered_set>
+#include <vector>
+
+#include "sidecar/shared/signature.hpp"
+
+namespace sidecar {
+
+class WarmedShapes {
+ public:
+  WarmedShapes() = default;
+  explicit WarmedShapes(const std::vector<InputSignature>& plan) {
+    for (const InputSignature& shapes : plan) {
+      plan_.push_back(shapes);
+      hashes_.insert(hash(shapes));
+    }
+  }
+
+  bool contains(std::span<const TensorShape> shapes) const {
+    if (hashes_.find(hash(shapes)) == hashes_.end()) return false;
+    for (const InputSignature& warmed : plan_) {
+      if (std::equal(warmed.begin(), warmed.end(), shapes.begin(), shapes.end(), same_shape)) return true;
+    }
+    return false;
+  }
+
+ private:
+  // FNV-1a over what same_shape compares: a miss here is a definite miss, a hit is confirmed.
+  static std::uint64_t hash(std::span<const TensorShape> shapes) noexcept {
+    std::uint64_t value = 0xcbf29ce484222325ull;
+    const auto mix = [&](std::uint64_t word) {
+      value ^= word;
+      value *= 0x100000001b3ull;
+    };
+    for (const TensorShape& shape : shapes) {
+      mix(shape.dtype);
+      mix(shape.rank);
+      for (std::uint32_t d = 0; d < shape.rank && d < kMaxRank; ++d) mix(static_cast<std::uint64_t>(shape.dims[d]));
+    }
+    return value;
+  }
+
+  std::vector<InputSignature> plan_;
+  std::unordered_set<std::uint64_t> hashes_;
+};
+
+}  // namespace sidecar
