@@ -11,10 +11,9 @@
 #include <memory>
 #include <string>
 
-#include "echo_runner.hpp"
 #include "model_runner.hpp"
 #include "model_service.grpc.pb.h"
-#include "options.hpp"
+#include "served_model.hpp"
 
 namespace {
 
@@ -76,14 +75,8 @@ class ModelService final : public bench::ModelService::Service {
   std::vector<std::uint64_t> sizes_;
 };
 
-int serve(const std::string& tcp, const std::string& unix_path, const std::string& model_path,
+int serve(const std::string& tcp, const std::string& unix_path, std::unique_ptr<ModelRunner> runner,
           const InputSignature& signature) {
-  configure_torch_threads(1, 1);
-  retain_freed_memory();
-  std::unique_ptr<ModelRunner> runner =
-      model_path.empty() ? make_echo_runner(signature.size()) : ModelRunner::load(model_path, {});
-  runner->prepare_worker_thread();
-  runner->warm_up({signature}, 20);
   ModelService service(*runner, signature);
   grpc::ServerBuilder builder;
   int tcp_port = 0;
@@ -107,23 +100,14 @@ int serve(const std::string& tcp, const std::string& unix_path, const std::strin
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string tcp = "127.0.0.1:0", unix_path, model_path, shape;
-  bool echo = false;
+  std::string tcp = "127.0.0.1:0", unix_path;
+  sidecar::bench::ServedModelFlags served;
   CLI::App app{"sidecar-grpc-server: the model behind a synchronous gRPC server, for sidecar-bench"};
   app.add_option("--tcp", tcp, "HOST:PORT to listen on (port 0: any free one, printed)")->capture_default_str();
   app.add_option("--unix", unix_path, "also listen on this Unix socket");
-  auto* model = app.add_option("--model", model_path, "TorchScript file");
-  app.add_flag("--echo", echo, "serve no model: answer each request with its inputs")->excludes(model);
-  app.add_option("--shape", shape, "input signature, e.g. 1x64 or 1x8:int64,1x8")->required();
+  sidecar::bench::add_served_model_flags(app, served);
   CLI11_PARSE(app, argc, argv);
-  if (!echo && model_path.empty()) {
-    std::fprintf(stderr, "sidecar-grpc-server: --model or --echo is required\n");
-    return 1;
-  }
-  try {
-    return serve(tcp, unix_path, model_path, sidecar::parse_signature(shape));
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "sidecar-grpc-server: %s\n", error.what());
-    return 1;
-  }
+  return sidecar::bench::run_peer_server("sidecar-grpc-server", served, [&](const sidecar::InputSignature& signature) {
+    return serve(tcp, unix_path, sidecar::bench::load_served_model(served, signature), signature);
+  });
 }

@@ -73,21 +73,22 @@ void print_table(const std::vector<Row>& rows) {
   }
 }
 
+const Row* find_row(const std::vector<Row>& rows, const std::string& name, const std::string& model) {
+  for (const Row& row : rows)
+    if (row.name == name && row.model == model) return &row;
+  return nullptr;
+}
+
 // Moving the bytes alone, against the spinning sidecar; and what warm-up removes.
 void print_echo_and_cold_summary(const std::vector<Row>& rows) {
-  auto find = [&](const std::string& name, const std::string& model) -> const Row* {
-    for (const Row& row : rows)
-      if (row.name == name && row.model == model) return &row;
-    return nullptr;
-  };
   for (const Row& row : rows) {
-    const Row* spin_echo = find("sidecar_spin_echo", row.model);
+    const Row* spin_echo = find_row(rows, "sidecar_spin_echo", row.model);
     if (row.name.ends_with("_echo") && spin_echo && &row != spin_echo) {
       std::printf("%-17s on %-6s p50 %.1fx sidecar_spin_echo's\n", row.name.c_str(), row.model.c_str(),
                   row.p50_us / spin_echo->p50_us);
     }
-    const Row* warmed = row.name == "in_process_cold" ? find("in_process", row.model)
-                        : row.name == "sidecar_cold"  ? find("sidecar_spin", row.model)
+    const Row* warmed = row.name == "in_process_cold" ? find_row(rows, "in_process", row.model)
+                        : row.name == "sidecar_cold"  ? find_row(rows, "sidecar_spin", row.model)
                                                       : nullptr;
     if (warmed) {
       std::printf("%-17s on %-6s p50 %.1f us against %.1f us warmed (%zu fresh loads)\n", row.name.c_str(),
@@ -98,24 +99,19 @@ void print_echo_and_cold_summary(const std::vector<Row>& rows) {
 
 // A client-side hit against the model's forward, and its pieces in GB/s of input.
 void print_cache_summary(const std::vector<Row>& rows) {
-  auto find = [&](const std::string& name, const std::string& model) -> const Row* {
-    for (const Row& row : rows)
-      if (row.name == name && row.model == model) return &row;
-    return nullptr;
-  };
   for (const Row& hit : rows) {
     if (hit.name != "cache_hit_client") continue;
-    const Row* forward = find("in_process", hit.model);
-    const Row* miss = find("cache_miss", hit.model);
+    const Row* forward = find_row(rows, "in_process", hit.model);
+    const Row* miss = find_row(rows, "cache_miss", hit.model);
     if (forward) {
       std::printf("cache_hit_client on %-6s p50 %.2f us = 1/%.0f of the in-process forward", hit.model.c_str(),
                   hit.p50_us, forward->p50_us / hit.p50_us);
       if (miss) std::printf(", 1/%.0f of a miss", miss->p50_us / hit.p50_us);
       std::printf("\n");
     }
-    const Row* hash = find("key_hash", hit.model);
-    const Row* compare = find("memcmp", hit.model);
-    const Row* copy = find("memcpy", hit.model);
+    const Row* hash = find_row(rows, "key_hash", hit.model);
+    const Row* compare = find_row(rows, "memcmp", hit.model);
+    const Row* copy = find_row(rows, "memcpy", hit.model);
     if (hash && compare && copy) {
       const double bytes = static_cast<double>(hash->bytes);
       auto gbps = [&](double us) { return bytes / (us * 1e3); };

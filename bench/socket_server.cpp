@@ -19,9 +19,8 @@
 #include <thread>
 #include <vector>
 
-#include "echo_runner.hpp"
 #include "model_runner.hpp"
-#include "options.hpp"
+#include "served_model.hpp"
 #include "sidecar/shared/descriptor_check.hpp"
 #include "sidecar/shared/memfd.hpp"
 #include "sidecar/shared/unix_socket.hpp"
@@ -131,13 +130,7 @@ void serve_connection(UniqueFd client, ModelRunner& runner, const InputSignature
   }
 }
 
-int serve(const std::string& socket_path, const std::string& model_path, const InputSignature& signature) {
-  configure_torch_threads(1, 1);
-  retain_freed_memory();
-  std::unique_ptr<ModelRunner> runner =
-      model_path.empty() ? make_echo_runner(signature.size()) : ModelRunner::load(model_path, {});
-  runner->prepare_worker_thread();
-  runner->warm_up({signature}, 20);
+int serve(const std::string& socket_path, std::unique_ptr<ModelRunner> runner, const InputSignature& signature) {
 
   UniqueFd listening(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   const Result<sockaddr_un> address = unix_address(socket_path);
@@ -159,22 +152,13 @@ int serve(const std::string& socket_path, const std::string& model_path, const I
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string socket_path, model_path, shape;
-  bool echo = false;
+  std::string socket_path;
+  sidecar::bench::ServedModelFlags served;
   CLI::App app{"sidecar-socket-server: the model behind a plain Unix socket, for sidecar-bench"};
   app.add_option("--socket", socket_path, "where to listen")->required();
-  auto* model = app.add_option("--model", model_path, "TorchScript file");
-  app.add_flag("--echo", echo, "serve no model: answer each request with its inputs")->excludes(model);
-  app.add_option("--shape", shape, "input signature, e.g. 1x64 or 1x8:int64,1x8")->required();
+  sidecar::bench::add_served_model_flags(app, served);
   CLI11_PARSE(app, argc, argv);
-  if (!echo && model_path.empty()) {
-    std::fprintf(stderr, "sidecar-socket-server: --model or --echo is required\n");
-    return 1;
-  }
-  try {
-    return serve(socket_path, model_path, sidecar::parse_signature(shape));
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "sidecar-socket-server: %s\n", error.what());
-    return 1;
-  }
+  return sidecar::bench::run_peer_server("sidecar-socket-server", served, [&](const sidecar::InputSignature& signature) {
+    return serve(socket_path, sidecar::bench::load_served_model(served, signature), signature);
+  });
 }
