@@ -106,9 +106,25 @@ ServerChild::ServerChild(const std::string& binary, const std::vector<std::strin
 }
 
 ServerChild::~ServerChild() {
-  ::kill(pid_, SIGTERM);
-  ::waitpid(pid_, nullptr, 0);
+  if (!exited_) {
+    ::kill(pid_, SIGCONT);  // a paused server takes SIGTERM only once it runs again
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+  }
   ::unlink(log_path_.c_str());
+}
+
+bool ServerChild::running() {
+  if (!exited_ && ::waitpid(pid_, nullptr, WNOHANG) == pid_) exited_ = true;
+  return !exited_;
+}
+
+void ServerChild::pause() {
+  if (!exited_) ::kill(pid_, SIGSTOP);
+}
+
+void ServerChild::resume() {
+  if (!exited_) ::kill(pid_, SIGCONT);
 }
 
 std::string ServerChild::log() const {

@@ -70,9 +70,16 @@ class ServerChild {
   ServerChild& operator=(const ServerChild&) = delete;
   std::string log() const;
   pid_t pid() const noexcept { return pid_; }
+  // False once it has exited (it is reaped then).
+  bool running();
+  // SIGSTOP and SIGCONT: a server stopped while other rows are measured takes no CPU from them,
+  // spinning or not.
+  void pause();
+  void resume();
 
  private:
   pid_t pid_ = -1;
+  bool exited_ = false;
   std::string log_path_;
 };
 

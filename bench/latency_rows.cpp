@@ -1,19 +1,15 @@
 #include "latency_rows.hpp"
 
-#include <sys/socket.h>
-#include <sys/uio.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <algorithm>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
-#include <thread>
 
 #include "model_runner.hpp"
 #include "sidecar/shared/cache_reader.hpp"
-#include "sidecar/shared/memfd.hpp"
-#include "sidecar/shared/unix_socket.hpp"
 
 namespace sidecar::bench {
 namespace {
@@ -37,181 +33,222 @@ class CopyingSink final : public OutputSink {
 
 }  // namespace
 
-Row measure_in_process(const ModelCase& model) {
-  // On the CPUs the sidecar's forward runs on: this VM's vCPUs do not always run at the same speed,
-  // and the rows should differ by transport alone.
-  if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.server);
-  struct RestorePlacement {
-    ~RestorePlacement() {
-      if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);
-    }
-  } restore;
-  auto runner = ModelRunner::load(model.path, {});
-  runner->warm_up({model.signature}, 20);
-  std::vector<std::vector<float>> inputs;
-  std::vector<InputView> views;
-  for (const TensorShape& shape : model.signature) inputs.push_back(random_input(element_count_of(shape)));
-  for (std::size_t i = 0; i < inputs.size(); ++i) views.push_back(InputView{model.signature[i], inputs[i].data()});
-  CopyingSink sink;
-  std::vector<double> latencies;
-  const std::size_t skip = discarded(model.requests);
-  for (std::size_t r = 0; r < model.requests + skip; ++r) {
-    const auto start = Clock::now();
-    const CallOutcome outcome = runner->run(views, sink);
-    const auto end = Clock::now();
-    if (outcome.status != Status::kOk) throw std::runtime_error("in-process forward failed: " + outcome.message);
-    if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
-  }
-  return summarize("in_process", model.name, std::move(latencies));
+void LatencyProbe::begin_block() {
+  if (ServerChild* child = server()) child->resume();
 }
+
+void LatencyProbe::end_block() {
+  if (ServerChild* child = server()) child->pause();
+}
+
+namespace {
+
+double microseconds_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+}
+
+class InProcessProbe final : public LatencyProbe {
+ public:
+  explicit InProcessProbe(const ModelCase& model) : LatencyProbe("in_process") {
+    runner_ = ModelRunner::load(model.path, {});
+    begin_block();
+    runner_->warm_up({model.signature}, 20);
+    end_block();
+    for (const TensorShape& shape : model.signature) inputs_.push_back(random_input(element_count_of(shape)));
+    for (std::size_t i = 0; i < inputs_.size(); ++i) views_.push_back(InputView{model.signature[i], inputs_[i].data()});
+  }
+  // On the CPUs the sidecar's forward runs on: this VM's vCPUs do not always run at the same
+  // speed, and the rows should differ by transport alone.
+  void begin_block() override {
+    if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.server);
+  }
+  void end_block() override {
+    if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);
+  }
+  double timed_call_us() override {
+    const auto start = Clock::now();
+    const CallOutcome outcome = runner_->run(views_, sink_);
+    const double took = microseconds_since(start);
+    if (outcome.status != Status::kOk) throw std::runtime_error("in-process forward failed: " + outcome.message);
+    return took;
+  }
+
+ private:
+  std::unique_ptr<ModelRunner> runner_;
+  std::vector<std::vector<float>> inputs_;
+  std::vector<InputView> views_;
+  CopyingSink sink_;
+};
 
 // Round trips through a real sidecar: inputs written in place into shared memory, outputs read in
 // place (the library's zero-copy path).
-Row measure_sidecar(const std::string& row_name, const ModelCase& model, const std::string& binary,
-                    std::chrono::microseconds spin, const std::vector<std::string>& extra_args) {
-  const std::string name = "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + model.name;
-  const std::string spin_us = std::to_string(spin.count());
-  std::vector<std::string> args{"--model",   model.path, "--name",          name, "--warmup-shape",
-                                signature_text(model.signature), "--workers", "1", "--spin-us",      spin_us,
-                                "--max-clients", "2", "--warmup-iterations", "20"};
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
-  ServerChild child(binary, args);
-  ConnectOptions options;
-  options.timeout = std::chrono::minutes(5);
-  options.spin = spin;
-  auto client = Client::connect(name, options);
-  if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child.log());
-
-  std::vector<std::vector<float>> inputs;
-  for (const TensorShape& shape : model.signature) inputs.push_back(random_input(element_count_of(shape)));
-  std::vector<double> latencies;
-  const std::size_t skip = discarded(model.requests);
-  float checksum = 0;
-  for (std::size_t r = 0; r < model.requests + skip; ++r) {
+class SidecarProbe final : public LatencyProbe {
+ public:
+  SidecarProbe(const std::string& row_name, const ModelCase& model, const SidecarSettings& settings)
+      : LatencyProbe(row_name), signature_(model.signature) {
+    static int started = 0;
+    const std::string name =
+        "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + model.name + "-" + std::to_string(started++);
+    std::vector<std::string> args{"--name",        name, "--workers", "1", "--spin-us", std::to_string(settings.spin.count()),
+                                  "--max-clients", "2",  "--warmup-iterations", "20"};
+    if (settings.echo) {
+      args.push_back("--echo");
+    } else {
+      args.insert(args.end(), {"--model", model.path});
+    }
+    if (settings.warm) args.insert(args.end(), {"--warmup-shape", signature_text(model.signature)});
+    args.insert(args.end(), settings.extra_args.begin(), settings.extra_args.end());
+    child_ = std::make_unique<ServerChild>(settings.binary, args);
+    ConnectOptions options;
+    options.timeout = std::chrono::minutes(5);
+    options.spin = settings.spin;
+    auto client = Client::connect(name, options);
+    if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child_->log());
+    client_.emplace(std::move(*client));
+    for (const TensorShape& shape : model.signature) inputs_.push_back(random_input(element_count_of(shape)));
+  }
+  double timed_call_us() override {
     const auto start = Clock::now();
-    for (std::size_t i = 0; i < inputs.size(); ++i) {
-      const TensorShape& shape = model.signature[i];
+    for (std::size_t i = 0; i < inputs_.size(); ++i) {
+      const TensorShape& shape = signature_[i];
       auto buffer =
-          client->input_buffer(static_cast<DType>(shape.dtype), std::span<const std::int64_t>(shape.dims, shape.rank));
+          client_->input_buffer(static_cast<DType>(shape.dtype), std::span<const std::int64_t>(shape.dims, shape.rank));
       if (!buffer.ok()) throw std::runtime_error(buffer.message());
-      std::memcpy(buffer->data(), inputs[i].data(), buffer->size());
+      std::memcpy(buffer->data(), inputs_[i].data(), buffer->size());
     }
-    auto outputs = client->run(std::chrono::seconds(60), CachePolicy::kBypass);
-    if (!outputs.ok()) throw std::runtime_error(row_name + ": " + outputs.message());
-    checksum += (*outputs)[0].values<float>()[0];
-    const auto end = Clock::now();
-    if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+    auto outputs = client_->run(std::chrono::seconds(60), CachePolicy::kBypass);
+    if (!outputs.ok()) throw std::runtime_error(row() + ": " + outputs.message());
+    checksum_ += (*outputs)[0].values<float>()[0];
+    return microseconds_since(start);
   }
-  if (checksum != checksum) std::cerr << "(NaN outputs)\n";
-  return summarize(row_name, model.name, std::move(latencies));
-}
+  ServerChild* server() noexcept override { return child_.get(); }
 
-// Round trips through sidecar-socket-server over a Unix stream socket: the inputs sent as one
-// length-prefixed block with one writev, the outputs read back the same way.
-Row measure_unix_socket(const ModelCase& model, const std::string& server_binary) {
-  const std::string path = bench_runtime_dir() + "/socket-" + model.name + ".sock";
-  ServerChild child(server_binary, {"--socket", path, "--model", model.path, "--shape", signature_text(model.signature)});
-  const Result<sockaddr_un> address = unix_address(path);
-  if (!address.ok()) throw std::runtime_error(address.message());
-  UniqueFd socket;
-  const auto give_up = Clock::now() + std::chrono::minutes(5);
-  while (true) {
-    socket.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(sockaddr_un)) == 0) break;
-    if (Clock::now() > give_up) throw std::runtime_error("unix_socket: the server never listened\n" + child.log());
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ClientInputs inputs = client_inputs(model);
-  std::uint64_t request_bytes = 0;
-  for (const auto& values : inputs.values) request_bytes += values.size() * sizeof(float);
-  std::vector<iovec> parts;
-  std::uint64_t length = request_bytes;
-  parts.push_back({&length, sizeof length});
-  for (auto& values : inputs.values) parts.push_back({values.data(), values.size() * sizeof(float)});
-  std::vector<std::uint8_t> reply(1 << 20);
-  std::vector<double> latencies;
-  const std::size_t skip = discarded(model.requests);
-  float checksum = 0;
-  for (std::size_t r = 0; r < model.requests + skip; ++r) {
+ private:
+  InputSignature signature_;
+  std::unique_ptr<ServerChild> child_;
+  std::optional<Client> client_;
+  std::vector<std::vector<float>> inputs_;
+  float checksum_ = 0;
+};
+
+class PeerProbe final : public LatencyProbe {
+ public:
+  PeerProbe(Peer peer, const ModelCase& model, bool echo, const PeerBinaries& binaries)
+      : LatencyProbe(peer_row_name(peer, echo)),
+        server_(peer, model, echo, binaries),
+        connection_(connect_peer(peer, server_.target())),
+        inputs_(client_inputs(model)) {}
+  double timed_call_us() override {
     const auto start = Clock::now();
-    // The whole request in one call when the kernel takes it, as a careful user would write it.
-    std::size_t sent = 0;
-    const std::size_t total = sizeof length + request_bytes;
-    while (sent < total) {
-      std::vector<iovec> left;
-      std::size_t skipped = sent;
-      for (const iovec& part : parts) {
-        if (skipped >= part.iov_len) {
-          skipped -= part.iov_len;
-          continue;
-        }
-        left.push_back({static_cast<std::uint8_t*>(part.iov_base) + skipped, part.iov_len - skipped});
-        skipped = 0;
-      }
-      const ssize_t wrote = ::writev(socket.get(), left.data(), static_cast<int>(left.size()));
-      if (wrote <= 0) throw std::runtime_error("unix_socket: write failed\n" + child.log());
-      sent += static_cast<std::size_t>(wrote);
-    }
-    std::size_t have = 0;
-    std::uint64_t answer = ~0ull;
-    while (have < sizeof answer || have < sizeof answer + answer) {
-      if (have == reply.size()) reply.resize(reply.size() * 2);
-      const ssize_t got = ::read(socket.get(), reply.data() + have, reply.size() - have);
-      if (got <= 0) throw std::runtime_error("unix_socket: read failed\n" + child.log());
-      have += static_cast<std::size_t>(got);
-      if (have >= sizeof answer) std::memcpy(&answer, reply.data(), sizeof answer);
-    }
-    const auto end = Clock::now();
-    if (answer < sizeof(float)) throw std::runtime_error("unix_socket: the model failed\n" + child.log());
-    float first = 0;
-    std::memcpy(&first, reply.data() + sizeof answer, sizeof first);
-    checksum += first;
-    if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+    connection_->call(inputs_);
+    return microseconds_since(start);
   }
-  if (checksum != checksum) std::cerr << "(NaN outputs)\n";
-  return summarize("unix_socket", model.name, std::move(latencies));
-}
+  ServerChild* server() noexcept override { return &server_.child(); }
 
+ private:
+  PeerServer server_;
+  std::unique_ptr<PeerConnection> connection_;
+  ClientInputs inputs_;
+};
 
-Row measure_cache(CacheRow kind, const ModelCase& model, const std::string& binary) {
-  const char* row_name = kind == CacheRow::kMiss          ? "cache_miss"
-                         : kind == CacheRow::kHitInClient ? "cache_hit_client"
-                                                          : "cache_hit_sidecar";
-  const std::string name = "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + model.name;
-  ServerChild child(
-      binary, {"--model", model.path, "--name", name, "--warmup-shape", signature_text(model.signature), "--workers",
-               "1", "--spin-us", "1000000", "--max-clients", "2", "--warmup-iterations", "20", "--cache-bytes", "256M"});
-  ConnectOptions options;
-  options.timeout = std::chrono::minutes(5);
-  options.spin = std::chrono::seconds(1);
-  options.cache_lookup = kind == CacheRow::kHitInSidecar ? CacheLookup::kInSidecar : CacheLookup::kInClient;
-  auto client = Client::connect(name, options);
-  if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child.log());
-
-  ClientInputs inputs = client_inputs(model);
-  const CacheOutcome expected = kind == CacheRow::kMiss          ? CacheOutcome::kMiss
-                                : kind == CacheRow::kHitInClient ? CacheOutcome::kHitInClient
-                                                                 : CacheOutcome::kHitInSidecar;
-  std::vector<double> latencies;
-  const std::size_t skip = discarded(model.requests);
-  float checksum = 0;
-  for (std::size_t r = 0; r < model.requests + skip; ++r) {
+class CacheProbe final : public LatencyProbe {
+ public:
+  CacheProbe(CacheRow kind, const ModelCase& model, const std::string& binary)
+      : LatencyProbe(kind == CacheRow::kMiss          ? "cache_miss"
+                     : kind == CacheRow::kHitInClient ? "cache_hit_client"
+                                                      : "cache_hit_sidecar"),
+        kind_(kind),
+        expected_(kind == CacheRow::kMiss          ? CacheOutcome::kMiss
+                  : kind == CacheRow::kHitInClient ? CacheOutcome::kHitInClient
+                                                   : CacheOutcome::kHitInSidecar),
+        unchecked_calls_(discarded(model.requests)),
+        inputs_(client_inputs(model)) {
+    const std::string name = "bench-" + std::to_string(::getpid()) + "-" + row() + "-" + model.name;
+    child_ = std::make_unique<ServerChild>(
+        binary, std::vector<std::string>{"--model", model.path, "--name", name, "--warmup-shape",
+                                         signature_text(model.signature), "--workers", "1", "--spin-us", "1000000",
+                                         "--max-clients", "2", "--warmup-iterations", "20", "--cache-bytes", "256M"});
+    ConnectOptions options;
+    options.timeout = std::chrono::minutes(5);
+    options.spin = std::chrono::seconds(1);
+    options.cache_lookup = kind == CacheRow::kHitInSidecar ? CacheLookup::kInSidecar : CacheLookup::kInClient;
+    auto client = Client::connect(name, options);
+    if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child_->log());
+    client_.emplace(std::move(*client));
+  }
+  double timed_call_us() override {
     // A miss needs an input never seen before: change one element, outside the timed part.
-    if (kind == CacheRow::kMiss) inputs.values[0][r % inputs.values[0].size()] += 1.0f;
+    if (kind_ == CacheRow::kMiss) inputs_.values[0][calls_ % inputs_.values[0].size()] += 1.0f;
     const auto start = Clock::now();
-    auto outputs = client->infer(inputs.views, std::chrono::seconds(60));
-    const auto end = Clock::now();
-    if (!outputs.ok()) throw std::runtime_error(std::string(row_name) + ": " + outputs.message());
-    checksum += (*outputs)[0].values<float>()[0];
-    // The first call of a hit row stores the result; every measured call must be what the row says.
-    if (r >= skip && client->last_cache_outcome() != expected) {
-      throw std::runtime_error(std::string(row_name) + ": call " + std::to_string(r) + " was a " +
-                               cache_outcome_name(client->last_cache_outcome()));
+    auto outputs = client_->infer(inputs_.views, std::chrono::seconds(60));
+    const double took = microseconds_since(start);
+    if (!outputs.ok()) throw std::runtime_error(row() + ": " + outputs.message());
+    // The first calls of a hit row store the result; every measured call must be what the row says.
+    if (++calls_ > unchecked_calls_ && client_->last_cache_outcome() != expected_) {
+      throw std::runtime_error(row() + ": call " + std::to_string(calls_) + " was a " +
+                               cache_outcome_name(client_->last_cache_outcome()));
     }
-    if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+    return took;
   }
-  if (checksum != checksum) std::cerr << "(NaN outputs)\n";
-  return summarize(row_name, model.name, std::move(latencies));
+  ServerChild* server() noexcept override { return child_.get(); }
+
+ private:
+  CacheRow kind_;
+  CacheOutcome expected_;
+  std::size_t unchecked_calls_;
+  std::size_t calls_ = 0;
+  ClientInputs inputs_;
+  std::unique_ptr<ServerChild> child_;
+  std::optional<Client> client_;
+};
+
+}  // namespace
+
+std::unique_ptr<LatencyProbe> in_process_probe(const ModelCase& model) {
+  return std::make_unique<InProcessProbe>(model);
+}
+
+std::unique_ptr<LatencyProbe> sidecar_probe(const std::string& row_name, const ModelCase& model,
+                                            const SidecarSettings& settings) {
+  return std::make_unique<SidecarProbe>(row_name, model, settings);
+}
+
+std::unique_ptr<LatencyProbe> peer_probe(Peer peer, const ModelCase& model, bool echo, const PeerBinaries& binaries) {
+  return std::make_unique<PeerProbe>(peer, model, echo, binaries);
+}
+
+std::unique_ptr<LatencyProbe> cache_probe(CacheRow kind, const ModelCase& model, const std::string& binary) {
+  return std::make_unique<CacheProbe>(kind, model, binary);
+}
+
+std::vector<Row> measure_interleaved(std::vector<std::unique_ptr<LatencyProbe>>& probes, const ModelCase& model,
+                                     std::size_t blocks) {
+  blocks = std::clamp<std::size_t>(blocks, 1, std::max<std::size_t>(model.requests, 1));
+  // A server resumed for its block may have gone to sleep meanwhile: its first calls pay a wake-up
+  // that the rest of the block does not, so they are not counted.
+  constexpr std::size_t kSettlingCalls = 2;
+  std::vector<std::vector<double>> latencies(probes.size());
+  for (auto& probe : probes) probe->end_block();
+  for (auto& probe : probes) {
+    probe->begin_block();
+    for (std::size_t r = 0; r < discarded(model.requests); ++r) probe->timed_call_us();
+    probe->end_block();
+  }
+  for (std::size_t block = 0; block < blocks; ++block) {
+    const std::size_t calls = model.requests / blocks + (block < model.requests % blocks ? 1 : 0);
+    for (std::size_t p = 0; p < probes.size(); ++p) {
+      probes[p]->begin_block();
+      for (std::size_t r = 0; r < kSettlingCalls; ++r) probes[p]->timed_call_us();
+      for (std::size_t r = 0; r < calls; ++r) latencies[p].push_back(probes[p]->timed_call_us());
+      probes[p]->end_block();
+    }
+  }
+  std::vector<Row> rows;
+  for (std::size_t p = 0; p < probes.size(); ++p) {
+    probes[p]->begin_block();  // left running, so that it stops when asked
+    rows.push_back(summarize(probes[p]->row(), model.name, std::move(latencies[p])));
+  }
+  return rows;
 }
 
 // What a client-side hit is made of, on the model's input bytes: hashing them once, comparing them

@@ -1,6 +1,6 @@
 // sidecar-bench: round-trip latency of a model called in-process and through a real sidecar
-// process, spinning and blocking, and of the result cache's hits and misses. Prints a table; --json
-// writes the rows for later comparison.
+// process, spinning and blocking, of the result cache's hits and misses, and of the peers a user
+// would run instead. Prints a table; --json writes the rows for later comparison.
 //
 // Rows:
 //   in_process        the frozen model called in this process (the floor)
@@ -13,13 +13,28 @@
 //   cache_hit_client  the same input every call, looked up by the client in shared memory
 //   cache_hit_sidecar the same input every call, looked up by the sidecar
 //   key_hash, memcmp, memcpy   the pieces of a hit on the model's input bytes, for GB/s
+//   in_process_cold, sidecar_cold   the first call on a freshly loaded model (no warm-up), each
+//                     sample a new process (--cold-repeats of them), against in_process and
+//                     sidecar_spin: what warm-up removes
+// With --peers, also:
+//   grpc_tcp, grpc_unix   the same model behind a synchronous gRPC C++ server (sidecar-grpc-server),
+//                     tensors as bytes, over TCP loopback and over a Unix socket (when built with gRPC)
+//   *_echo            sidecar_spin, sidecar_block, unix_socket, grpc_tcp and grpc_unix serving no
+//                     model (--echo: each answer is the request's inputs): what moving the bytes costs
+// Every server of a model is started once; then the rows are measured in --blocks blocks each,
+// round-robin, every other server stopped (SIGSTOP) meanwhile, so that the machine's drift and idle
+// spinning hit every row alike. Percentiles are over all the blocks of a row.
 // With --clients 1,2,4,8,16: closed-loop client processes instead, each with one request in
 // flight, new inputs every call, cache bypassed; rows batching_off and batching_on per client count
-// with throughput_rps and mean_batch_size beside the latency percentiles, on "demo" and "mlp".
+// with throughput_rps and mean_batch_size beside the latency percentiles, on "demo" and "mlp"; with
+// --peers also unix_socket, grpc_tcp and grpc_unix per client count (the servers take a thread per
+// connection, and gRPC's own pool).
 // The sidecar rows use the zero-copy path (inputs written in place); the cache rows use infer(),
 // whose lookup reads the caller's buffer, so a client-side hit copies nothing into shared memory.
 //
 //   sidecar-bench                                  # makes and measures "tiny" and "demo"
+//   sidecar-bench --peers --json out.json          # and the peers, and the echo rows
+//   sidecar-bench --peers --clients 1,2,4,8,16     # throughput of the sidecar and the peers
 //   sidecar-bench --model m.pt --shape 1x3x224x224 --json out.json
 #include <sched.h>
 
@@ -30,6 +45,7 @@
 #include <iostream>
 
 #include "bench_support.hpp"
+#include "cold_rows.hpp"
 #include "latency_rows.hpp"
 #include "model_runner.hpp"
 #include "model_zoo.hpp"
@@ -50,32 +66,52 @@ void print_table(const std::vector<Row>& rows) {
     if (in_process.name != "in_process") continue;
     for (const Row& row : rows) {
       if (row.model != in_process.model || row.name == "in_process" || row.bytes != 0) continue;
+      if (row.name.ends_with("_echo") || row.name.ends_with("_cold")) continue;
       std::printf("added by %-17s on %-6s p50 %+9.2f us   p99 %+9.2f us\n", row.name.c_str(), row.model.c_str(),
                   row.p50_us - in_process.p50_us, row.p99_us - in_process.p99_us);
     }
   }
 }
 
+const Row* find_row(const std::vector<Row>& rows, const std::string& name, const std::string& model) {
+  for (const Row& row : rows)
+    if (row.name == name && row.model == model) return &row;
+  return nullptr;
+}
+
+// Moving the bytes alone, against the spinning sidecar; and what warm-up removes.
+void print_echo_and_cold_summary(const std::vector<Row>& rows) {
+  for (const Row& row : rows) {
+    const Row* spin_echo = find_row(rows, "sidecar_spin_echo", row.model);
+    if (row.name.ends_with("_echo") && spin_echo && &row != spin_echo) {
+      std::printf("%-17s on %-6s p50 %.1fx sidecar_spin_echo's\n", row.name.c_str(), row.model.c_str(),
+                  row.p50_us / spin_echo->p50_us);
+    }
+    const Row* warmed = row.name == "in_process_cold" ? find_row(rows, "in_process", row.model)
+                        : row.name == "sidecar_cold"  ? find_row(rows, "sidecar_spin", row.model)
+                                                      : nullptr;
+    if (warmed) {
+      std::printf("%-17s on %-6s p50 %.1f us against %.1f us warmed (%zu fresh loads)\n", row.name.c_str(),
+                  row.model.c_str(), row.p50_us, warmed->p50_us, row.requests);
+    }
+  }
+}
+
 // A client-side hit against the model's forward, and its pieces in GB/s of input.
 void print_cache_summary(const std::vector<Row>& rows) {
-  auto find = [&](const std::string& name, const std::string& model) -> const Row* {
-    for (const Row& row : rows)
-      if (row.name == name && row.model == model) return &row;
-    return nullptr;
-  };
   for (const Row& hit : rows) {
     if (hit.name != "cache_hit_client") continue;
-    const Row* forward = find("in_process", hit.model);
-    const Row* miss = find("cache_miss", hit.model);
+    const Row* forward = find_row(rows, "in_process", hit.model);
+    const Row* miss = find_row(rows, "cache_miss", hit.model);
     if (forward) {
       std::printf("cache_hit_client on %-6s p50 %.2f us = 1/%.0f of the in-process forward", hit.model.c_str(),
                   hit.p50_us, forward->p50_us / hit.p50_us);
       if (miss) std::printf(", 1/%.0f of a miss", miss->p50_us / hit.p50_us);
       std::printf("\n");
     }
-    const Row* hash = find("key_hash", hit.model);
-    const Row* compare = find("memcmp", hit.model);
-    const Row* copy = find("memcpy", hit.model);
+    const Row* hash = find_row(rows, "key_hash", hit.model);
+    const Row* compare = find_row(rows, "memcmp", hit.model);
+    const Row* copy = find_row(rows, "memcpy", hit.model);
     if (hash && compare && copy) {
       const double bytes = static_cast<double>(hash->bytes);
       auto gbps = [&](double us) { return bytes / (us * 1e3); };
@@ -108,15 +144,26 @@ void write_json(const std::string& path, const std::vector<Row>& rows) {
 
 int run(int argc, char** argv) {
   std::string model_path, shape = "1x3x224x224", json_path, sidecar_binary = SIDECAR_BINARY;
-  std::string socket_server_binary = SOCKET_SERVER_BINARY;
-  std::size_t requests = 0;
+  PeerBinaries peers{SOCKET_SERVER_BINARY, GRPC_SERVER_BINARY};
+  std::size_t requests = 0, blocks = 10, cold_repeats = 5;
+  bool with_peers = false;
+  std::string first_call_of;
   CLI::App app{"sidecar-bench: round-trip latency in-process and through the sidecar"};
   app.add_option("--model", model_path, "TorchScript model (default: make and measure 'tiny' and 'demo')");
   app.add_option("--shape", shape, "input signature for --model, e.g. 1x3x224x224 or 1x8:int64,1x8");
   app.add_option("--json", json_path, "write the rows to this file");
   app.add_option("--requests", requests, "measured requests per row (default: 20000 tiny, 300 demo, 300 --model)");
   app.add_option("--sidecar", sidecar_binary, "inference-sidecar binary");
-  app.add_option("--socket-server", socket_server_binary, "sidecar-socket-server binary (the unix_socket row)");
+  app.add_option("--socket-server", peers.socket_server, "sidecar-socket-server binary (the unix_socket rows)");
+  app.add_option("--grpc-server", peers.grpc_server, "sidecar-grpc-server binary (the grpc rows)");
+  app.add_flag("--peers", with_peers,
+               "also the gRPC rows, and the echo rows of the sidecar and every peer (and with --clients, the "
+               "peers' throughput rows)");
+  app.add_option("--blocks", blocks, "blocks per latency row, measured round-robin")->capture_default_str();
+  app.add_option("--cold-repeats", cold_repeats, "fresh loads behind each cold row (0: no cold rows)")
+      ->capture_default_str();
+  // The new process behind one in_process_cold sample.
+  app.add_option("--first-call-of", first_call_of)->group("");
   std::vector<std::string> sidecar_args;
   app.add_option("--sidecar-args", sidecar_args,
                  "further sidecar flags for the sidecar_spin and sidecar_block rows, one string "
@@ -141,6 +188,10 @@ int run(int argc, char** argv) {
   app.add_option("--off-args", throughput.off_args, "further sidecar flags for the batching_off rows, one string")
       ->delimiter(' ');
   CLI11_PARSE(app, argc, argv);
+  if (!first_call_of.empty()) return first_call_child(first_call_of, shape);
+  if (with_peers && !grpc_peer_built()) std::fprintf(stderr, "built without gRPC: no grpc rows\n");
+  std::vector<Peer> peer_kinds{Peer::kUnixSocket};
+  if (with_peers && grpc_peer_built()) peer_kinds.insert(peer_kinds.end(), {Peer::kGrpcTcp, Peer::kGrpcUnix});
   // Many clients share the machine with the sidecar: the scheduler places everyone.
   placement = plan_placement(!no_pin && client_counts.empty());
   if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);
@@ -188,6 +239,11 @@ int run(int argc, char** argv) {
                        batching ? "on" : "off");
           rows.push_back(measure_throughput(model, sidecar_binary, clients, batching, throughput));
         }
+        for (Peer peer : peer_kinds) {
+          if (!with_peers) break;
+          std::fprintf(stderr, "%s, %u clients, %s...\n", model.name.c_str(), clients, peer_row_name(peer, false).c_str());
+          rows.push_back(measure_peer_throughput(model, peer, peers, clients, throughput.seconds));
+        }
       }
     }
     if (model_path.empty()) std::filesystem::remove_all(scratch);
@@ -196,21 +252,43 @@ int run(int argc, char** argv) {
     return 0;
   }
   for (const ModelCase& model : models) {
-    std::fprintf(stderr, "measuring %s...\n", model.name.c_str());
-    rows.push_back(measure_in_process(model));
+    std::fprintf(stderr, "measuring %s: starting every server...\n", model.name.c_str());
     // Spinning: both sides poll for a second before they would sleep, i.e. never under load.
-    rows.push_back(measure_sidecar("sidecar_spin", model, sidecar_binary, std::chrono::seconds(1), sidecar_args));
-    rows.push_back(measure_sidecar("sidecar_block", model, sidecar_binary, std::chrono::microseconds(0), sidecar_args));
-    rows.push_back(measure_unix_socket(model, socket_server_binary));
+    SidecarSettings spin{sidecar_binary, std::chrono::seconds(1), false, true, sidecar_args};
+    SidecarSettings block{sidecar_binary, std::chrono::microseconds(0), false, true, sidecar_args};
+    {
+      std::vector<std::unique_ptr<LatencyProbe>> probes;
+      probes.push_back(in_process_probe(model));
+      probes.push_back(sidecar_probe("sidecar_spin", model, spin));
+      probes.push_back(sidecar_probe("sidecar_block", model, block));
+      for (Peer peer : peer_kinds) probes.push_back(peer_probe(peer, model, false, peers));
+      if (with_peers) {
+        SidecarSettings spin_echo = spin, block_echo = block;
+        spin_echo.echo = block_echo.echo = true;
+        probes.push_back(sidecar_probe("sidecar_spin_echo", model, spin_echo));
+        probes.push_back(sidecar_probe("sidecar_block_echo", model, block_echo));
+        for (Peer peer : peer_kinds) probes.push_back(peer_probe(peer, model, true, peers));
+      }
+      if (!no_cache) {
+        for (CacheRow kind : {CacheRow::kMiss, CacheRow::kHitInClient, CacheRow::kHitInSidecar}) {
+          probes.push_back(cache_probe(kind, model, sidecar_binary));
+        }
+      }
+      std::fprintf(stderr, "measuring %s: %zu rows in %zu blocks...\n", model.name.c_str(), probes.size(), blocks);
+      for (Row& row : measure_interleaved(probes, model, blocks)) rows.push_back(std::move(row));
+    }
+    if (cold_repeats > 0) {
+      std::fprintf(stderr, "measuring %s: first calls...\n", model.name.c_str());
+      rows.push_back(measure_in_process_cold(model, cold_repeats));
+      rows.push_back(measure_sidecar_cold(model, spin, cold_repeats));
+    }
     if (!no_cache) {
-      rows.push_back(measure_cache(CacheRow::kMiss, model, sidecar_binary));
-      rows.push_back(measure_cache(CacheRow::kHitInClient, model, sidecar_binary));
-      rows.push_back(measure_cache(CacheRow::kHitInSidecar, model, sidecar_binary));
       for (Row& row : measure_hit_parts(model)) rows.push_back(std::move(row));
     }
   }
   if (model_path.empty()) std::filesystem::remove_all(scratch);
   print_table(rows);
+  print_echo_and_cold_summary(rows);
   print_cache_summary(rows);
   if (!json_path.empty()) write_json(json_path, rows);
   return 0;

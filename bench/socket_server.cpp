@@ -1,9 +1,11 @@
 // sidecar-socket-server: what a user would write instead of the sidecar, to measure the sidecar
-// against. One process, one thread, the same frozen and warmed model; a blocking Unix stream
-// socket; each request is a length-prefixed block of bytes (the inputs in order), each answer
-// the same (the outputs in order). One client at a time.
+// against. One process, the same frozen and warmed model; a blocking Unix stream socket; each
+// request is a length-prefixed block of bytes (the inputs in order), each answer the same (the
+// outputs in order). A thread per connection, each warmed up before it reads, so that many clients
+// are served at once as a threaded server would. --echo answers with the inputs (no model).
 //
 //   sidecar-socket-server --socket /tmp/x.sock --model tiny.pt --shape 1x64
+//   sidecar-socket-server --socket /tmp/x.sock --echo --shape 1x64
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -14,10 +16,11 @@
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "model_runner.hpp"
-#include "options.hpp"
+#include "served_model.hpp"
 #include "sidecar/shared/descriptor_check.hpp"
 #include "sidecar/shared/memfd.hpp"
 #include "sidecar/shared/unix_socket.hpp"
@@ -86,13 +89,10 @@ bool read_request(int fd, std::vector<std::uint8_t>& buffer, std::uint64_t expec
   return true;
 }
 
-int serve(const std::string& socket_path, const std::string& model_path, const InputSignature& signature) {
-  configure_torch_threads(1, 1);
-  retain_freed_memory();
-  auto runner = ModelRunner::load(model_path, {});
-  runner->prepare_worker_thread();
-  runner->warm_up({signature}, 20);
-
+// Answers one client's requests until it goes, on a thread of its own.
+void serve_connection(UniqueFd client, ModelRunner& runner, const InputSignature& signature) {
+  runner.prepare_worker_thread();
+  runner.warm_up({signature}, 20);
   // The inputs arrive packed; a model input that would not start aligned is copied to a place
   // that does (none is, for one-input models).
   std::vector<std::uint64_t> sizes;
@@ -104,60 +104,61 @@ int serve(const std::string& socket_path, const std::string& model_path, const I
     packed += bytes;
   }
   std::vector<std::vector<std::uint8_t>> aligned_copies(signature.size());
+  std::vector<std::uint8_t> buffer;
+  std::vector<std::uint8_t> reply;
+  CollectingSink sink(reply);
+  std::vector<InputView> inputs(signature.size());
+  std::uint8_t* payload = nullptr;
+  while (read_request(client.get(), buffer, packed, payload)) {
+    std::uint64_t offset = 0;
+    for (std::size_t i = 0; i < signature.size(); ++i) {
+      std::uint8_t* data = payload + offset;
+      if (offset % kTensorAlignment != 0) {
+        aligned_copies[i].resize(sizes[i] + kTensorAlignment);
+        std::uint8_t* place = aligned_copies[i].data();
+        place += align_up(reinterpret_cast<std::uintptr_t>(place), kTensorAlignment) -
+                 reinterpret_cast<std::uintptr_t>(place);
+        std::memcpy(place, data, sizes[i]);
+        data = place;
+      }
+      inputs[i] = InputView{signature[i], data};
+      offset += sizes[i];
+    }
+    const CallOutcome outcome = runner.run(inputs, sink);
+    if (outcome.status != Status::kOk) reply.clear();
+    if (!write_reply(client.get(), reply)) break;
+  }
+}
+
+int serve(const std::string& socket_path, std::unique_ptr<ModelRunner> runner, const InputSignature& signature) {
 
   UniqueFd listening(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   const Result<sockaddr_un> address = unix_address(socket_path);
   ::unlink(socket_path.c_str());
   if (!address.ok() ||
       ::bind(listening.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(sockaddr_un)) != 0 ||
-      ::listen(listening.get(), 16) != 0) {
+      ::listen(listening.get(), 64) != 0) {
     std::fprintf(stderr, "cannot listen on %s: %s\n", socket_path.c_str(), std::strerror(errno));
     return 1;
   }
   std::fprintf(stderr, "ready\n");
-  std::vector<std::uint8_t> buffer;
-  std::vector<std::uint8_t> reply;
-  CollectingSink sink(reply);
-  std::vector<InputView> inputs(signature.size());
   while (true) {
     UniqueFd client(::accept(listening.get(), nullptr, nullptr));
     if (!client) continue;
-    std::uint8_t* payload = nullptr;
-    while (read_request(client.get(), buffer, packed, payload)) {
-      std::uint64_t offset = 0;
-      for (std::size_t i = 0; i < signature.size(); ++i) {
-        std::uint8_t* data = payload + offset;
-        if (offset % kTensorAlignment != 0) {
-          aligned_copies[i].resize(sizes[i] + kTensorAlignment);
-          std::uint8_t* place = aligned_copies[i].data();
-          place += align_up(reinterpret_cast<std::uintptr_t>(place), kTensorAlignment) -
-                   reinterpret_cast<std::uintptr_t>(place);
-          std::memcpy(place, data, sizes[i]);
-          data = place;
-        }
-        inputs[i] = InputView{signature[i], data};
-        offset += sizes[i];
-      }
-      const CallOutcome outcome = runner->run(inputs, sink);
-      if (outcome.status != Status::kOk) reply.clear();
-      if (!write_reply(client.get(), reply)) break;
-    }
+    std::thread(serve_connection, std::move(client), std::ref(*runner), signature).detach();
   }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string socket_path, model_path, shape;
+  std::string socket_path;
+  sidecar::bench::ServedModelFlags served;
   CLI::App app{"sidecar-socket-server: the model behind a plain Unix socket, for sidecar-bench"};
   app.add_option("--socket", socket_path, "where to listen")->required();
-  app.add_option("--model", model_path, "TorchScript file")->required();
-  app.add_option("--shape", shape, "input signature, e.g. 1x64 or 1x8:int64,1x8")->required();
+  sidecar::bench::add_served_model_flags(app, served);
   CLI11_PARSE(app, argc, argv);
-  try {
-    return serve(socket_path, model_path, sidecar::parse_signature(shape));
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "sidecar-socket-server: %s\n", error.what());
-    return 1;
-  }
+  return sidecar::bench::run_peer_server("sidecar-socket-server", served, [&](const sidecar::InputSignature& signature) {
+    return serve(socket_path, sidecar::bench::load_served_model(served, signature), signature);
+  });
 }

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <cstdio>
 #include <stdexcept>
 #include <thread>
@@ -12,9 +14,77 @@ namespace sidecar::bench {
 
 using Clock = std::chrono::steady_clock;
 
-// C client processes in a closed loop against one sidecar; each reports through a pipe how many
-// requests it measured, the sum of their batch sizes, then their latencies. Throughput counts the
-// requests answered while all of them were running.
+namespace {
+
+// What each closed-loop client process measured, put together.
+struct ClosedLoopResult {
+  std::vector<double> latencies_us;
+  std::uint64_t batch_size_sum = 0;
+  std::uint64_t batch_sizes_counted = 0;
+};
+
+// One client process's calls: connects in the child (no connection is shared across a fork), then
+// makes one call per `call(r, batch_size)`, false when it failed.
+class ClosedLoopClient {
+ public:
+  virtual ~ClosedLoopClient() = default;
+  virtual bool call(std::uint64_t r, std::uint32_t& batch_size) = 0;
+};
+using ClosedLoopFactory = std::function<std::unique_ptr<ClosedLoopClient>(std::uint32_t index)>;
+
+ClosedLoopResult run_closed_loop(std::uint32_t clients, double seconds, const ClosedLoopFactory& connect);
+
+class SidecarLoopClient final : public ClosedLoopClient {
+ public:
+  SidecarLoopClient(Client client, const ModelCase& model, std::uint32_t index)
+      : client_(std::move(client)), inputs_(client_inputs(model)), index_(index) {}
+  bool call(std::uint64_t r, std::uint32_t& batch_size) override {
+    inputs_.values[0][(r * 7919 + index_) % inputs_.values[0].size()] += 1.0f;  // a new input every call
+    auto outputs = client_.infer(inputs_.views, std::chrono::seconds(60), CachePolicy::kBypass);
+    batch_size = client_.last_service().batch_size;
+    return outputs.ok();
+  }
+
+ private:
+  Client client_;
+  ClientInputs inputs_;
+  std::uint32_t index_;
+};
+
+class PeerLoopClient final : public ClosedLoopClient {
+ public:
+  PeerLoopClient(Peer peer, const std::string& target, const ModelCase& model, std::uint32_t index)
+      : connection_(connect_peer(peer, target)), inputs_(client_inputs(model)), index_(index) {}
+  bool call(std::uint64_t r, std::uint32_t& batch_size) override {
+    inputs_.values[0][(r * 7919 + index_) % inputs_.values[0].size()] += 1.0f;
+    batch_size = 0;
+    try {
+      connection_->call(inputs_);
+      return true;
+    } catch (const std::runtime_error&) {
+      return false;
+    }
+  }
+
+ private:
+  std::unique_ptr<PeerConnection> connection_;
+  ClientInputs inputs_;
+  std::uint32_t index_;
+};
+
+Row closed_loop_row(std::string row_name, const ModelCase& model, std::uint32_t clients, double seconds,
+                    ClosedLoopResult result) {
+  const double answered = static_cast<double>(result.latencies_us.size());
+  Row row = summarize(std::move(row_name), model.name, std::move(result.latencies_us));
+  row.clients = clients;
+  row.throughput_rps = answered / seconds;
+  row.mean_batch_size =
+      result.batch_sizes_counted ? static_cast<double>(result.batch_size_sum) / result.batch_sizes_counted : 0;
+  return row;
+}
+
+}  // namespace
+
 Row measure_throughput(const ModelCase& model, const std::string& binary, std::uint32_t clients, bool batching,
                        const ThroughputSettings& settings) {
   const char* row_name = batching ? "batching_on" : "batching_off";
@@ -46,6 +116,42 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
     auto ready = Client::connect(name, options);
     if (!ready.ok()) throw std::runtime_error("connect: " + ready.message() + "\n" + child.log());
   }
+  ClosedLoopResult result = run_closed_loop(clients, settings.seconds, [&](std::uint32_t index) {
+    std::unique_ptr<ClosedLoopClient> client;
+    auto connected = Client::connect(name);
+    if (connected.ok()) client = std::make_unique<SidecarLoopClient>(std::move(*connected), model, index);
+    return client;
+  });
+  if (result.latencies_us.empty()) {
+    throw std::runtime_error(std::string(row_name) + ": no request answered\n" + child.log());
+  }
+  return closed_loop_row(row_name, model, clients, settings.seconds, std::move(result));
+}
+
+Row measure_peer_throughput(const ModelCase& model, Peer peer, const PeerBinaries& binaries, std::uint32_t clients,
+                            double seconds) {
+  PeerServer server(peer, model, false, binaries);
+  const std::string row_name = peer_row_name(peer, false);
+  ClosedLoopResult result = run_closed_loop(clients, seconds, [&](std::uint32_t index) {
+    std::unique_ptr<ClosedLoopClient> client;
+    try {
+      client = std::make_unique<PeerLoopClient>(peer, server.target(), model, index);
+    } catch (const std::runtime_error&) {
+    }
+    return client;
+  });
+  if (result.latencies_us.empty()) {
+    throw std::runtime_error(row_name + ": no request answered\n" + server.child().log());
+  }
+  return closed_loop_row(row_name, model, clients, seconds, std::move(result));
+}
+
+namespace {
+
+// `clients` processes in a closed loop; each reports through a pipe how many requests it measured,
+// the sum of their batch sizes, then their latencies. Throughput counts the requests answered while
+// all of them were running.
+ClosedLoopResult run_closed_loop(std::uint32_t clients, double seconds, const ClosedLoopFactory& connect) {
   int go[2];
   if (::pipe(go) != 0) throw std::runtime_error("pipe failed");
   struct Reporter {
@@ -63,22 +169,19 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
       ::close(go[1]);
       std::vector<double> latencies;
       std::uint64_t batch_size_sum = 0;
-      auto client = Client::connect(name);
-      if (client.ok()) {
-        ClientInputs inputs = client_inputs(model);
-        char byte;
-        if (::read(go[0], &byte, 1) == 1) {
-          const auto end = Clock::now() + std::chrono::duration<double>(settings.seconds);
-          for (std::uint64_t r = 0; Clock::now() < end; ++r) {
-            inputs.values[0][(r * 7919 + c) % inputs.values[0].size()] += 1.0f;  // a new input every call
-            const auto start = Clock::now();
-            auto outputs = client->infer(inputs.views, std::chrono::seconds(60), CachePolicy::kBypass);
-            const auto stop = Clock::now();
-            if (!outputs.ok()) break;
-            if (stop > end) continue;
-            latencies.push_back(std::chrono::duration<double, std::micro>(stop - start).count());
-            batch_size_sum += client->last_service().batch_size;
-          }
+      std::unique_ptr<ClosedLoopClient> client = connect(c);
+      char byte;
+      if (client && ::read(go[0], &byte, 1) == 1) {
+        const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+        for (std::uint64_t r = 0; Clock::now() < end; ++r) {
+          std::uint32_t batch_size = 0;
+          const auto start = Clock::now();
+          const bool answered = client->call(r, batch_size);
+          const auto stop = Clock::now();
+          if (!answered) break;
+          if (stop > end) continue;
+          latencies.push_back(std::chrono::duration<double, std::micro>(stop - start).count());
+          batch_size_sum += batch_size;
         }
       }
       const std::uint64_t count = latencies.size();
@@ -126,14 +229,14 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
     ::close(reporter.read_fd);
     ::waitpid(reporter.pid, nullptr, 0);
   }
-  if (latencies.empty()) throw std::runtime_error(std::string(row_name) + ": no request answered\n" + child.log());
-  const double answered = static_cast<double>(latencies.size());
-  Row row = summarize(row_name, model.name, std::move(latencies));
-  row.clients = clients;
-  row.throughput_rps = answered / settings.seconds;
-  row.mean_batch_size = batch_sizes_counted ? static_cast<double>(batch_size_sum) / batch_sizes_counted : 0;
-  return row;
+  ClosedLoopResult result;
+  result.latencies_us = std::move(latencies);
+  result.batch_size_sum = batch_size_sum;
+  result.batch_sizes_counted = batch_sizes_counted;
+  return result;
 }
+
+}  // namespace
 
 void print_throughput(const std::vector<Row>& rows) {
   std::printf("%-14s %-8s %8s %14s %12s %12s %10s %10s\n", "row", "model", "clients", "throughput_rps", "p50_us",

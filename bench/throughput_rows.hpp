@@ -1,11 +1,12 @@
 // The throughput rows of sidecar-bench: many closed-loop client processes against one sidecar,
-// batching off and on.
+// batching off and on, or against one peer server.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "bench_support.hpp"
+#include "peers.hpp"
 
 namespace sidecar::bench {
 
@@ -19,6 +20,9 @@ struct ThroughputSettings {
 
 Row measure_throughput(const ModelCase& model, const std::string& binary, std::uint32_t clients, bool batching,
                        const ThroughputSettings& settings);
+// The same closed loop against a peer server of the model (rows unix_socket, grpc_tcp, grpc_unix).
+Row measure_peer_throughput(const ModelCase& model, Peer peer, const PeerBinaries& binaries, std::uint32_t clients,
+                            double seconds);
 void print_throughput(const std::vector<Row>& rows);
 
 }  // namespace sidecar::bench

@@ -14,6 +14,7 @@ packages=(
   libtomlplusplus-dev                       # the daemon's TOML config file (--config), with the line of each key for error messages
   libsystemd-dev                            # sd_notify(READY=1) after warm-up
   libgtest-dev libbenchmark-dev             # tests and benchmarks
+  libgrpc++-dev protobuf-compiler-grpc      # sidecar-bench's gRPC peer (grpc_* rows); the rest builds without them
   python3-torch python3-numpy               # models scripted from Python, as users make them
   python3-prometheus-client                 # the tests read the metrics with Prometheus's own parser
   pybind11-dev python3-dev                  # the Python package inference_sidecar binds the client library with pybind11

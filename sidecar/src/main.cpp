@@ -9,11 +9,13 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
+#include <stdexcept>
 #include <iostream>
 #include <mutex>
 #include <string_view>
 #include <thread>
 
+#include "echo_runner.hpp"
 #include "log_format.hpp"
 #include "matrix_library.hpp"
 #include "model_runner.hpp"
@@ -115,10 +117,16 @@ int main(int argc, char** argv) {
       spdlog::warn("{} workers x {} intra-op threads exceeds the {} CPUs this process may use", options.workers,
                    options.intra_op_threads, cpus);
     }
-    auto runner = ModelRunner::load(options.model_path, {options.freeze, options.optimize_for_inference});
-    spdlog::info("loaded {} ({}), forward takes {} tensor(s)", options.model_path, runner->preparation(),
-                 runner->input_count());
-    log_matrix_library();
+    std::unique_ptr<ModelRunner> runner;
+    if (options.echo) {
+      runner = make_echo_runner(echo_input_count(options.warmup_signatures));
+      spdlog::info("{}", runner->preparation());
+    } else {
+      runner = ModelRunner::load(options.model_path, {options.freeze, options.optimize_for_inference});
+      spdlog::info("loaded {} ({}), forward takes {} tensor(s)", options.model_path, runner->preparation(),
+                   runner->input_count());
+      log_matrix_library();
+    }
     if (options.warmup_signatures.empty() && options.accepted_signatures.empty()) {
       spdlog::warn("no --warmup-shape given: any shape is accepted and the first calls will be cold");
     } else if (options.warmup_signatures.empty()) {
@@ -127,7 +135,10 @@ int main(int argc, char** argv) {
     sd_notify(0, "STATUS=warming up");
     Server server(options, std::move(runner), *runtime_dir, std::move(*lock));
     const ModelRunner::LoadOptions load_options{options.freeze, options.optimize_for_inference};
-    server.set_model_loader([load_options](const std::string& path) { return ModelRunner::load(path, load_options); });
+    server.set_model_loader([load_options, echo = options.echo](const std::string& path) {
+      if (echo) throw std::runtime_error("an --echo sidecar has no model to reload");
+      return ModelRunner::load(path, load_options);
+    });
     // A reload that names no file reads the settings again, so that `model` changed in the config
     // file takes effect (a --model flag still wins, as at start). Only the model changes: the other
     // settings keep their values until a restart.

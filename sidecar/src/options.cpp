@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <charconv>
+#include <string_view>
 #include <stdexcept>
 #include <utility>
 
@@ -66,8 +67,10 @@ struct FlagText {
 // and the lines of --print-config all come from it.
 void define_settings(CLI::App& app, SidecarOptions& options, FlagText& text) {
   app.option_defaults()->always_capture_default();
-  app.add_option("--model", options.model_path,
-                 "TorchScript file (torch.jit.script / torch.jit.save output); required");
+  app.add_option("--model", options.model_path, "TorchScript file (torch.jit.script / torch.jit.save output); required");
+  app.add_flag("--echo", options.echo,
+               "serve no model: answer each request with its inputs (needs --warmup-shape; not with --model), to "
+               "measure what moving the bytes costs");
   app.add_option("--name", options.name, "instance name; clients connect to RUNTIME_DIR/NAME.sock; required");
   app.add_option("--runtime-dir", options.runtime_dir,
                  "directory of NAME.sock and NAME.lock (default: $RUNTIME_DIRECTORY from systemd, else "
@@ -288,10 +291,18 @@ ParsedOptions parse_command_line(int argc, char** argv) {
   const std::pair<const char*, const std::string*> required[] = {{"model", &options.model_path},
                                                                  {"name", &options.name}};
   for (const auto& [key, value] : required) {
-    if (value->empty()) {
+    if (value->empty() && !(options.echo && std::string_view(key) == "model")) {
       parsed.error = std::string("--") + key + " is required (the flag, or " + key + " = \"...\" in the --config file)";
       return parsed;
     }
+  }
+  if (options.echo && !options.model_path.empty()) {
+    parsed.error = "--echo serves no model: give --echo or --model, not both";
+    return parsed;
+  }
+  if (options.echo && options.warmup_signatures.empty()) {
+    parsed.error = "--echo needs --warmup-shape: an echo sidecar accepts and answers those shapes only";
+    return parsed;
   }
   if (options.workers == 0) options.workers = usable_cpu_count();
   parsed.exit_code = 0;

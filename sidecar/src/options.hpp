@@ -17,6 +17,8 @@ inline constexpr std::uint64_t kMaxArenaBytes = 16ull << 30;
 
 struct SidecarOptions {
   std::string model_path;
+  // Serve no model: answer every request with its inputs, to measure the transport alone.
+  bool echo = false;
   std::string name;
   // Where NAME.sock and NAME.lock go; empty: resolved as runtime_dir.hpp says.
   std::string runtime_dir;

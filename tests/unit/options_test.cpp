@@ -90,6 +90,18 @@ TEST(Options, ParsesByteSizes) {
   EXPECT_THROW(parse_byte_size("M"), std::invalid_argument);
 }
 
+TEST(Options, EchoTakesTheModelsPlaceAndNeedsShapes) {
+  const char* echo[] = {"inference-sidecar", "--name", "x", "--echo", "--warmup-shape", "1x64"};
+  const ParsedOptions parsed = parse_command_line(6, const_cast<char**>(echo));
+  ASSERT_TRUE(parsed.options.has_value()) << parsed.error;
+  EXPECT_TRUE(parsed.options->echo);
+  EXPECT_TRUE(parsed.options->model_path.empty());
+  const char* both[] = {"inference-sidecar", "--name", "x", "--echo", "--model", "m.pt", "--warmup-shape", "1x64"};
+  EXPECT_FALSE(parse_command_line(8, const_cast<char**>(both)).options.has_value());
+  const char* shapeless[] = {"inference-sidecar", "--name", "x", "--echo"};
+  EXPECT_FALSE(parse_command_line(4, const_cast<char**>(shapeless)).options.has_value());
+}
+
 TEST(Options, CommandLineRequiresModelAndValidName) {
   const char* missing_model[] = {"inference-sidecar", "--name", "x"};
   EXPECT_FALSE(parse_command_line(3, const_cast<char**>(missing_model)).options.has_value());

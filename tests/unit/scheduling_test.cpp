@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "client_helpers.hpp"
+#include "echo_runner.hpp"
 #include "runtime_files.hpp"
 #include "server.hpp"
 #include "sidecar/client.hpp"
@@ -31,15 +32,9 @@ class FakeRunner final : public ModelRunner {
   std::size_t input_count() const noexcept override { return 1; }
   const std::string& preparation() const noexcept override { return preparation_; }
 
-  std::vector<WarmupResult> warm_up(const std::vector<InputSignature>& signatures, int) override {
-    std::vector<WarmupResult> results;
-    for (const InputSignature& signature : signatures) {
-      WarmupResult result;
-      result.inputs = signature;
-      result.outputs = {signature[0]};
-      results.push_back(result);
-    }
-    return results;
+  // Its output has its input's shape and dtype, as an echo's does.
+  std::vector<WarmupResult> warm_up(const std::vector<InputSignature>& signatures, int iterations) override {
+    return make_echo_runner(1)->warm_up(signatures, iterations);
   }
 
   CallOutcome run(std::span<const InputView> inputs, OutputSink& sink) noexcept override {
