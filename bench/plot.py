@@ -39,6 +39,13 @@ def whole_number_ticks(axes, values):
     axes.xaxis.set_minor_locator(FixedLocator([]))
 
 
+def save(pyplot, figure, path):
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return path
+
+
 def read_rows(paths):
     rows = []
     for path in paths:
@@ -70,11 +77,7 @@ def plot_latency_cdfs(pyplot, rows, out_dir):
         axes.set_title(f"{model}: round-trip latency, one client")
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize="small", loc="lower right")
-        figure.tight_layout()
-        path = os.path.join(out_dir, f"latency-cdf-{model}.png")
-        figure.savefig(path, dpi=100)
-        pyplot.close(figure)
-        written.append(path)
+        written.append(save(pyplot, figure, os.path.join(out_dir, f"latency-cdf-{model}.png")))
     return written
 
 
@@ -100,11 +103,7 @@ def plot_clients(pyplot, rows, out_dir):
         p99_axes.set_ylabel("p99 latency, ms")
         p99_axes.set_yscale("log")
         p99_axes.set_title(f"{model}: p99 latency")
-        figure.tight_layout()
-        path = os.path.join(out_dir, f"clients-{model}.png")
-        figure.savefig(path, dpi=100)
-        pyplot.close(figure)
-        written.append(path)
+        written.append(save(pyplot, figure, os.path.join(out_dir, f"clients-{model}.png")))
     return written
 
 
