@@ -29,7 +29,18 @@ Row summarize(std::string name, const std::string& model, std::vector<double> la
     const auto index = static_cast<std::size_t>(quantile * static_cast<double>(latencies_us.size() - 1));
     return latencies_us[index];
   };
-  return Row{std::move(name), model, at(0.50), at(0.99), at(0.999), latencies_us.size(), 0};
+  Row row;
+  row.name = std::move(name);
+  row.model = model;
+  row.p50_us = at(0.50);
+  row.p99_us = at(0.99);
+  row.p999_us = at(0.999);
+  row.requests = latencies_us.size();
+  constexpr int kPercentSteps = 100;
+  for (int percent = 0; percent <= kPercentSteps; ++percent) {
+    row.quantiles_us.push_back(at(static_cast<double>(percent) / kPercentSteps));
+  }
+  return row;
 }
 
 std::vector<float> random_input(std::uint64_t elements) {

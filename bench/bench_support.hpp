@@ -25,6 +25,8 @@ struct Row {
   std::uint32_t clients = 0;  // throughput rows
   double throughput_rps = 0;
   double mean_batch_size = 0;  // throughput rows: requests in the forward that answered each request
+  // The latency at 0, 1, ..., 100 percent: enough of the distribution for bench/plot.py's CDFs.
+  std::vector<double> quantiles_us;
 };
 
 struct ModelCase {
@@ -34,6 +36,7 @@ struct ModelCase {
   std::size_t requests;
 };
 
+// A row's percentiles and quantiles_us from its latencies.
 Row summarize(std::string name, const std::string& model, std::vector<double> latencies_us);
 std::vector<float> random_input(std::uint64_t elements);
 std::uint64_t element_count_of(const TensorShape& shape);

@@ -36,6 +36,7 @@
 //   sidecar-bench --peers --json out.json          # and the peers, and the echo rows
 //   sidecar-bench --peers --clients 1,2,4,8,16     # throughput of the sidecar and the peers
 //   sidecar-bench --model m.pt --shape 1x3x224x224 --json out.json
+//   sidecar-bench --plot plots/                    # and PNGs of the rows (bench/plot.py)
 #include <sched.h>
 
 #include <CLI/CLI.hpp>
@@ -50,6 +51,7 @@
 #include "model_runner.hpp"
 #include "model_zoo.hpp"
 #include "options.hpp"
+#include "plot_runner.hpp"
 #include "throughput_rows.hpp"
 
 namespace sidecar::bench {
@@ -133,10 +135,15 @@ void write_json(const std::string& path, const std::vector<Row>& rows) {
     std::snprintf(
         line, sizeof line,
         "%s\n {\"name\":\"%s\",\"model\":\"%s\",\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"requests\":%zu,"
-        "\"input_bytes\":%llu,\"clients\":%u,\"throughput_rps\":%.2f,\"mean_batch_size\":%.3f}",
+        "\"input_bytes\":%llu,\"clients\":%u,\"throughput_rps\":%.2f,\"mean_batch_size\":%.3f,",
         i ? "," : "", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us, row.p999_us, row.requests,
         static_cast<unsigned long long>(row.bytes), row.clients, row.throughput_rps, row.mean_batch_size);
-    out << line;
+    out << line << "\"quantiles_us\":[";
+    for (std::size_t q = 0; q < row.quantiles_us.size(); ++q) {
+      std::snprintf(line, sizeof line, "%s%.3f", q ? "," : "", row.quantiles_us[q]);
+      out << line;
+    }
+    out << "]}";
   }
   out << "\n]}\n";
   if (!out) throw std::runtime_error("cannot write " + path);
@@ -152,6 +159,10 @@ int run(int argc, char** argv) {
   app.add_option("--model", model_path, "TorchScript model (default: make and measure 'tiny' and 'demo')");
   app.add_option("--shape", shape, "input signature for --model, e.g. 1x3x224x224 or 1x8:int64,1x8");
   app.add_option("--json", json_path, "write the rows to this file");
+  std::string plot_dir;
+  app.add_option("--plot", plot_dir,
+                 "draw the rows into PNGs in this directory with bench/plot.py (the JSON goes there too unless "
+                 "--json names a file)");
   app.add_option("--requests", requests, "measured requests per row (default: 20000 tiny, 300 demo, 300 --model)");
   app.add_option("--sidecar", sidecar_binary, "inference-sidecar binary");
   app.add_option("--socket-server", peers.socket_server, "sidecar-socket-server binary (the unix_socket rows)");
@@ -192,6 +203,11 @@ int run(int argc, char** argv) {
   if (with_peers && !grpc_peer_built()) std::fprintf(stderr, "built without gRPC: no grpc rows\n");
   std::vector<Peer> peer_kinds{Peer::kUnixSocket};
   if (with_peers && grpc_peer_built()) peer_kinds.insert(peer_kinds.end(), {Peer::kGrpcTcp, Peer::kGrpcUnix});
+  if (!plot_dir.empty()) {
+    check_plotting();
+    std::filesystem::create_directories(plot_dir);
+    if (json_path.empty()) json_path = plot_dir + "/sidecar-bench.json";
+  }
   // Many clients share the machine with the sidecar: the scheduler places everyone.
   placement = plan_placement(!no_pin && client_counts.empty());
   if (placement.pinned) ::sched_setaffinity(0, sizeof(cpu_set_t), &placement.client);
@@ -249,6 +265,7 @@ int run(int argc, char** argv) {
     if (model_path.empty()) std::filesystem::remove_all(scratch);
     print_throughput(rows);
     if (!json_path.empty()) write_json(json_path, rows);
+    if (!plot_dir.empty()) plot_rows(json_path, plot_dir);
     return 0;
   }
   for (const ModelCase& model : models) {
@@ -291,6 +308,7 @@ int run(int argc, char** argv) {
   print_echo_and_cold_summary(rows);
   print_cache_summary(rows);
   if (!json_path.empty()) write_json(json_path, rows);
+  if (!plot_dir.empty()) plot_rows(json_path, plot_dir);
   return 0;
 }
 

@@ -19,6 +19,7 @@ packages=(
   python3-prometheus-client                 # the tests read the metrics with Prometheus's own parser
   pybind11-dev python3-dev                  # the Python package inference_sidecar binds the client library with pybind11
   python3-pytest                            # the Python package's tests
+  python3-matplotlib                        # bench/plot.py: sidecar-bench --plot draws the rows as PNGs
   systemd                                   # systemd-analyze verify on the unit file
   dpkg-dev file                             # cpack -G DEB: dpkg-shlibdeps finds the packages the binaries need (file spots the binaries)
 )

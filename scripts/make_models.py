@@ -7,7 +7,7 @@ demo: the classic small CNN, Conv2d(3,64,3) -> mean over H,W -> Linear(64,10), 1
 tiny: Linear(64,10), 1x64 in.
 mlp: Linear(1024,4096) -> ReLU -> Linear(4096,1024) -> ReLU -> Linear(1024,10), 1x1024 in. Its 33 MB of
      weights are read once per forward whatever the rows, so a batch costs little more than one row:
-     the kind of model dynamic batching is for (with an optimized BLAS; see the README).
+     the kind of model dynamic batching is for (with an optimized BLAS; see docs/benchmarks.md).
 The others exercise the protocol in the tests: several inputs and outputs, a dict output, a model
 that raises, two that add different constants (which model answered, across reloads), and one
 whose forward never returns on some inputs (the watchdog); optional_mask has arguments with

@@ -50,7 +50,7 @@ cmake -S "$root" -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIDECAR_BUILD_PY
   -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags"
 sanitizer_env "$asan/sanitizer-logs"
 cmake --build "$asan" -j "$jobs"
-# Serial, as in test.sh. A generous timeout: everything runs 2-3x slower.
+# Serial, as in test.sh. A generous timeout: everything runs slower under the sanitizers.
 ctest --test-dir "$asan" --output-on-failure --timeout 900 "$@" || status=1
 check_reports "$asan/sanitizer-logs" || status=1
 

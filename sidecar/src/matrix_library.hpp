@@ -1,7 +1,7 @@
 // Which BLAS LibTorch's matrix multiplies reach. Debian's libtorch calls sgemm through the
 // libblas.so.3 alternative, which is the unblocked reference BLAS unless an optimized one is
 // installed: then a linear layer costs as much per row in a batch of 8 as alone, and batching
-// gains nothing (measured here: 8.3 ms a row at batch 8 against 0.75 ms with OpenBLAS).
+// gains nothing (docs/benchmarks.md, "The BLAS").
 #pragma once
 
 #include <string>

@@ -322,14 +322,13 @@ void configure_torch_threads(int intra_op_threads, int inter_op_threads) {
 void retain_freed_memory() {
   // Every allocation comes from a heap, not mmap, and no heap's top is given back: a batch's
   // intermediates (100 MB for 8 rows of the demo CNN) would otherwise be mmap'd, page-faulted and
-  // zeroed on every forward. M_MMAP_THRESHOLD alone stops at glibc's 32 MiB ceiling; measured on
-  // the demo CNN, 3 rows and more took 18-26 ms a row with it, against ~6 ms for one row. A thread
-  // arena that cannot hold a large block hands it to the main arena (brk). The cost: the sidecar
-  // keeps its peak memory.
+  // zeroed on every forward. M_MMAP_THRESHOLD alone stops at glibc's 32 MiB ceiling, below a
+  // batch's intermediates (docs/benchmarks.md, "Memory"). A thread arena that cannot hold a large
+  // block hands it to the main arena (brk). The cost: the sidecar keeps its peak memory.
   mallopt(M_MMAP_MAX, 0);
   // One arena for every thread: a block over 64 MiB (a thread arena's largest heap) is refused by
-  // a thread's arena before the main one serves it, and with mmap off that made 6-8-row batches of
-  // the demo CNN 3-5x slower per row (26-33 ms against 6.5 ms, measured with MALLOC_ARENA_MAX=1).
+  // a thread's arena before the main one serves it, and with mmap off that detour made large
+  // batches several times slower per row (docs/benchmarks.md, "Memory").
   // The forwards allocate a few large blocks each, so the shared arena's lock costs nothing here.
   mallopt(M_ARENA_MAX, 1);
   mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());

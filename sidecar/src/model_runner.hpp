@@ -80,8 +80,8 @@ void configure_torch_threads(int intra_op_threads, int inter_op_threads);
 
 // Keeps memory that forwards free mapped for the next forward. glibc by default returns the large
 // temporaries of a forward (a 1x64x222x222 activation is 12 MB) to the kernel on free, and the next
-// forward page-faults them back in: on this project's VMs that made the demo CNN 3-5x slower
-// (6 ms against 26-34 ms a forward). Call once at start-up, before the model runs.
+// forward page-faults them back in, which costs more than many forwards (docs/benchmarks.md,
+// "Memory"). Call once at start-up, before the model runs.
 void retain_freed_memory();
 
 

@@ -144,7 +144,7 @@ TEST(ConfigFile, PrintConfigWithoutAFileListsTheDefaults) {
   }
 }
 
-// CLI11 on its own exits 105, 106, 109... for a bad flag: the README promises 1.
+// CLI11 on its own exits 105, 106, 109... for a bad flag: docs/config.md promises 1.
 TEST(Options, BadFlagsExitOneWithOneLine) {
   for (std::vector<std::string> bad : {std::vector<std::string>{"--name", "x"},
                                        {"--name", "x", "--model", "m.pt", "--max-clients", "0"},

@@ -16,8 +16,9 @@
 #include "sidecar/shared/signature.hpp"
 
 // xxHash from Debian's libxxhash, through its runtime dispatch (xxh_x86dispatch.h maps the XXH3
-// calls to variants that pick AVX2 when the CPU has it): 600 KB hash at ~30 GB/s on these machines,
-// against ~10 GB/s for the SSE2 baseline the plain entry points and an -O2 inline build use.
+// calls to variants that pick AVX2 when the CPU has it): the SSE2 baseline that the plain entry
+// points and an -O2 inline build use hashes a large input several times slower
+// (docs/benchmarks.md, "The result cache").
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxh_x86dispatch.h>
 #include <xxhash.h>
