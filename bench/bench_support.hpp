@@ -25,6 +25,15 @@ struct Row {
   std::uint32_t clients = 0;  // throughput rows
   double throughput_rps = 0;
   double mean_batch_size = 0;  // throughput rows: requests in the forward that answered each request
+  // On-CPU time per measured request, all threads of each process (cpu_time.hpp); set when
+  // cpu_measured. A row without a server process has server_cpu_us 0.
+  bool cpu_measured = false;
+  double client_cpu_us = 0;
+  double server_cpu_us = 0;
+  double cpu_us_per_request = 0;
+  double rate_per_client = 0;  // latency rows: the pace of their client (--rate); 0: unpaced
+  // Idle rows only (>= 0): the server's CPU time per second while its client sends nothing.
+  double idle_server_cpu_us_per_s = -1;
 };
 
 struct ModelCase {
@@ -32,6 +41,7 @@ struct ModelCase {
   std::string path;
   InputSignature signature;
   std::size_t requests;
+  double rate_per_client = 0;  // requests/s each client is paced to (pacing.hpp); 0: unpaced
 };
 
 Row summarize(std::string name, const std::string& model, std::vector<double> latencies_us);

@@ -10,7 +10,9 @@
 #include <stdexcept>
 #include <thread>
 
+#include "cpu_time.hpp"
 #include "model_runner.hpp"
+#include "pacing.hpp"
 #include "sidecar/shared/cache_reader.hpp"
 #include "sidecar/shared/memfd.hpp"
 #include "sidecar/shared/unix_socket.hpp"
@@ -35,6 +37,30 @@ class CopyingSink final : public OutputSink {
   std::vector<std::byte> buffer_;
 };
 
+std::string sidecar_name(const std::string& row_name, const ModelCase& model) {
+  return "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + model.name;
+}
+
+// A sidecar row's sidecar: one worker, `spin` its spin budget.
+std::vector<std::string> sidecar_row_args(const std::string& name, const ModelCase& model,
+                                          std::chrono::microseconds spin, const std::vector<std::string>& extra_args) {
+  const std::string spin_us = std::to_string(spin.count());
+  std::vector<std::string> args{"--model",   model.path, "--name",          name, "--warmup-shape",
+                                signature_text(model.signature), "--workers", "1", "--spin-us",      spin_us,
+                                "--max-clients", "2", "--warmup-iterations", "20"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  return args;
+}
+
+Client connect_to_sidecar(const std::string& name, std::chrono::microseconds spin, const ServerChild& child) {
+  ConnectOptions options;
+  options.timeout = std::chrono::minutes(5);
+  options.spin = spin;
+  auto client = Client::connect(name, options);
+  if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child.log());
+  return std::move(*client);
+}
+
 }  // namespace
 
 Row measure_in_process(const ModelCase& model) {
@@ -55,55 +81,69 @@ Row measure_in_process(const ModelCase& model) {
   CopyingSink sink;
   std::vector<double> latencies;
   const std::size_t skip = discarded(model.requests);
+  Pacer pacer(model.rate_per_client);
+  CpuMeter cpu;
   for (std::size_t r = 0; r < model.requests + skip; ++r) {
+    if (r == skip) cpu.start();
+    pacer.wait_for_slot();
     const auto start = Clock::now();
     const CallOutcome outcome = runner->run(views, sink);
     const auto end = Clock::now();
     if (outcome.status != Status::kOk) throw std::runtime_error("in-process forward failed: " + outcome.message);
     if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
   }
-  return summarize("in_process", model.name, std::move(latencies));
+  return cpu.charge(summarize("in_process", model.name, std::move(latencies)));
 }
 
 // Round trips through a real sidecar: inputs written in place into shared memory, outputs read in
 // place (the library's zero-copy path).
 Row measure_sidecar(const std::string& row_name, const ModelCase& model, const std::string& binary,
                     std::chrono::microseconds spin, const std::vector<std::string>& extra_args) {
-  const std::string name = "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + model.name;
-  const std::string spin_us = std::to_string(spin.count());
-  std::vector<std::string> args{"--model",   model.path, "--name",          name, "--warmup-shape",
-                                signature_text(model.signature), "--workers", "1", "--spin-us",      spin_us,
-                                "--max-clients", "2", "--warmup-iterations", "20"};
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
-  ServerChild child(binary, args);
-  ConnectOptions options;
-  options.timeout = std::chrono::minutes(5);
-  options.spin = spin;
-  auto client = Client::connect(name, options);
-  if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child.log());
+  const std::string name = sidecar_name(row_name, model);
+  ServerChild child(binary, sidecar_row_args(name, model, spin, extra_args));
+  Client client = connect_to_sidecar(name, spin, child);
 
   std::vector<std::vector<float>> inputs;
   for (const TensorShape& shape : model.signature) inputs.push_back(random_input(element_count_of(shape)));
   std::vector<double> latencies;
   const std::size_t skip = discarded(model.requests);
   float checksum = 0;
+  Pacer pacer(model.rate_per_client);
+  CpuMeter cpu(child.pid());
   for (std::size_t r = 0; r < model.requests + skip; ++r) {
+    if (r == skip) cpu.start();
+    pacer.wait_for_slot();
     const auto start = Clock::now();
     for (std::size_t i = 0; i < inputs.size(); ++i) {
       const TensorShape& shape = model.signature[i];
       auto buffer =
-          client->input_buffer(static_cast<DType>(shape.dtype), std::span<const std::int64_t>(shape.dims, shape.rank));
+          client.input_buffer(static_cast<DType>(shape.dtype), std::span<const std::int64_t>(shape.dims, shape.rank));
       if (!buffer.ok()) throw std::runtime_error(buffer.message());
       std::memcpy(buffer->data(), inputs[i].data(), buffer->size());
     }
-    auto outputs = client->run(std::chrono::seconds(60), CachePolicy::kBypass);
+    auto outputs = client.run(std::chrono::seconds(60), CachePolicy::kBypass);
     if (!outputs.ok()) throw std::runtime_error(row_name + ": " + outputs.message());
     checksum += (*outputs)[0].values<float>()[0];
     const auto end = Clock::now();
     if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
   }
   if (checksum != checksum) std::cerr << "(NaN outputs)\n";
-  return summarize(row_name, model.name, std::move(latencies));
+  return cpu.charge(summarize(row_name, model.name, std::move(latencies)));
+}
+
+Row measure_sidecar_idle(const ModelCase& model, const std::string& binary, std::chrono::microseconds spin,
+                         const std::vector<std::string>& extra_args) {
+  const std::string name = sidecar_name("sidecar_idle", model);
+  ServerChild child(binary, sidecar_row_args(name, model, spin, extra_args));
+  Client client = connect_to_sidecar(name, spin, child);
+  // A client that was busy and stopped: whatever the sidecar learned from its requests, it must
+  // not keep spinning for them.
+  ClientInputs inputs = client_inputs(model);
+  for (int r = 0; r < 1000; ++r) {
+    auto outputs = client.infer(inputs.views, std::chrono::seconds(60), CachePolicy::kBypass);
+    if (!outputs.ok()) throw std::runtime_error("sidecar_idle: " + outputs.message());
+  }
+  return idle_row("sidecar_idle", model.name, child.pid(), 1.0);
 }
 
 // Round trips through sidecar-socket-server over a Unix stream socket: the inputs sent as one
@@ -132,7 +172,11 @@ Row measure_unix_socket(const ModelCase& model, const std::string& server_binary
   std::vector<double> latencies;
   const std::size_t skip = discarded(model.requests);
   float checksum = 0;
+  Pacer pacer(model.rate_per_client);
+  CpuMeter cpu(child.pid());
   for (std::size_t r = 0; r < model.requests + skip; ++r) {
+    if (r == skip) cpu.start();
+    pacer.wait_for_slot();
     const auto start = Clock::now();
     // The whole request in one call when the kernel takes it, as a careful user would write it.
     std::size_t sent = 0;
@@ -169,7 +213,7 @@ Row measure_unix_socket(const ModelCase& model, const std::string& server_binary
     if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
   }
   if (checksum != checksum) std::cerr << "(NaN outputs)\n";
-  return summarize("unix_socket", model.name, std::move(latencies));
+  return cpu.charge(summarize("unix_socket", model.name, std::move(latencies)));
 }
 
 
@@ -195,9 +239,13 @@ Row measure_cache(CacheRow kind, const ModelCase& model, const std::string& bina
   std::vector<double> latencies;
   const std::size_t skip = discarded(model.requests);
   float checksum = 0;
+  Pacer pacer(model.rate_per_client);
+  CpuMeter cpu(child.pid());
   for (std::size_t r = 0; r < model.requests + skip; ++r) {
+    if (r == skip) cpu.start();
     // A miss needs an input never seen before: change one element, outside the timed part.
     if (kind == CacheRow::kMiss) inputs.values[0][r % inputs.values[0].size()] += 1.0f;
+    pacer.wait_for_slot();
     const auto start = Clock::now();
     auto outputs = client->infer(inputs.views, std::chrono::seconds(60));
     const auto end = Clock::now();
@@ -211,7 +259,7 @@ Row measure_cache(CacheRow kind, const ModelCase& model, const std::string& bina
     if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
   }
   if (checksum != checksum) std::cerr << "(NaN outputs)\n";
-  return summarize(row_name, model.name, std::move(latencies));
+  return cpu.charge(summarize(row_name, model.name, std::move(latencies)));
 }
 
 // What a client-side hit is made of, on the model's input bytes: hashing them once, comparing them

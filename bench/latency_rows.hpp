@@ -17,6 +17,9 @@ Row measure_in_process(const ModelCase& model);
 // `spin` is both sides' spin budget: long for "sidecar_spin", 0 for "sidecar_block".
 Row measure_sidecar(const std::string& row_name, const ModelCase& model, const std::string& binary,
                     std::chrono::microseconds spin, const std::vector<std::string>& extra_args);
+// A sidecar as measure_sidecar's, with a connected client that stops sending: its CPU per second.
+Row measure_sidecar_idle(const ModelCase& model, const std::string& binary, std::chrono::microseconds spin,
+                         const std::vector<std::string>& extra_args);
 // Through sidecar-socket-server: what a user would write instead of the sidecar.
 Row measure_unix_socket(const ModelCase& model, const std::string& server_binary);
 

@@ -40,16 +40,31 @@ namespace sidecar::bench {
 namespace {
 
 void print_table(const std::vector<Row>& rows) {
-  std::printf("%-18s %-8s %12s %12s %12s %10s\n", "row", "model", "p50_us", "p99_us", "p99.9_us", "requests");
+  std::printf("%-18s %-8s %12s %12s %12s %10s %12s %12s %12s\n", "row", "model", "p50_us", "p99_us", "p99.9_us",
+              "requests", "cpu_client", "cpu_server", "cpu_us/req");
   for (const Row& row : rows) {
-    std::printf("%-18s %-8s %12.2f %12.2f %12.2f %10zu\n", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us,
+    if (row.idle_server_cpu_us_per_s >= 0) continue;
+    std::printf("%-18s %-8s %12.2f %12.2f %12.2f %10zu", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us,
                 row.p999_us, row.requests);
+    if (row.cpu_measured) {
+      std::printf(" %12.2f %12.2f %12.2f\n", row.client_cpu_us, row.server_cpu_us, row.cpu_us_per_request);
+    } else {
+      std::printf(" %12s %12s %12s\n", "-", "-", "-");
+    }
+  }
+  for (const Row& row : rows) {
+    if (row.idle_server_cpu_us_per_s < 0) continue;
+    std::printf("%s on %s: the server used %.0f us of CPU per second with its client idle\n", row.name.c_str(),
+                row.model.c_str(), row.idle_server_cpu_us_per_s);
   }
   // The sidecar's cost over calling the model in-process, per model.
   for (const Row& in_process : rows) {
     if (in_process.name != "in_process") continue;
     for (const Row& row : rows) {
-      if (row.model != in_process.model || row.name == "in_process" || row.bytes != 0) continue;
+      if (row.model != in_process.model || row.name == "in_process" || row.bytes != 0 ||
+          row.idle_server_cpu_us_per_s >= 0) {
+        continue;
+      }
       std::printf("added by %-17s on %-6s p50 %+9.2f us   p99 %+9.2f us\n", row.name.c_str(), row.model.c_str(),
                   row.p50_us - in_process.p50_us, row.p99_us - in_process.p99_us);
     }
@@ -97,10 +112,18 @@ void write_json(const std::string& path, const std::vector<Row>& rows) {
     std::snprintf(
         line, sizeof line,
         "%s\n {\"name\":\"%s\",\"model\":\"%s\",\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"requests\":%zu,"
-        "\"input_bytes\":%llu,\"clients\":%u,\"throughput_rps\":%.2f,\"mean_batch_size\":%.3f}",
+        "\"input_bytes\":%llu,\"clients\":%u,\"throughput_rps\":%.2f,\"mean_batch_size\":%.3f",
         i ? "," : "", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us, row.p999_us, row.requests,
         static_cast<unsigned long long>(row.bytes), row.clients, row.throughput_rps, row.mean_batch_size);
     out << line;
+    if (row.cpu_measured) {
+      std::snprintf(line, sizeof line, ",\"client_cpu_us\":%.3f,\"server_cpu_us\":%.3f,\"cpu_us_per_request\":%.3f",
+                    row.client_cpu_us, row.server_cpu_us, row.cpu_us_per_request);
+      out << line;
+    }
+    if (row.rate_per_client > 0) out << ",\"rate_per_client\":" << row.rate_per_client;
+    if (row.idle_server_cpu_us_per_s >= 0) out << ",\"idle_server_cpu_us_per_s\":" << row.idle_server_cpu_us_per_s;
+    out << "}";
   }
   out << "\n]}\n";
   if (!out) throw std::runtime_error("cannot write " + path);
@@ -115,6 +138,10 @@ int run(int argc, char** argv) {
   app.add_option("--shape", shape, "input signature for --model, e.g. 1x3x224x224 or 1x8:int64,1x8");
   app.add_option("--json", json_path, "write the rows to this file");
   app.add_option("--requests", requests, "measured requests per row (default: 20000 tiny, 300 demo, 300 --model)");
+  double rate = 0;
+  app.add_option("--rate", rate,
+                 "pace each client of the latency rows to this many requests/s (a request starts at its slot or "
+                 "when the answer before it came, whichever is later); default: as fast as answers come");
   app.add_option("--sidecar", sidecar_binary, "inference-sidecar binary");
   app.add_option("--socket-server", socket_server_binary, "sidecar-socket-server binary (the unix_socket row)");
   std::vector<std::string> sidecar_args;
@@ -171,7 +198,8 @@ int run(int argc, char** argv) {
     models.push_back(
         {std::filesystem::path(model_path).stem(), model_path, parse_signature(shape), requests ? requests : 300});
   }
-  for (const auto& model : models) {
+  for (auto& model : models) {
+    model.rate_per_client = rate;
     for (const TensorShape& input : model.signature) {
       if (input.dtype != static_cast<std::uint8_t>(DType::kFloat32)) {
         throw std::runtime_error("sidecar-bench feeds float32 inputs only");
@@ -202,6 +230,7 @@ int run(int argc, char** argv) {
     rows.push_back(measure_sidecar("sidecar_spin", model, sidecar_binary, std::chrono::seconds(1), sidecar_args));
     rows.push_back(measure_sidecar("sidecar_block", model, sidecar_binary, std::chrono::microseconds(0), sidecar_args));
     rows.push_back(measure_unix_socket(model, socket_server_binary));
+    rows.push_back(measure_sidecar_idle(model, sidecar_binary, std::chrono::seconds(1), sidecar_args));
     if (!no_cache) {
       rows.push_back(measure_cache(CacheRow::kMiss, model, sidecar_binary));
       rows.push_back(measure_cache(CacheRow::kHitInClient, model, sidecar_binary));
@@ -209,7 +238,9 @@ int run(int argc, char** argv) {
       for (Row& row : measure_hit_parts(model)) rows.push_back(std::move(row));
     }
   }
+  for (Row& row : rows) row.rate_per_client = rate;
   if (model_path.empty()) std::filesystem::remove_all(scratch);
+  if (rate > 0) std::printf("each client paced to %.0f requests/s\n", rate);
   print_table(rows);
   print_cache_summary(rows);
   if (!json_path.empty()) write_json(json_path, rows);

@@ -1,0 +1,53 @@
+#include "cpu_time.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+namespace sidecar::bench {
+
+std::uint64_t process_cpu_ns(pid_t pid) {
+  const std::string tasks = "/proc/" + (pid == ::getpid() ? std::string("self") : std::to_string(pid)) + "/task";
+  std::uint64_t total = 0;
+  std::error_code error;
+  for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+    std::ifstream schedstat(task.path() / "schedstat");
+    std::uint64_t on_cpu_ns = 0;  // the first of three fields; the others are waits
+    if (schedstat >> on_cpu_ns) total += on_cpu_ns;
+  }
+  if (error) throw std::runtime_error("cannot read " + tasks + ": " + error.message());
+  return total;
+}
+
+void CpuMeter::start() {
+  client_start_ns_ = process_cpu_ns(::getpid());
+  if (server_ >= 0) server_start_ns_ = process_cpu_ns(server_);
+}
+
+Row CpuMeter::charge(Row row) const {
+  const std::uint64_t server_ns = server_ >= 0 ? process_cpu_ns(server_) - server_start_ns_ : 0;
+  const std::uint64_t client_ns = process_cpu_ns(::getpid()) - client_start_ns_;
+  const double requests = row.requests != 0 ? static_cast<double>(row.requests) : 1.0;
+  row.cpu_measured = true;
+  row.client_cpu_us = static_cast<double>(client_ns) / 1e3 / requests;
+  row.server_cpu_us = static_cast<double>(server_ns) / 1e3 / requests;
+  row.cpu_us_per_request = row.client_cpu_us + row.server_cpu_us;
+  return row;
+}
+
+Row idle_row(const std::string& name, const std::string& model, pid_t server, double seconds) {
+  const std::uint64_t before = process_cpu_ns(server);
+  const auto started = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  const double elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  Row row;
+  row.name = name;
+  row.model = model;
+  row.idle_server_cpu_us_per_s = static_cast<double>(process_cpu_ns(server) - before) / 1e3 / elapsed_s;
+  return row;
+}
+
+}  // namespace sidecar::bench

@@ -1,0 +1,37 @@
+// The CPU a row costs: on-CPU time of every thread of the client process and of the server
+// process over the measured interval, from the scheduler's own accounting
+// (/proc/PID/task/*/schedstat), which is exact where the tick-sampled utime/stime are not: a
+// round trip of a few microseconds is far below a tick.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+
+#include "bench_support.hpp"
+
+namespace sidecar::bench {
+
+// Nanoseconds on a CPU so far, summed over the threads `pid` has now. A thread that ended took
+// its time with it: measure processes whose threads outlive the interval.
+std::uint64_t process_cpu_ns(pid_t pid);
+
+// Brackets a row's measured requests: start() before the first, charge() after the last.
+class CpuMeter {
+ public:
+  // `server` < 0: the row has no server process (it runs in the client).
+  explicit CpuMeter(pid_t server = -1) : server_(server) {}
+  void start();
+  // Sets the row's CPU per request (of row.requests) from the time spent since start().
+  Row charge(Row row) const;
+
+ private:
+  pid_t server_;
+  std::uint64_t client_start_ns_ = 0;
+  std::uint64_t server_start_ns_ = 0;
+};
+
+// What a ready, idle server costs: its CPU time per second over `seconds`, as a row.
+Row idle_row(const std::string& name, const std::string& model, pid_t server, double seconds);
+
+}  // namespace sidecar::bench
