@@ -4,8 +4,9 @@
 //
 // Rows:
 //   in_process        the frozen model called in this process (the floor)
-//   sidecar_spin      through the sidecar, cache bypassed, both sides polling
+//   sidecar_spin      through the sidecar, cache bypassed, both sides polling (--spin-us)
 //   sidecar_block     the same, both sides sleeping at once
+//   sidecar_idle      what the sidecar_spin row's sidecar spends per second once its client stops
 //   unix_socket       the same model behind a plain blocking Unix-socket server (sidecar-socket-server),
 //                     length-prefixed bytes: what a user would write instead of the sidecar
 //   cache_miss        a new input every call, cache on: the client's lookup misses, the sidecar
@@ -16,6 +17,8 @@
 // With --clients 1,2,4,8,16: closed-loop client processes instead, each with one request in
 // flight, new inputs every call, cache bypassed; rows batching_off and batching_on per client count
 // with throughput_rps and mean_batch_size beside the latency percentiles, on "demo" and "mlp".
+// Every latency row has the CPU time its client and server spent per request; --rate R paces the
+// client to R requests/s, to show a service that is not saturated.
 // The sidecar rows use the zero-copy path (inputs written in place); the cache rows use infer(),
 // whose lookup reads the caller's buffer, so a client-side hit copies nothing into shared memory.
 //
@@ -149,6 +152,11 @@ int run(int argc, char** argv) {
                  "further sidecar flags for the sidecar_spin and sidecar_block rows, one string "
                  "(e.g. \"--wake-ahead-us 0\")")
       ->delimiter(' ');
+  std::uint32_t spin_us = 50;
+  app.add_option("--spin-us", spin_us,
+                 "both sides' spin budget in the sidecar_spin and sidecar_idle rows (the defaults of the sidecar "
+                 "and the library; the spin adapts within it)")
+      ->capture_default_str();
   bool no_pin = false;
   app.add_flag("--no-pin", no_pin, "let the scheduler place the client and the sidecar");
   bool no_cache = false;
@@ -226,11 +234,11 @@ int run(int argc, char** argv) {
   for (const ModelCase& model : models) {
     std::fprintf(stderr, "measuring %s...\n", model.name.c_str());
     rows.push_back(measure_in_process(model));
-    // Spinning: both sides poll for a second before they would sleep, i.e. never under load.
-    rows.push_back(measure_sidecar("sidecar_spin", model, sidecar_binary, std::chrono::seconds(1), sidecar_args));
+    rows.push_back(
+        measure_sidecar("sidecar_spin", model, sidecar_binary, std::chrono::microseconds(spin_us), sidecar_args));
     rows.push_back(measure_sidecar("sidecar_block", model, sidecar_binary, std::chrono::microseconds(0), sidecar_args));
     rows.push_back(measure_unix_socket(model, socket_server_binary));
-    rows.push_back(measure_sidecar_idle(model, sidecar_binary, std::chrono::seconds(1), sidecar_args));
+    rows.push_back(measure_sidecar_idle(model, sidecar_binary, std::chrono::microseconds(spin_us), sidecar_args));
     if (!no_cache) {
       rows.push_back(measure_cache(CacheRow::kMiss, model, sidecar_binary));
       rows.push_back(measure_cache(CacheRow::kHitInClient, model, sidecar_binary));
