@@ -1,25 +1,30 @@
 #include "cpu_time.hpp"
 
+#include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
+#include <cstring>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 namespace sidecar::bench {
 
 std::uint64_t process_cpu_ns(pid_t pid) {
-  const std::string tasks = "/proc/" + (pid == ::getpid() ? std::string("self") : std::to_string(pid)) + "/task";
-  std::uint64_t total = 0;
-  std::error_code error;
-  for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
-    std::ifstream schedstat(task.path() / "schedstat");
-    std::uint64_t on_cpu_ns = 0;  // the first of three fields; the others are waits
-    if (schedstat >> on_cpu_ns) total += on_cpu_ns;
+  clockid_t clock = CLOCK_PROCESS_CPUTIME_ID;
+  if (pid != ::getpid()) {
+    if (const int error = ::clock_getcpuclockid(pid, &clock); error != 0) {
+      throw std::runtime_error("no CPU clock for process " + std::to_string(pid) + ": " + std::strerror(error));
+    }
   }
-  if (error) throw std::runtime_error("cannot read " + tasks + ": " + error.message());
-  return total;
+  timespec spent{};
+  if (::clock_gettime(clock, &spent) != 0) {
+    throw std::runtime_error("cannot read the CPU time of process " + std::to_string(pid) + ": " +
+                             std::strerror(errno));
+  }
+  return static_cast<std::uint64_t>(spent.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(spent.tv_nsec);
 }
 
 void CpuMeter::start() {

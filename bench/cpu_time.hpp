@@ -1,7 +1,8 @@
 // The CPU a row costs: on-CPU time of every thread of the client process and of the server
-// process over the measured interval, from the scheduler's own accounting
-// (/proc/PID/task/*/schedstat), which is exact where the tick-sampled utime/stime are not: a
-// round trip of a few microseconds is far below a tick.
+// process over the measured interval. It is the scheduler's own account (what
+// /proc/PID/task/*/schedstat shows per thread), read as each process's CPU-time clock: exact where
+// the tick-sampled utime/stime are not (a round trip is far below a tick), with the time of
+// threads that ended. Another process's running thread is counted up to its last tick.
 #pragma once
 
 #include <sys/types.h>
@@ -12,8 +13,7 @@
 
 namespace sidecar::bench {
 
-// Nanoseconds on a CPU so far, summed over the threads `pid` has now. A thread that ended took
-// its time with it: measure processes whose threads outlive the interval.
+// Nanoseconds on a CPU so far, all threads of process `pid` together.
 std::uint64_t process_cpu_ns(pid_t pid);
 
 // Brackets a row's measured requests: start() before the first, charge() after the last.

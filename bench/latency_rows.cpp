@@ -37,6 +37,26 @@ class CopyingSink final : public OutputSink {
   std::vector<std::byte> buffer_;
 };
 
+// A row's loop of requests, one at a time: the CPU meter starts at the first measured request,
+// and with --rate every request waits for its slot before it starts.
+class RequestLoop {
+ public:
+  RequestLoop(const ModelCase& model, pid_t server)
+      : pacer_(model.rate_per_client), cpu_(server), first_measured_(discarded(model.requests)) {}
+  // Returns when request `index` starts.
+  Clock::time_point begin_request(std::size_t index) {
+    if (index == first_measured_) cpu_.start();
+    pacer_.wait_for_slot();
+    return Clock::now();
+  }
+  Row charge(Row row) const { return cpu_.charge(std::move(row)); }
+
+ private:
+  Pacer pacer_;
+  CpuMeter cpu_;
+  std::size_t first_measured_;
+};
+
 std::string sidecar_name(const std::string& row_name, const ModelCase& model) {
   return "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + model.name;
 }
@@ -79,20 +99,17 @@ Row measure_in_process(const ModelCase& model) {
   for (const TensorShape& shape : model.signature) inputs.push_back(random_input(element_count_of(shape)));
   for (std::size_t i = 0; i < inputs.size(); ++i) views.push_back(InputView{model.signature[i], inputs[i].data()});
   CopyingSink sink;
+  RequestLoop loop(model, -1);
   std::vector<double> latencies;
   const std::size_t skip = discarded(model.requests);
-  Pacer pacer(model.rate_per_client);
-  CpuMeter cpu;
   for (std::size_t r = 0; r < model.requests + skip; ++r) {
-    if (r == skip) cpu.start();
-    pacer.wait_for_slot();
-    const auto start = Clock::now();
+    const auto start = loop.begin_request(r);
     const CallOutcome outcome = runner->run(views, sink);
     const auto end = Clock::now();
     if (outcome.status != Status::kOk) throw std::runtime_error("in-process forward failed: " + outcome.message);
     if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
   }
-  return cpu.charge(summarize("in_process", model.name, std::move(latencies)));
+  return loop.charge(summarize("in_process", model.name, std::move(latencies)));
 }
 
 // Round trips through a real sidecar: inputs written in place into shared memory, outputs read in
@@ -102,18 +119,15 @@ Row measure_sidecar(const std::string& row_name, const ModelCase& model, const s
   const std::string name = sidecar_name(row_name, model);
   ServerChild child(binary, sidecar_row_args(name, model, spin, extra_args));
   Client client = connect_to_sidecar(name, spin, child);
+  RequestLoop loop(model, child.pid());
 
   std::vector<std::vector<float>> inputs;
   for (const TensorShape& shape : model.signature) inputs.push_back(random_input(element_count_of(shape)));
   std::vector<double> latencies;
   const std::size_t skip = discarded(model.requests);
   float checksum = 0;
-  Pacer pacer(model.rate_per_client);
-  CpuMeter cpu(child.pid());
   for (std::size_t r = 0; r < model.requests + skip; ++r) {
-    if (r == skip) cpu.start();
-    pacer.wait_for_slot();
-    const auto start = Clock::now();
+    const auto start = loop.begin_request(r);
     for (std::size_t i = 0; i < inputs.size(); ++i) {
       const TensorShape& shape = model.signature[i];
       auto buffer =
@@ -128,7 +142,7 @@ Row measure_sidecar(const std::string& row_name, const ModelCase& model, const s
     if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
   }
   if (checksum != checksum) std::cerr << "(NaN outputs)\n";
-  return cpu.charge(summarize(row_name, model.name, std::move(latencies)));
+  return loop.charge(summarize(row_name, model.name, std::move(latencies)));
 }
 
 Row measure_sidecar_idle(const ModelCase& model, const std::string& binary, std::chrono::microseconds spin,
@@ -162,6 +176,7 @@ Row measure_unix_socket(const ModelCase& model, const std::string& server_binary
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ClientInputs inputs = client_inputs(model);
+  RequestLoop loop(model, child.pid());
   std::uint64_t request_bytes = 0;
   for (const auto& values : inputs.values) request_bytes += values.size() * sizeof(float);
   std::vector<iovec> parts;
@@ -172,12 +187,8 @@ Row measure_unix_socket(const ModelCase& model, const std::string& server_binary
   std::vector<double> latencies;
   const std::size_t skip = discarded(model.requests);
   float checksum = 0;
-  Pacer pacer(model.rate_per_client);
-  CpuMeter cpu(child.pid());
   for (std::size_t r = 0; r < model.requests + skip; ++r) {
-    if (r == skip) cpu.start();
-    pacer.wait_for_slot();
-    const auto start = Clock::now();
+    const auto start = loop.begin_request(r);
     // The whole request in one call when the kernel takes it, as a careful user would write it.
     std::size_t sent = 0;
     const std::size_t total = sizeof length + request_bytes;
@@ -213,7 +224,7 @@ Row measure_unix_socket(const ModelCase& model, const std::string& server_binary
     if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
   }
   if (checksum != checksum) std::cerr << "(NaN outputs)\n";
-  return cpu.charge(summarize("unix_socket", model.name, std::move(latencies)));
+  return loop.charge(summarize("unix_socket", model.name, std::move(latencies)));
 }
 
 
@@ -233,20 +244,17 @@ Row measure_cache(CacheRow kind, const ModelCase& model, const std::string& bina
   if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child.log());
 
   ClientInputs inputs = client_inputs(model);
+  RequestLoop loop(model, child.pid());
   const CacheOutcome expected = kind == CacheRow::kMiss          ? CacheOutcome::kMiss
                                 : kind == CacheRow::kHitInClient ? CacheOutcome::kHitInClient
                                                                  : CacheOutcome::kHitInSidecar;
   std::vector<double> latencies;
   const std::size_t skip = discarded(model.requests);
   float checksum = 0;
-  Pacer pacer(model.rate_per_client);
-  CpuMeter cpu(child.pid());
   for (std::size_t r = 0; r < model.requests + skip; ++r) {
-    if (r == skip) cpu.start();
     // A miss needs an input never seen before: change one element, outside the timed part.
     if (kind == CacheRow::kMiss) inputs.values[0][r % inputs.values[0].size()] += 1.0f;
-    pacer.wait_for_slot();
-    const auto start = Clock::now();
+    const auto start = loop.begin_request(r);
     auto outputs = client->infer(inputs.views, std::chrono::seconds(60));
     const auto end = Clock::now();
     if (!outputs.ok()) throw std::runtime_error(std::string(row_name) + ": " + outputs.message());
@@ -259,7 +267,7 @@ Row measure_cache(CacheRow kind, const ModelCase& model, const std::string& bina
     if (r >= skip) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
   }
   if (checksum != checksum) std::cerr << "(NaN outputs)\n";
-  return cpu.charge(summarize(row_name, model.name, std::move(latencies)));
+  return loop.charge(summarize(row_name, model.name, std::move(latencies)));
 }
 
 // What a client-side hit is made of, on the model's input bytes: hashing them once, comparing them
