@@ -27,6 +27,15 @@ struct Row {
   double mean_batch_size = 0;  // throughput rows: requests in the forward that answered each request
   // The latency at 0, 1, ..., 100 percent: enough of the distribution for bench/plot.py's CDFs.
   std::vector<double> quantiles_us;
+  // On-CPU time per measured request, all threads of each process (cpu_time.hpp); set when
+  // cpu_measured. A row without a server process has server_cpu_us 0.
+  bool cpu_measured = false;
+  double client_cpu_us = 0;
+  double server_cpu_us = 0;
+  double cpu_us_per_request = 0;
+  double rate_per_client = 0;  // latency rows: the pace of their client (--rate); 0: unpaced
+  // Idle rows only (>= 0): the server's CPU time per second while its client sends nothing.
+  double idle_server_cpu_us_per_s = -1;
 };
 
 struct ModelCase {
@@ -34,6 +43,7 @@ struct ModelCase {
   std::string path;
   InputSignature signature;
   std::size_t requests;
+  double rate_per_client = 0;  // requests/s each client is paced to (pacing.hpp); 0: unpaced
 };
 
 // A row's percentiles and quantiles_us from its latencies.

@@ -8,7 +8,9 @@
 #include <optional>
 #include <stdexcept>
 
+#include "cpu_time.hpp"
 #include "model_runner.hpp"
+#include "pacing.hpp"
 #include "sidecar/shared/cache_reader.hpp"
 
 namespace sidecar::bench {
@@ -153,7 +155,7 @@ class PeerProbe final : public LatencyProbe {
 
 class CacheProbe final : public LatencyProbe {
  public:
-  CacheProbe(CacheRow kind, const ModelCase& model, const std::string& binary)
+  CacheProbe(CacheRow kind, const ModelCase& model, const std::string& binary, std::chrono::microseconds spin)
       : LatencyProbe(kind == CacheRow::kMiss          ? "cache_miss"
                      : kind == CacheRow::kHitInClient ? "cache_hit_client"
                                                       : "cache_hit_sidecar"),
@@ -166,11 +168,12 @@ class CacheProbe final : public LatencyProbe {
     const std::string name = "bench-" + std::to_string(::getpid()) + "-" + row() + "-" + model.name;
     child_ = std::make_unique<ServerChild>(
         binary, std::vector<std::string>{"--model", model.path, "--name", name, "--warmup-shape",
-                                         signature_text(model.signature), "--workers", "1", "--spin-us", "1000000",
+                                         signature_text(model.signature), "--workers", "1", "--spin-us",
+                                         std::to_string(spin.count()),
                                          "--max-clients", "2", "--warmup-iterations", "20", "--cache-bytes", "256M"});
     ConnectOptions options;
     options.timeout = std::chrono::minutes(5);
-    options.spin = std::chrono::seconds(1);
+    options.spin = spin;
     options.cache_lookup = kind == CacheRow::kHitInSidecar ? CacheLookup::kInSidecar : CacheLookup::kInClient;
     auto client = Client::connect(name, options);
     if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child_->log());
@@ -217,8 +220,9 @@ std::unique_ptr<LatencyProbe> peer_probe(Peer peer, const ModelCase& model, bool
   return std::make_unique<PeerProbe>(peer, model, echo, binaries);
 }
 
-std::unique_ptr<LatencyProbe> cache_probe(CacheRow kind, const ModelCase& model, const std::string& binary) {
-  return std::make_unique<CacheProbe>(kind, model, binary);
+std::unique_ptr<LatencyProbe> cache_probe(CacheRow kind, const ModelCase& model, const std::string& binary,
+                                          std::chrono::microseconds spin) {
+  return std::make_unique<CacheProbe>(kind, model, binary, spin);
 }
 
 std::vector<Row> measure_interleaved(std::vector<std::unique_ptr<LatencyProbe>>& probes, const ModelCase& model,
@@ -228,6 +232,13 @@ std::vector<Row> measure_interleaved(std::vector<std::unique_ptr<LatencyProbe>>&
   // that the rest of the block does not, so they are not counted.
   constexpr std::size_t kSettlingCalls = 2;
   std::vector<std::vector<double>> latencies(probes.size());
+  // On-CPU time of the client (this process) and of each row's server over its measured calls
+  // alone; the other servers are stopped meanwhile, so each row is charged only its own.
+  std::vector<std::uint64_t> client_cpu_ns(probes.size()), server_cpu_ns(probes.size());
+  const auto server_cpu = [](LatencyProbe& probe) -> std::uint64_t {
+    ServerChild* child = probe.server();
+    return child ? process_cpu_ns(child->pid()) : 0;
+  };
   for (auto& probe : probes) probe->end_block();
   for (auto& probe : probes) {
     probe->begin_block();
@@ -237,18 +248,41 @@ std::vector<Row> measure_interleaved(std::vector<std::unique_ptr<LatencyProbe>>&
   for (std::size_t block = 0; block < blocks; ++block) {
     const std::size_t calls = model.requests / blocks + (block < model.requests % blocks ? 1 : 0);
     for (std::size_t p = 0; p < probes.size(); ++p) {
-      probes[p]->begin_block();
-      for (std::size_t r = 0; r < kSettlingCalls; ++r) probes[p]->timed_call_us();
-      for (std::size_t r = 0; r < calls; ++r) latencies[p].push_back(probes[p]->timed_call_us());
-      probes[p]->end_block();
+      LatencyProbe& probe = *probes[p];
+      probe.begin_block();
+      Pacer pacer(model.rate_per_client);
+      for (std::size_t r = 0; r < kSettlingCalls; ++r) {
+        pacer.wait_for_slot();
+        probe.timed_call_us();
+      }
+      const std::uint64_t client_before = process_cpu_ns(::getpid());
+      const std::uint64_t server_before = server_cpu(probe);
+      for (std::size_t r = 0; r < calls; ++r) {
+        pacer.wait_for_slot();
+        latencies[p].push_back(probe.timed_call_us());
+      }
+      server_cpu_ns[p] += server_cpu(probe) - server_before;
+      client_cpu_ns[p] += process_cpu_ns(::getpid()) - client_before;
+      probe.end_block();
     }
   }
   std::vector<Row> rows;
   for (std::size_t p = 0; p < probes.size(); ++p) {
     probes[p]->begin_block();  // left running, so that it stops when asked
-    rows.push_back(summarize(probes[p]->row(), model.name, std::move(latencies[p])));
+    Row row = summarize(probes[p]->row(), model.name, std::move(latencies[p]));
+    rows.push_back(charge_cpu(std::move(row), client_cpu_ns[p], server_cpu_ns[p]));
+    rows.back().rate_per_client = model.rate_per_client;
   }
   return rows;
+}
+
+Row measure_idle(const std::string& row_name, LatencyProbe& probe, const ModelCase& model) {
+  ServerChild* child = probe.server();
+  if (child == nullptr) throw std::runtime_error(row_name + ": the row has no server");
+  probe.begin_block();
+  // Busy first, as a served sidecar is when its clients stop.
+  for (std::size_t r = 0; r < 1000; ++r) probe.timed_call_us();
+  return idle_row(row_name, model.name, child->pid(), 1.0);
 }
 
 // What a client-side hit is made of, on the model's input bytes: hashing them once, comparing them

@@ -49,12 +49,20 @@ std::unique_ptr<LatencyProbe> sidecar_probe(const std::string& row_name, const M
 std::unique_ptr<LatencyProbe> peer_probe(Peer peer, const ModelCase& model, bool echo, const PeerBinaries& binaries);
 
 enum class CacheRow { kMiss, kHitInClient, kHitInSidecar };
-std::unique_ptr<LatencyProbe> cache_probe(CacheRow kind, const ModelCase& model, const std::string& binary);
+// `spin`: both sides' spin budget, as the sidecar_spin row's.
+std::unique_ptr<LatencyProbe> cache_probe(CacheRow kind, const ModelCase& model, const std::string& binary,
+                                          std::chrono::microseconds spin);
 
 // model.requests calls per probe in `blocks` blocks, round-robin, after model.requests / 10 (at
-// most 1000) unmeasured calls each; percentiles over all the blocks of a row.
+// most 1000) unmeasured calls each; percentiles over all the blocks of a row, and the CPU time its
+// client and server spent per measured request. Each call waits for its slot when
+// model.rate_per_client is set (pacing.hpp).
 std::vector<Row> measure_interleaved(std::vector<std::unique_ptr<LatencyProbe>>& probes, const ModelCase& model,
                                      std::size_t blocks);
+
+// What a probe's server spends per second while its client, connected, stops sending (after a
+// busy spell): the row `row_name`, with idle_server_cpu_us_per_s.
+Row measure_idle(const std::string& row_name, LatencyProbe& probe, const ModelCase& model);
 
 // The pieces of a client-side hit on the model's input bytes: hash, compare, copy.
 std::vector<Row> measure_hit_parts(const ModelCase& model);

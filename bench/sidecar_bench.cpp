@@ -4,8 +4,9 @@
 //
 // Rows:
 //   in_process        the frozen model called in this process (the floor)
-//   sidecar_spin      through the sidecar, cache bypassed, both sides polling
+//   sidecar_spin      through the sidecar, cache bypassed, both sides polling (--spin-us, adaptive)
 //   sidecar_block     the same, both sides sleeping at once
+//   sidecar_idle      what sidecar_spin's sidecar spends per second once its client stops sending
 //   unix_socket       the same model behind a plain blocking Unix-socket server (sidecar-socket-server),
 //                     length-prefixed bytes: what a user would write instead of the sidecar
 //   cache_miss        a new input every call, cache on: the client's lookup misses, the sidecar
@@ -29,6 +30,8 @@
 // with throughput_rps and mean_batch_size beside the latency percentiles, on "demo" and "mlp"; with
 // --peers also unix_socket, grpc_tcp and grpc_unix per client count (the servers take a thread per
 // connection, and gRPC's own pool).
+// Every latency row has the CPU time its client and its server spent per request (all threads,
+// the scheduler's own account); --rate R paces the client, to show a service that is not saturated.
 // The sidecar rows use the zero-copy path (inputs written in place); the cache rows use infer(),
 // whose lookup reads the caller's buffer, so a client-side hit copies nothing into shared memory.
 //
@@ -36,6 +39,7 @@
 //   sidecar-bench --peers --json out.json          # and the peers, and the echo rows
 //   sidecar-bench --peers --clients 1,2,4,8,16     # throughput of the sidecar and the peers
 //   sidecar-bench --model m.pt --shape 1x3x224x224 --json out.json
+//   sidecar-bench --model tiny.pt --shape 1x64 --rate 1000    # a client paced to 1000 requests/s
 //   sidecar-bench --plot plots/                    # and PNGs of the rows (bench/plot.py)
 #include <sched.h>
 
@@ -52,102 +56,11 @@
 #include "model_zoo.hpp"
 #include "options.hpp"
 #include "plot_runner.hpp"
+#include "report.hpp"
 #include "throughput_rows.hpp"
 
 namespace sidecar::bench {
 namespace {
-
-void print_table(const std::vector<Row>& rows) {
-  std::printf("%-18s %-8s %12s %12s %12s %10s\n", "row", "model", "p50_us", "p99_us", "p99.9_us", "requests");
-  for (const Row& row : rows) {
-    std::printf("%-18s %-8s %12.2f %12.2f %12.2f %10zu\n", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us,
-                row.p999_us, row.requests);
-  }
-  // The sidecar's cost over calling the model in-process, per model.
-  for (const Row& in_process : rows) {
-    if (in_process.name != "in_process") continue;
-    for (const Row& row : rows) {
-      if (row.model != in_process.model || row.name == "in_process" || row.bytes != 0) continue;
-      if (row.name.ends_with("_echo") || row.name.ends_with("_cold")) continue;
-      std::printf("added by %-17s on %-6s p50 %+9.2f us   p99 %+9.2f us\n", row.name.c_str(), row.model.c_str(),
-                  row.p50_us - in_process.p50_us, row.p99_us - in_process.p99_us);
-    }
-  }
-}
-
-const Row* find_row(const std::vector<Row>& rows, const std::string& name, const std::string& model) {
-  for (const Row& row : rows)
-    if (row.name == name && row.model == model) return &row;
-  return nullptr;
-}
-
-// Moving the bytes alone, against the spinning sidecar; and what warm-up removes.
-void print_echo_and_cold_summary(const std::vector<Row>& rows) {
-  for (const Row& row : rows) {
-    const Row* spin_echo = find_row(rows, "sidecar_spin_echo", row.model);
-    if (row.name.ends_with("_echo") && spin_echo && &row != spin_echo) {
-      std::printf("%-17s on %-6s p50 %.1fx sidecar_spin_echo's\n", row.name.c_str(), row.model.c_str(),
-                  row.p50_us / spin_echo->p50_us);
-    }
-    const Row* warmed = row.name == "in_process_cold" ? find_row(rows, "in_process", row.model)
-                        : row.name == "sidecar_cold"  ? find_row(rows, "sidecar_spin", row.model)
-                                                      : nullptr;
-    if (warmed) {
-      std::printf("%-17s on %-6s p50 %.1f us against %.1f us warmed (%zu fresh loads)\n", row.name.c_str(),
-                  row.model.c_str(), row.p50_us, warmed->p50_us, row.requests);
-    }
-  }
-}
-
-// A client-side hit against the model's forward, and its pieces in GB/s of input.
-void print_cache_summary(const std::vector<Row>& rows) {
-  for (const Row& hit : rows) {
-    if (hit.name != "cache_hit_client") continue;
-    const Row* forward = find_row(rows, "in_process", hit.model);
-    const Row* miss = find_row(rows, "cache_miss", hit.model);
-    if (forward) {
-      std::printf("cache_hit_client on %-6s p50 %.2f us = 1/%.0f of the in-process forward", hit.model.c_str(),
-                  hit.p50_us, forward->p50_us / hit.p50_us);
-      if (miss) std::printf(", 1/%.0f of a miss", miss->p50_us / hit.p50_us);
-      std::printf("\n");
-    }
-    const Row* hash = find_row(rows, "key_hash", hit.model);
-    const Row* compare = find_row(rows, "memcmp", hit.model);
-    const Row* copy = find_row(rows, "memcpy", hit.model);
-    if (hash && compare && copy) {
-      const double bytes = static_cast<double>(hash->bytes);
-      auto gbps = [&](double us) { return bytes / (us * 1e3); };
-      std::printf(
-          "  on its %.0f input bytes: whole hit %.1f GB/s of input; hash %.2f us (%.1f GB/s), compare %.2f us "
-          "(%.1f GB/s), memcpy %.2f us (%.1f GB/s)\n",
-          bytes, gbps(hit.p50_us), hash->p50_us, gbps(hash->p50_us), compare->p50_us, gbps(compare->p50_us),
-          copy->p50_us, gbps(copy->p50_us));
-    }
-  }
-}
-
-void write_json(const std::string& path, const std::vector<Row>& rows) {
-  std::ofstream out(path);
-  out << "{\"rows\":[";
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    const Row& row = rows[i];
-    char line[512];
-    std::snprintf(
-        line, sizeof line,
-        "%s\n {\"name\":\"%s\",\"model\":\"%s\",\"p50_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"requests\":%zu,"
-        "\"input_bytes\":%llu,\"clients\":%u,\"throughput_rps\":%.2f,\"mean_batch_size\":%.3f,",
-        i ? "," : "", row.name.c_str(), row.model.c_str(), row.p50_us, row.p99_us, row.p999_us, row.requests,
-        static_cast<unsigned long long>(row.bytes), row.clients, row.throughput_rps, row.mean_batch_size);
-    out << line << "\"quantiles_us\":[";
-    for (std::size_t q = 0; q < row.quantiles_us.size(); ++q) {
-      std::snprintf(line, sizeof line, "%s%.3f", q ? "," : "", row.quantiles_us[q]);
-      out << line;
-    }
-    out << "]}";
-  }
-  out << "\n]}\n";
-  if (!out) throw std::runtime_error("cannot write " + path);
-}
 
 int run(int argc, char** argv) {
   std::string model_path, shape = "1x3x224x224", json_path, sidecar_binary = SIDECAR_BINARY;
@@ -164,6 +77,15 @@ int run(int argc, char** argv) {
                  "draw the rows into PNGs in this directory with bench/plot.py (the JSON goes there too unless "
                  "--json names a file)");
   app.add_option("--requests", requests, "measured requests per row (default: 20000 tiny, 300 demo, 300 --model)");
+  double rate = 0;
+  app.add_option("--rate", rate,
+                 "pace the client of the latency rows to this many requests/s (a request starts at its slot or "
+                 "when the answer before it came, whichever is later); default: as fast as answers come");
+  std::uint32_t spin_us = 50;
+  app.add_option("--spin-us", spin_us,
+                 "both sides' spin budget in the spinning sidecar rows (the sidecar's and the library's default; "
+                 "the spin adapts within it)")
+      ->capture_default_str();
   app.add_option("--sidecar", sidecar_binary, "inference-sidecar binary");
   app.add_option("--socket-server", peers.socket_server, "sidecar-socket-server binary (the unix_socket rows)");
   app.add_option("--grpc-server", peers.grpc_server, "sidecar-grpc-server binary (the grpc rows)");
@@ -238,7 +160,8 @@ int run(int argc, char** argv) {
     models.push_back(
         {std::filesystem::path(model_path).stem(), model_path, parse_signature(shape), requests ? requests : 300});
   }
-  for (const auto& model : models) {
+  for (auto& model : models) {
+    model.rate_per_client = rate;
     for (const TensorShape& input : model.signature) {
       if (input.dtype != static_cast<std::uint8_t>(DType::kFloat32)) {
         throw std::runtime_error("sidecar-bench feeds float32 inputs only");
@@ -270,8 +193,8 @@ int run(int argc, char** argv) {
   }
   for (const ModelCase& model : models) {
     std::fprintf(stderr, "measuring %s: starting every server...\n", model.name.c_str());
-    // Spinning: both sides poll for a second before they would sleep, i.e. never under load.
-    SidecarSettings spin{sidecar_binary, std::chrono::seconds(1), false, true, sidecar_args};
+    // Spinning: both sides poll for up to --spin-us before they sleep, adapting within it.
+    SidecarSettings spin{sidecar_binary, std::chrono::microseconds(spin_us), false, true, sidecar_args};
     SidecarSettings block{sidecar_binary, std::chrono::microseconds(0), false, true, sidecar_args};
     {
       std::vector<std::unique_ptr<LatencyProbe>> probes;
@@ -288,11 +211,15 @@ int run(int argc, char** argv) {
       }
       if (!no_cache) {
         for (CacheRow kind : {CacheRow::kMiss, CacheRow::kHitInClient, CacheRow::kHitInSidecar}) {
-          probes.push_back(cache_probe(kind, model, sidecar_binary));
+          probes.push_back(cache_probe(kind, model, sidecar_binary, spin.spin));
         }
       }
       std::fprintf(stderr, "measuring %s: %zu rows in %zu blocks...\n", model.name.c_str(), probes.size(), blocks);
       for (Row& row : measure_interleaved(probes, model, blocks)) rows.push_back(std::move(row));
+      std::fprintf(stderr, "measuring %s: the spinning sidecar idle...\n", model.name.c_str());
+      for (auto& probe : probes) {
+        if (probe->row() == "sidecar_spin") rows.push_back(measure_idle("sidecar_idle", *probe, model));
+      }
     }
     if (cold_repeats > 0) {
       std::fprintf(stderr, "measuring %s: first calls...\n", model.name.c_str());
@@ -304,6 +231,7 @@ int run(int argc, char** argv) {
     }
   }
   if (model_path.empty()) std::filesystem::remove_all(scratch);
+  if (rate > 0) std::printf("the latency rows' client paced to %.0f requests/s\n", rate);
   print_table(rows);
   print_echo_and_cold_summary(rows);
   print_cache_summary(rows);

@@ -45,7 +45,8 @@ Result<Client> Client::connect(const std::string& name, const ConnectOptions& op
   impl->name = name;
   impl->options = options;
   impl->forks_seen_at_connect = Connection::forks_seen();
-  impl->spin_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count());
+  impl->requests.set_spin_budget(
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(options.spin).count()));
   impl->cache_lookup = options.cache_lookup;
   Result<std::unique_ptr<Connection>> connection =
       Connection::open(name, dial_settings(options, ConnectKind::kAttach), deadline_after(options.timeout));
@@ -216,7 +217,7 @@ Result<std::vector<Tensor>> Client::wait(RequestHandle handle, std::chrono::micr
   }
   if (!entry->done && !entry->cancelled) {
     Done waited = impl.sidecar_went(
-        impl.requests.wait_until([&] { return entry->done || entry->cancelled; }, deadline_ns, impl.spin_ns));
+        impl.requests.wait_until([&] { return entry->done || entry->cancelled; }, deadline_ns));
     if (!waited.ok() && waited.code() != ErrorCode::kSidecarGone) {
       // Its region stays reserved until the answer comes; the answer is then dropped.
       if (waited.code() == ErrorCode::kTimeout) {

@@ -55,7 +55,6 @@ struct Client::Impl {
   ModelInfo model;
   ModelDescription description{};  // a private copy: output sizing must not read shared memory twice
   std::uint64_t model_sequence = 0;  // the status page's model_sequence when `description` was copied
-  std::uint64_t spin_ns = 0;
   CacheLookup cache_lookup = CacheLookup::kInClient;
   CacheOutcome last_cache_outcome = CacheOutcome::kNotUsed;
   ServiceInfo last_service;

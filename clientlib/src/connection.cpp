@@ -325,13 +325,13 @@ Done Connection::map_accepted(std::vector<UniqueFd>& fds, ConnectKind kind) {
   return {};
 }
 
-void Connection::wake_sidecar() const noexcept {
+bool Connection::wake_sidecar() const noexcept {
   // Pairs with the sidecar's store of leader_sleeping before its last look at the rings.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (status_->leader_sleeping.load(std::memory_order_relaxed) != 0) {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] const ssize_t written = ::write(request_event_.get(), &one, sizeof one);
-  }
+  if (status_->leader_sleeping.load(std::memory_order_relaxed) == 0) return false;
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t written = ::write(request_event_.get(), &one, sizeof one);
+  return true;
 }
 
 Connection::Wake Connection::sleep(std::uint64_t deadline_ns) noexcept {

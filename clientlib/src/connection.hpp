@@ -51,8 +51,8 @@ class Connection {
   // The result cache, when the sidecar has one this client may map (shared scope).
   const CacheView* cache() const noexcept { return cache_view_.attached() ? &cache_view_ : nullptr; }
 
-  // After a request is published: wakes the sidecar if it sleeps.
-  void wake_sidecar() const noexcept;
+  // After a request is published: wakes the sidecar if it sleeps (true).
+  bool wake_sidecar() const noexcept;
 
   enum class Wake { kSignalled, kTimeout, kSidecarGone };
   // Sleeps until the sidecar sends a wake-up on the socket, `deadline_ns` passes, or the sidecar

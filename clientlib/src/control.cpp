@@ -22,7 +22,7 @@ Result<std::string> Client::control_request(std::uint32_t flags, std::chrono::mi
     impl.requests.erase(id);
     return posted.error();
   }
-  Done waited = impl.sidecar_went(impl.requests.wait_until([&] { return entry.done; }, deadline_ns, impl.spin_ns));
+  Done waited = impl.sidecar_went(impl.requests.wait_until([&] { return entry.done; }, deadline_ns));
   if (!waited.ok()) {
     if (RequestTable::Entry* left = impl.requests.find(id)) {
       if (left->in_flight) left->abandoned = true;

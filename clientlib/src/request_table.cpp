@@ -11,6 +11,7 @@ void RequestTable::attach(Connection& connection) {
   connection_ = &connection;
   requests_ = SpscProducer<RequestRing>(&connection.channel().requests);
   responses_ = SpscConsumer<ResponseRing>(&connection.channel().responses);
+  woke_sidecar_at_post_ = false;
 }
 
 void RequestTable::fail_in_flight(ErrorCode code, const std::string& message) {
@@ -77,7 +78,7 @@ Done RequestTable::post(Entry& entry, const RequestDescriptor& request) {
   slot->posted_ns = monotonic_ns();  // for the sidecar's latency metrics
   entry.outputs_allowed = OutputRegion{request.output_offset, request.output_capacity};
   requests_.publish();
-  connection_->wake_sidecar();
+  woke_sidecar_at_post_ = connection_->wake_sidecar();
   entry.in_flight = true;
   ++in_flight_;
   return {};

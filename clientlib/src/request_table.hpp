@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "connection.hpp"
+#include "sidecar/shared/adaptive_spin.hpp"
 #include "sidecar/client.hpp"
 #include "sidecar/shared/channel_layout.hpp"
 #include "sidecar/shared/clock.hpp"
@@ -63,10 +64,13 @@ class RequestTable {
   Done post(Entry& entry, const RequestDescriptor& request);
   // Takes every answer waiting in the response ring.
   void pump();
-  // Pumps, spins for `spin_ns`, then sleeps, until `done()` or `deadline_ns`. kTimeout,
-  // kSidecarGone (every request in flight is then answered so), or kProtocolError.
+  // How long wait_until() may spin before it sleeps (ConnectOptions::spin); it spins less when
+  // answers have lately come later than that (AdaptiveSpin).
+  void set_spin_budget(std::uint64_t budget_ns) noexcept { answer_spin_ = AdaptiveSpin(budget_ns); }
+  // Pumps, spins, then sleeps, until `done()` or `deadline_ns`. kTimeout, kSidecarGone (every
+  // request in flight is then answered so), or kProtocolError.
   template <typename Finished>
-  Done wait_until(Finished&& done, std::uint64_t deadline_ns, std::uint64_t spin_ns);
+  Done wait_until(Finished&& done, std::uint64_t deadline_ns);
 
  private:
   bool take_answer(const ResponseDescriptor& shared);
@@ -78,23 +82,36 @@ class RequestTable {
   std::map<std::uint64_t, Entry> entries_;
   std::uint64_t in_flight_ = 0;
   std::uint64_t next_id_ = 1;
+  AdaptiveSpin answer_spin_;
+  bool woke_sidecar_at_post_ = false;  // the last post found the sidecar asleep
 };
 
 template <typename Finished>
-Done RequestTable::wait_until(Finished&& done, std::uint64_t deadline_ns, std::uint64_t spin_ns) {
-  const std::uint64_t spin_until = monotonic_ns() + spin_ns;
+Done RequestTable::wait_until(Finished&& done, std::uint64_t deadline_ns) {
+  const std::uint64_t wait_began_ns = monotonic_ns();
+  // A sidecar this client had to wake answers no sooner than its own wake-up, which costs what
+  // ours does: sleep at once, and let the sidecar wake us as it takes the request (wake-ahead).
+  // Such a wait says how long the sidecar slept, not how long answers take: it is not recorded.
+  const bool woke_sidecar = woke_sidecar_at_post_;
+  const std::uint64_t spin_ns = woke_sidecar ? 0 : answer_spin_.spin_ns();
+  const std::uint64_t spin_until = wait_began_ns + spin_ns;
   bool spinning = spin_ns != 0;
   std::uint32_t looks_since_clock = 0;
+  std::uint64_t now = wait_began_ns;
   while (true) {
     pump();
-    if (done()) return {};
+    if (done()) {
+      // Asleep, the answer is known to have come by the wake-up only.
+      if (!woke_sidecar) answer_spin_.record((spinning ? now : monotonic_ns()) - wait_began_ns);
+      return {};
+    }
     if (responses_.corrupt()) return {ErrorCode::kProtocolError, "the response ring's indices are corrupt"};
     if (spinning && ++looks_since_clock < kLooksPerClockRead) {
       cpu_relax();
       continue;
     }
     looks_since_clock = 0;
-    const std::uint64_t now = monotonic_ns();
+    now = monotonic_ns();
     if (now >= deadline_ns) return {ErrorCode::kTimeout, "no answer from the sidecar within the timeout"};
     if (now < spin_until) {
       cpu_relax();

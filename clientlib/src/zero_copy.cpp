@@ -109,7 +109,7 @@ Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeou
     return posted.error();
   }
   Done waited = impl.sidecar_went(
-      impl.requests.wait_until([&] { return entry.done; }, deadline_ns, impl.spin_ns));
+      impl.requests.wait_until([&] { return entry.done; }, deadline_ns));
   if (!waited.ok()) {
     if (waited.code() == ErrorCode::kTimeout) {
       entry.abandoned = true;  // its region (the whole arena) stays reserved until the answer comes

@@ -89,7 +89,9 @@ void define_settings(CLI::App& app, SidecarOptions& options, FlagText& text) {
                  "first calls are cold");
   app.add_option("--warmup-iterations", options.warmup_iterations, "forward calls per shape and worker thread")
       ->check(CLI::Range(1, 100000));
-  app.add_option("--spin-us", options.spin_us, "microseconds an idle worker polls before it sleeps (0: sleep at once)");
+  app.add_option("--spin-us", options.spin_us,
+                 "the most microseconds an idle worker polls before it sleeps; less while requests come further apart "
+                 "(0: sleep at once)");
   app.add_option("--wake-ahead-us", options.wake_ahead_us,
                  "wake a sleeping client when its request is taken rather than when it is answered, if its "
                  "previous request took less than this (a wake-up then overlaps the forward; 0: never)")

@@ -21,7 +21,7 @@ RateLimitedWarning ring_fault_warning;
 
 Scheduler::Scheduler(const SchedulerSettings& settings, ChannelTable& table, LeaderWake& wake, StatusPage& status,
                      Executor& executor)
-    : settings_(settings), table_(table), wake_(wake), status_(status), executor_(executor) {
+    : settings_(settings), table_(table), wake_(wake), status_(status), executor_(executor), spin_policy_(settings.spin_ns) {
   usable_cpus_ = usable_cpu_count();
   // Sharing every CPU of the host with its clients, the sidecar keeps one for them (they spin
   // too); pinned apart from them, it may use all of its own.
@@ -92,20 +92,23 @@ bool Scheduler::sleep_until(WorthWaking&& worth_waking, std::uint64_t timeout_ns
 bool Scheduler::lead_and_take(Work& work, std::uint64_t pool) {
   work.taken.clear();
   work.batch_rows = 0;
-  std::uint64_t spin_until = monotonic_ns() + settings_.spin_ns;
+  const std::uint64_t wait_began_ns = monotonic_ns();
+  const std::uint64_t spin_ns = spin_policy_.spin_ns();
+  std::uint64_t spin_until = wait_began_ns + spin_ns;
   std::uint32_t looks_since_clock = 0;
   while (!retired(pool)) {
     table_.reclaim_ready();
     if (poll_once(work, nullptr)) {
+      record_arrival(work.taken.front().request, wait_began_ns);
       gather_batch(work);
       return true;
     }
-    if (settings_.spin_ns != 0 && looks_since_clock++ != 0) {
+    if (spin_ns != 0 && looks_since_clock++ != 0) {
       if (looks_since_clock == kLooksPerClockRead) looks_since_clock = 0;
       cpu_relax();
       continue;
     }
-    if (settings_.spin_ns != 0 && monotonic_ns() < spin_until && spinning_fits()) {
+    if (spin_ns != 0 && monotonic_ns() < spin_until && spinning_fits()) {
       cpu_relax();
       continue;
     }
@@ -113,10 +116,18 @@ bool Scheduler::lead_and_take(Work& work, std::uint64_t pool) {
     const bool woken = sleep_until(
         [&] { return table_.reclaim_possible() || any_request_waiting() || retired(pool); }, kIdleSleepLimitNs);
     work.metrics.count_idle_look();
-    if (woken) spin_until = monotonic_ns() + settings_.spin_ns;
+    if (woken) spin_until = monotonic_ns() + spin_ns;
     looks_since_clock = 0;
   }
   return false;
+}
+
+// The client's own stamp says when the request came, also to a leader that slept through it, which
+// can then tell a request that came soon after it began waiting from one that came late. Only the
+// spin policy reads it, which stays within --spin-us whatever a client writes there.
+void Scheduler::record_arrival(const RequestDescriptor& request, std::uint64_t wait_began_ns) noexcept {
+  if (request.posted_ns == 0) return;  // a client that does not say
+  spin_policy_.record(request.posted_ns > wait_began_ns ? request.posted_ns - wait_began_ns : 0);
 }
 
 // The leader has taken a request. If it can be batched, the leader keeps taking compatible

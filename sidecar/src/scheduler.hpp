@@ -1,8 +1,8 @@
 // Who takes requests from the rings, and when: leader/follower over the worker threads.
 //
 // One worker at a time (the leader) polls the request rings, round-robin over the active channels
-// so that a busy client cannot starve the others, spinning for --spin-us before it sleeps (see
-// LeaderWake). When it takes a request it hands leadership to the next worker and runs the request
+// so that a busy client cannot starve the others, spinning before it sleeps (see LeaderWake) for
+// as long as requests have lately come within (AdaptiveSpin), at most --spin-us. When it takes a request it hands leadership to the next worker and runs the request
 // itself: no hand-off between threads on the hot path, and only one thread spinning, which matters
 // on two cores where the client spins too. With --max-batch, the leader keeps taking compatible
 // requests for up to --max-queue-delay-us and runs them as one forward.
@@ -18,6 +18,7 @@
 #include "execution.hpp"
 #include "leader_wake.hpp"
 #include "loaded_model.hpp"
+#include "sidecar/shared/adaptive_spin.hpp"
 #include "work.hpp"
 
 namespace sidecar {
@@ -100,6 +101,8 @@ class Scheduler {
   std::uint32_t rows_joining(const AdmissionRules& rules, const RequestDescriptor& candidate,
                              const RequestDescriptor& first, std::uint32_t batch_rows) const;
   bool spinning_fits() const noexcept;
+  // Tells the spin policy how long after the leader began waiting `request` came.
+  void record_arrival(const RequestDescriptor& request, std::uint64_t wait_began_ns) noexcept;
   // Sleeps until a client wakes the leader, `timeout_ns` passes, or (checked after announcing the
   // sleep) `worth_waking()` already holds. False when it slept and no client woke it.
   template <typename WorthWaking>
@@ -114,6 +117,7 @@ class Scheduler {
   Leadership leadership_;
   std::uint32_t poll_cursor_ = 0;         // the leader's
   std::uint64_t next_service_order_ = 1;  // the leader's
+  AdaptiveSpin spin_policy_;              // the leader's
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> first_serving_pool_{0};
   std::atomic<int> executing_{0};  // workers running a request

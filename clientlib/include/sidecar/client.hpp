@@ -92,8 +92,9 @@ struct SubmitOptions {
 struct ConnectOptions {
   // How long connect() waits for the sidecar to exist and be ready.
   std::chrono::milliseconds timeout{5000};
-  // How long a call polls for its answer before it sleeps (waking costs tens of microseconds;
-  // polling burns a core).
+  // The longest a call polls for its answer before it sleeps (waking costs tens of microseconds;
+  // polling burns a core). It polls less when answers have lately come later than this, and not
+  // at all when its request had to wake a sleeping sidecar.
   std::chrono::microseconds spin{50};
   CacheLookup cache_lookup = CacheLookup::kInClient;
   // Where the sidecar's socket is; empty: $INFERENCE_SIDECAR_RUNTIME_DIR, else

@@ -113,8 +113,9 @@ struct RequestDescriptor {
   std::uint64_t output_offset;
   std::uint64_t output_capacity;
   std::uint64_t cancel_offset;  // with kRequestFlagCancellable: the cancel word, 8-byte aligned
-  // CLOCK_MONOTONIC when the client posted it; 0 = unknown. Only for the latency metrics: a client
-  // that lies about it misstates its own requests' latency, nothing else.
+  // CLOCK_MONOTONIC when the client posted it; 0 = unknown. For the latency metrics and the
+  // leader's spin policy: a client that lies about it misstates its own requests' latency, and
+  // can make the leader spin more or less, never past --spin-us.
   std::uint64_t posted_ns;
   std::uint64_t reserved1;
   TensorDescriptor inputs[kMaxTensors];
