@@ -36,6 +36,7 @@ void check_plotting() {
 }
 
 void plot_rows(const std::string& json_path, const std::string& out_dir) {
+  std::fflush(stdout);  // the table first, then the script's lines
   const int code = run_plot_script({"--out", out_dir, json_path});
   if (code != 0) throw std::runtime_error(std::string(PLOT_SCRIPT) + " failed with exit code " + std::to_string(code));
 }
