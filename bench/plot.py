@@ -62,21 +62,28 @@ def plot_latency_cdfs(pyplot, rows, out_dir):
     written = []
     latency_rows = [row for row in rows if row.get("clients", 0) == 0 and row.get("quantiles_us")]
     for model in in_order_of_appearance(row["model"] for row in latency_rows):
-        figure, axes = pyplot.subplots(figsize=(9, 5.5))
-        for row in (row for row in latency_rows if row["model"] == model):
+        figure, axes = pyplot.subplots(figsize=(10, 6))
+        mine = [row for row in latency_rows if row["model"] == model]
+        # A transport and its echo row share a colour; the echo is dotted, a cold first call
+        # dash-dotted, and the pieces of a cache hit (hash, compare, copy: not round trips) dashed.
+        transports = in_order_of_appearance(row["name"].removesuffix("_echo") for row in mine)
+        colours = pyplot.cm.tab20.colors
+        for row in mine:
             quantiles = row["quantiles_us"]
             fractions = [i / (len(quantiles) - 1) for i in range(len(quantiles))]
-            # The pieces of a cache hit (hash, compare, copy) are not round trips: drawn apart.
-            style = "--" if row.get("input_bytes", 0) else "-"
-            axes.step(quantiles, fractions, where="post", linestyle=style,
-                      label=f'{row["name"]} (p50 {row["p50_us"]:.3g} µs)')
+            name = row["name"]
+            style = ("--" if row.get("input_bytes", 0) else ":" if name.endswith("_echo")
+                     else "-." if name.endswith("_cold") else "-")
+            colour = colours[transports.index(name.removesuffix("_echo")) % len(colours)]
+            axes.step(quantiles, fractions, where="post", linestyle=style, color=colour,
+                      label=f'{name} (p50 {row["p50_us"]:.3g} µs)')
         axes.set_xscale("log")
         axes.set_xlabel("latency, µs (log)")
         axes.set_ylabel("fraction of requests at or under")
         axes.set_ylim(0, 1.01)
         axes.set_title(f"{model}: round-trip latency, one client")
         axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize="small", loc="lower right")
+        axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
         written.append(save(pyplot, figure, os.path.join(out_dir, f"latency-cdf-{model}.png")))
     return written
 

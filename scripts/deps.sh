@@ -13,7 +13,7 @@ packages=(
   libcli11-dev                              # command-line flags of the daemon and sidecarctl
   libtomlplusplus-dev                       # the daemon's TOML config file (--config), with the line of each key for error messages
   libsystemd-dev                            # sd_notify(READY=1) after warm-up
-  libgtest-dev libbenchmark-dev             # tests and benchmarks
+  libgtest-dev                               # tests
   libgrpc++-dev protobuf-compiler-grpc      # sidecar-bench's gRPC peer (grpc_* rows); the rest builds without them
   python3-torch python3-numpy               # models scripted from Python, as users make them
   python3-prometheus-client                 # the tests read the metrics with Prometheus's own parser
