@@ -85,6 +85,10 @@ int serve(const std::string& tcp, const std::string& unix_path, std::unique_ptr<
   // A demo-sized input is 602 KB; a user's model may take more than gRPC's default 4 MB.
   builder.SetMaxReceiveMessageSize(-1);
   builder.SetMaxSendMessageSize(-1);
+  // gRPC's sync server retires a polling thread once more than MAX_POLLERS are idle, and the next
+  // burst starts a new one, cold (each thread warms the model on its first call, as TorchScript
+  // keeps its warmed state per thread): keep the threads it has made.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 64);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || tcp_port == 0) {
