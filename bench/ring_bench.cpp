@@ -6,10 +6,12 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/lockfree/spsc_queue.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -27,6 +29,34 @@ void pin_to(int cpu) {
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   ::pthread_setaffinity_np(::pthread_self(), sizeof(set), &set);
+}
+
+
+// One trial: `rounds` round trips, each timed alone so that a preemption by a neighbour spoils only
+// the round trips it hits (the median ignores them; the mean, over the whole run, does not).
+struct Trial {
+  double mean_ns = 0;
+  double median_ns = 0;
+};
+
+template <typename Ping, typename Echo>
+Trial time_round_trips(std::size_t rounds, Ping ping_and_wait, Echo echo_one) {
+  std::thread echo([&] {
+    pin_to(0);
+    for (std::size_t i = 0; i < rounds; ++i) echo_one();
+  });
+  pin_to(1);
+  std::vector<double> each(rounds);
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < rounds; ++i) {
+    const auto sent = Clock::now();
+    ping_and_wait(i);
+    each[i] = std::chrono::duration<double, std::nano>(Clock::now() - sent).count();
+  }
+  const auto elapsed = Clock::now() - start;
+  echo.join();
+  std::nth_element(each.begin(), each.begin() + rounds / 2, each.end());
+  return {std::chrono::duration<double, std::nano>(elapsed).count() / static_cast<double>(rounds), each[rounds / 2]};
 }
 
 struct OwnRings {
@@ -52,30 +82,115 @@ struct OwnRings {
     consumer.pop();
   }
 
-  double round_trip_ns(std::size_t rounds) {
-    std::thread echo([&] {
-      pin_to(0);
-      SpscConsumer<RequestRing> in(ping.get());
-      SpscProducer<RequestRing> out(pong.get());
-      RequestDescriptor item;
-      for (std::size_t i = 0; i < rounds; ++i) {
-        receive(in, item);
-        send(out, item);
-      }
-    });
-    pin_to(1);
+  Trial round_trips(std::size_t rounds) {
+    SpscConsumer<RequestRing> echo_in(ping.get());
+    SpscProducer<RequestRing> echo_out(pong.get());
     SpscProducer<RequestRing> out(ping.get());
     SpscConsumer<RequestRing> in(pong.get());
-    RequestDescriptor item{};
-    const auto start = Clock::now();
-    for (std::size_t i = 0; i < rounds; ++i) {
-      item.request_id = i;
-      send(out, item);
-      receive(in, item);
+    RequestDescriptor echoed{}, item{};
+    return time_round_trips(
+        rounds,
+        [&](std::size_t i) {
+          item.request_id = i;
+          send(out, item);
+          receive(in, item);
+        },
+        [&] {
+          receive(echo_in, echoed);
+          send(echo_out, echoed);
+        });
+  }
+};
+
+
+// Prototype (issue 12 point 9): the producer publishes through a sequence word in each slot's first
+// cache line instead of a shared tail, so the consumer's poll brings that line along.
+template <typename Slot, std::uint32_t Capacity>
+struct SequencedRing {
+  struct alignas(kCacheLine) Cell {
+    std::atomic<std::uint64_t> sequence;
+    Slot slot;
+  };
+  alignas(kCacheLine) std::atomic<std::uint64_t> head;
+  Cell cells[Capacity];
+  void reset() noexcept {
+    head.store(0, std::memory_order_relaxed);
+    for (std::uint32_t i = 0; i < Capacity; ++i) cells[i].sequence.store(i + 1 - Capacity, std::memory_order_relaxed);
+  }
+};
+
+template <typename Ring>
+struct SequencedProducer {
+  Ring* ring;
+  std::uint64_t tail = 0;
+  std::uint64_t cached_head = 0;
+  auto* try_claim() noexcept {
+    if (tail - cached_head >= kRingCapacity) {
+      cached_head = ring->head.load(std::memory_order_acquire);
+      if (tail - cached_head >= kRingCapacity) return static_cast<decltype(&ring->cells[0].slot)>(nullptr);
     }
-    const auto elapsed = Clock::now() - start;
-    echo.join();
-    return std::chrono::duration<double, std::nano>(elapsed).count() / static_cast<double>(rounds);
+    return &ring->cells[tail % kRingCapacity].slot;
+  }
+  void publish() noexcept {
+    ring->cells[tail % kRingCapacity].sequence.store(tail + 1, std::memory_order_release);
+    ++tail;
+  }
+};
+
+template <typename Ring>
+struct SequencedConsumer {
+  Ring* ring;
+  std::uint64_t head = 0;
+  bool corrupt = false;
+  const auto* front() noexcept {
+    auto& cell = ring->cells[head % kRingCapacity];
+    const std::uint64_t sequence = cell.sequence.load(std::memory_order_acquire);
+    if (sequence == head + 1) return &cell.slot;
+    if (sequence != head + 1 - kRingCapacity) corrupt = true;
+    return static_cast<decltype(&cell.slot)>(nullptr);
+  }
+  void pop() noexcept { ring->head.store(++head, std::memory_order_release); }
+};
+
+struct SequencedRings {
+  using Ring = SequencedRing<RequestDescriptor, kRingCapacity>;
+  std::size_t copied = sizeof(RequestDescriptor);
+  std::unique_ptr<Ring> ping = std::make_unique<Ring>();
+  std::unique_ptr<Ring> pong = std::make_unique<Ring>();
+  SequencedRings() {
+    ping->reset();
+    pong->reset();
+  }
+  void send(SequencedProducer<Ring>& producer, const RequestDescriptor& item) const {
+    RequestDescriptor* slot;
+    while ((slot = producer.try_claim()) == nullptr) cpu_relax();
+    std::memcpy(slot, &item, copied);
+    producer.publish();
+  }
+  void receive(SequencedConsumer<Ring>& consumer, RequestDescriptor& item) const {
+    const RequestDescriptor* slot;
+    while ((slot = consumer.front()) == nullptr) cpu_relax();
+    std::memcpy(&item, slot, copied);
+    consumer.pop();
+  }
+
+  Trial round_trips(std::size_t rounds) {
+    SequencedConsumer<Ring> echo_in{ping.get()};
+    SequencedProducer<Ring> echo_out{pong.get()};
+    SequencedProducer<Ring> out{ping.get()};
+    SequencedConsumer<Ring> in{pong.get()};
+    RequestDescriptor echoed{}, item{};
+    return time_round_trips(
+        rounds,
+        [&](std::size_t i) {
+          item.request_id = i;
+          send(out, item);
+          receive(in, item);
+        },
+        [&] {
+          receive(echo_in, echoed);
+          send(echo_out, echoed);
+        });
   }
 };
 
@@ -84,26 +199,19 @@ struct BoostRings {
   std::unique_ptr<Queue> ping = std::make_unique<Queue>();
   std::unique_ptr<Queue> pong = std::make_unique<Queue>();
 
-  double round_trip_ns(std::size_t rounds) {
-    std::thread echo([&] {
-      pin_to(0);
-      RequestDescriptor item;
-      for (std::size_t i = 0; i < rounds; ++i) {
-        while (!ping->pop(item)) cpu_relax();
-        while (!pong->push(item)) cpu_relax();
-      }
-    });
-    pin_to(1);
-    RequestDescriptor item{};
-    const auto start = Clock::now();
-    for (std::size_t i = 0; i < rounds; ++i) {
-      item.request_id = i;
-      while (!ping->push(item)) cpu_relax();
-      while (!pong->pop(item)) cpu_relax();
-    }
-    const auto elapsed = Clock::now() - start;
-    echo.join();
-    return std::chrono::duration<double, std::nano>(elapsed).count() / static_cast<double>(rounds);
+  Trial round_trips(std::size_t rounds) {
+    RequestDescriptor echoed{}, item{};
+    return time_round_trips(
+        rounds,
+        [&](std::size_t i) {
+          item.request_id = i;
+          while (!ping->push(item)) cpu_relax();
+          while (!pong->pop(item)) cpu_relax();
+        },
+        [&] {
+          while (!ping->pop(echoed)) cpu_relax();
+          while (!pong->push(echoed)) cpu_relax();
+        });
   }
 };
 
@@ -111,6 +219,12 @@ double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
 }
+
+struct Row {
+  const char* name;
+  std::function<Trial(std::size_t)> run;
+  std::vector<double> means, medians;
+};
 
 }  // namespace
 
@@ -120,21 +234,44 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ring-bench needs two CPUs\n");
     return 1;
   }
-  std::vector<double> own, own_used, boost;
   constexpr std::size_t kOneInputRequest = offsetof(RequestDescriptor, inputs) + sizeof(TensorDescriptor);
+  auto own = [](std::size_t copied) {
+    return [copied](std::size_t rounds) {
+      OwnRings rings;
+      rings.copied = copied;
+      return rings.round_trips(rounds);
+    };
+  };
+  auto sequenced = [](std::size_t copied) {
+    return [copied](std::size_t rounds) {
+      SequencedRings rings;
+      rings.copied = copied;
+      return rings.round_trips(rounds);
+    };
+  };
+  std::vector<Row> rows = {
+      {"sidecar SpscRing, whole descriptor", own(sizeof(RequestDescriptor)), {}, {}},
+      {"boost::lockfree::spsc_queue", [](std::size_t rounds) { return BoostRings().round_trips(rounds); }, {}, {}},
+      {"sidecar SpscRing, one-input part", own(kOneInputRequest), {}, {}},
+      {"sequenced prototype, whole", sequenced(sizeof(RequestDescriptor)), {}, {}},
+      {"sequenced prototype, one-input part", sequenced(kOneInputRequest), {}, {}},
+  };
+  constexpr int kTrials = 7;
   // Interleaved, so that a noisy neighbour affects all alike.
-  for (int trial = 0; trial < 7; ++trial) {
-    own.push_back(OwnRings().round_trip_ns(rounds));
-    OwnRings used;
-    used.copied = kOneInputRequest;
-    own_used.push_back(used.round_trip_ns(rounds));
-    boost.push_back(BoostRings().round_trip_ns(rounds));
+  for (int trial = 0; trial < kTrials; ++trial) {
+    for (Row& row : rows) {
+      const Trial result = row.run(rounds);
+      row.means.push_back(result.mean_ns);
+      row.medians.push_back(result.median_ns);
+    }
   }
-  std::printf("round trip of a %zu-byte descriptor, median of 7 x %zu:\n", sizeof(RequestDescriptor), rounds);
-  std::printf("  sidecar SpscRing                 %8.1f ns\n", median(own));
-  std::printf("  boost::lockfree::spsc_queue      %8.1f ns\n", median(boost));
-  std::printf("  ratio boost / sidecar            %8.2f\n", median(boost) / median(own));
-  std::printf("  sidecar SpscRing, copying only the %zu bytes a one-input request uses: %.1f ns\n", kOneInputRequest,
-              median(own_used));
+  std::printf("round trip of a %zu-byte descriptor (one-input part: %zu bytes), %d trials x %zu, ns:\n",
+              sizeof(RequestDescriptor), kOneInputRequest, kTrials, rounds);
+  std::printf("  %-38s %10s %22s\n", "", "mean", "p50 (trials min-max)");
+  for (const Row& row : rows) {
+    std::printf("  %-38s %10.1f %8.1f (%6.1f-%6.1f)\n", row.name, median(row.means), median(row.medians),
+                *std::min_element(row.medians.begin(), row.medians.end()),
+                *std::max_element(row.medians.begin(), row.medians.end()));
+  }
   return 0;
 }
