@@ -6,7 +6,6 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <atomic>
 #include <boost/lockfree/spsc_queue.hpp>
 #include <chrono>
 #include <cstdio>
@@ -103,97 +102,6 @@ struct OwnRings {
 };
 
 
-// Prototype (issue 12 point 9): the producer publishes through a sequence word in each slot's first
-// cache line instead of a shared tail, so the consumer's poll brings that line along.
-template <typename Slot, std::uint32_t Capacity>
-struct SequencedRing {
-  struct alignas(kCacheLine) Cell {
-    std::atomic<std::uint64_t> sequence;
-    Slot slot;
-  };
-  alignas(kCacheLine) std::atomic<std::uint64_t> head;
-  Cell cells[Capacity];
-  void reset() noexcept {
-    head.store(0, std::memory_order_relaxed);
-    for (std::uint32_t i = 0; i < Capacity; ++i) cells[i].sequence.store(i + 1 - Capacity, std::memory_order_relaxed);
-  }
-};
-
-template <typename Ring>
-struct SequencedProducer {
-  Ring* ring;
-  std::uint64_t tail = 0;
-  std::uint64_t cached_head = 0;
-  auto* try_claim() noexcept {
-    if (tail - cached_head >= kRingCapacity) {
-      cached_head = ring->head.load(std::memory_order_acquire);
-      if (tail - cached_head >= kRingCapacity) return static_cast<decltype(&ring->cells[0].slot)>(nullptr);
-    }
-    return &ring->cells[tail % kRingCapacity].slot;
-  }
-  void publish() noexcept {
-    ring->cells[tail % kRingCapacity].sequence.store(tail + 1, std::memory_order_release);
-    ++tail;
-  }
-};
-
-template <typename Ring>
-struct SequencedConsumer {
-  Ring* ring;
-  std::uint64_t head = 0;
-  bool corrupt = false;
-  const auto* front() noexcept {
-    auto& cell = ring->cells[head % kRingCapacity];
-    const std::uint64_t sequence = cell.sequence.load(std::memory_order_acquire);
-    if (sequence == head + 1) return &cell.slot;
-    if (sequence != head + 1 - kRingCapacity) corrupt = true;
-    return static_cast<decltype(&cell.slot)>(nullptr);
-  }
-  void pop() noexcept { ring->head.store(++head, std::memory_order_release); }
-};
-
-struct SequencedRings {
-  using Ring = SequencedRing<RequestDescriptor, kRingCapacity>;
-  std::size_t copied = sizeof(RequestDescriptor);
-  std::unique_ptr<Ring> ping = std::make_unique<Ring>();
-  std::unique_ptr<Ring> pong = std::make_unique<Ring>();
-  SequencedRings() {
-    ping->reset();
-    pong->reset();
-  }
-  void send(SequencedProducer<Ring>& producer, const RequestDescriptor& item) const {
-    RequestDescriptor* slot;
-    while ((slot = producer.try_claim()) == nullptr) cpu_relax();
-    std::memcpy(slot, &item, copied);
-    producer.publish();
-  }
-  void receive(SequencedConsumer<Ring>& consumer, RequestDescriptor& item) const {
-    const RequestDescriptor* slot;
-    while ((slot = consumer.front()) == nullptr) cpu_relax();
-    std::memcpy(&item, slot, copied);
-    consumer.pop();
-  }
-
-  Trial round_trips(std::size_t rounds) {
-    SequencedConsumer<Ring> echo_in{ping.get()};
-    SequencedProducer<Ring> echo_out{pong.get()};
-    SequencedProducer<Ring> out{ping.get()};
-    SequencedConsumer<Ring> in{pong.get()};
-    RequestDescriptor echoed{}, item{};
-    return time_round_trips(
-        rounds,
-        [&](std::size_t i) {
-          item.request_id = i;
-          send(out, item);
-          receive(in, item);
-        },
-        [&] {
-          receive(echo_in, echoed);
-          send(echo_out, echoed);
-        });
-  }
-};
-
 struct BoostRings {
   using Queue = boost::lockfree::spsc_queue<RequestDescriptor, boost::lockfree::capacity<kRingCapacity>>;
   std::unique_ptr<Queue> ping = std::make_unique<Queue>();
@@ -242,19 +150,10 @@ int main(int argc, char** argv) {
       return rings.round_trips(rounds);
     };
   };
-  auto sequenced = [](std::size_t copied) {
-    return [copied](std::size_t rounds) {
-      SequencedRings rings;
-      rings.copied = copied;
-      return rings.round_trips(rounds);
-    };
-  };
   std::vector<Row> rows = {
       {"sidecar SpscRing, whole descriptor", own(sizeof(RequestDescriptor)), {}, {}},
       {"boost::lockfree::spsc_queue", [](std::size_t rounds) { return BoostRings().round_trips(rounds); }, {}, {}},
       {"sidecar SpscRing, one-input part", own(kOneInputRequest), {}, {}},
-      {"sequenced prototype, whole", sequenced(sizeof(RequestDescriptor)), {}, {}},
-      {"sequenced prototype, one-input part", sequenced(kOneInputRequest), {}, {}},
   };
   constexpr int kTrials = 7;
   // Interleaved, so that a noisy neighbour affects all alike.

@@ -196,16 +196,16 @@ HostileReport attack(const std::string& name, AttackControl& control, std::uint3
       const std::uint64_t full = 0xfffffffffffffffeull;
       [[maybe_unused]] const ssize_t filled = ::write(fds[kRequestEventFd].get(), &full, sizeof full);
       client->channel()->requests.head.store(0);
-      client->channel()->requests.tail.store(0);
       client->channel()->responses.head.store(0);
-      client->channel()->responses.tail.store(0);
+      for (RequestRing::Cell& cell : client->channel()->requests.cells) cell.fills.store(0);
+      for (ResponseRing::Cell& cell : client->channel()->responses.cells) cell.fills.store(0);
       for (std::uint64_t id = 0; id < kRingCapacity; ++id) {
         RequestDescriptor request = testing::tiny_request(id, 0, 1024, 1024);
         request.flags = kRequestFlagBypassCache;
-        client->channel()->requests.slots[id] = request;
+        client->channel()->requests.cells[id].slot = request;
       }
       client->channel()->client_waiting.store(1);
-      client->channel()->requests.tail.store(kRingCapacity, std::memory_order_seq_cst);
+      for (RequestRing::Cell& cell : client->channel()->requests.cells) cell.fills.store(1, std::memory_order_seq_cst);
       ++report.stubborn;
     } else if (random() % 3 == 0) {
       // Talking after the handshake ends the connection.

@@ -261,11 +261,12 @@ TEST_F(TinySidecar, MalformedDescriptorsAreAnsweredWithErrors) {
   EXPECT_EQ(raw.await(10s).status, static_cast<std::uint32_t>(Status::kOk));
 }
 
-// A client that scribbles on its own ring indices loses its channel, not the sidecar.
+// A client that scribbles on its own ring's fill counters loses its channel, not the sidecar.
 TEST_F(TinySidecar, CorruptRingIndicesCostOnlyTheirOwner) {
   {
     RawClient raw(sidecar_->name());
-    raw.channel()->requests.tail.store(1ull << 40, std::memory_order_release);
+    // A fill count no honest producer could have reached at the sidecar's head (slot 0, lap 0).
+    raw.channel()->requests.cells[0].fills.store(1ull << 40, std::memory_order_release);
     Client client = connect_or_fail(sidecar_->name());
     for (int i = 0; i < 50; ++i) {
       auto outputs = client.infer(TensorView::of(ramp(64, 0.01f), kTinyShape), 5s);

@@ -91,9 +91,10 @@ class RawClient {
 
   // Posts `request` as the library would, waking the sidecar if it sleeps.
   void post(const RequestDescriptor& request) {
-    const std::uint64_t tail = channel()->requests.tail.load();
-    channel()->requests.slots[tail % kRingCapacity] = request;
-    channel()->requests.tail.store(tail + 1, std::memory_order_seq_cst);
+    RequestRing::Cell& cell = channel()->requests.cells[posted_ % kRingCapacity];
+    cell.slot = request;
+    cell.fills.store(posted_ / kRingCapacity + 1, std::memory_order_seq_cst);
+    ++posted_;
     if (status().leader_sleeping.load()) {
       const std::uint64_t one = 1;
       [[maybe_unused]] const ssize_t written = ::write(fds_[kRequestEventFd].get(), &one, sizeof one);
@@ -105,8 +106,9 @@ class RawClient {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
       const std::uint64_t head = channel()->responses.head.load();
-      if (channel()->responses.tail.load(std::memory_order_acquire) > head) {
-        ResponseDescriptor response = channel()->responses.slots[head % kRingCapacity];
+      const ResponseRing::Cell& cell = channel()->responses.cells[head % kRingCapacity];
+      if (cell.fills.load(std::memory_order_acquire) == head / kRingCapacity + 1) {
+        ResponseDescriptor response = cell.slot;
         channel()->responses.head.store(head + 1, std::memory_order_release);
         return response;
       }
@@ -123,6 +125,7 @@ class RawClient {
   std::vector<UniqueFd> fds_;
   SharedMapping status_;
   SharedMapping channel_;
+  std::uint64_t posted_ = 0;  // the producer's own index, as the library keeps it
 };
 
 // A well-formed request for the tiny model (one 1x64 float32 input at `input_offset` in the arena),

@@ -16,7 +16,7 @@
 namespace sidecar {
 namespace {
 
-TEST(Layout, ProtocolVersionIsPinned) { EXPECT_EQ(kProtocolVersion, 6u); }
+TEST(Layout, ProtocolVersionIsPinned) { EXPECT_EQ(kProtocolVersion, 7u); }
 
 TEST(Layout, DescriptorSizesArePinned) {
   EXPECT_EQ(sizeof(TensorShape), 72u);
@@ -43,12 +43,16 @@ TEST(Layout, HandshakeMessagesArePinned) {
   EXPECT_EQ(static_cast<int>(kCacheFd), 3);
 }
 
-TEST(Layout, RingIndicesSitOnTheirOwnCacheLines) {
+// The head on its own line; each slot's fill counter in the slot's first line, before the descriptor.
+TEST(Layout, RingHeadAndCellsSitOnTheirOwnCacheLines) {
   EXPECT_EQ(offsetof(RequestRing, head), 0u);
-  EXPECT_EQ(offsetof(RequestRing, tail), 64u);
-  EXPECT_EQ(offsetof(RequestRing, slots), 128u);
+  EXPECT_EQ(offsetof(RequestRing, cells), 64u);
   EXPECT_EQ(alignof(RequestRing), 64u);
-  EXPECT_EQ(offsetof(ResponseRing, tail) - offsetof(ResponseRing, head), 64u);
+  EXPECT_EQ(offsetof(RequestRing::Cell, fills), 0u);
+  EXPECT_EQ(offsetof(RequestRing::Cell, slot), 8u);
+  EXPECT_EQ(sizeof(RequestRing::Cell), 896u);    // 8 + 832, rounded up to 14 lines
+  EXPECT_EQ(sizeof(ResponseRing::Cell), 1408u);  // 8 + 1344, rounded up to 22 lines
+  EXPECT_EQ(sizeof(HitLogRing::Cell), 64u);      // 8 + 16 in one line
 }
 
 TEST(Layout, ChannelIsPinned) {
@@ -58,18 +62,18 @@ TEST(Layout, ChannelIsPinned) {
   EXPECT_EQ(offsetof(ChannelHeader, client_waiting), 64u);
   EXPECT_EQ(offsetof(ChannelHeader, cache_hits), 72u);
   EXPECT_EQ(offsetof(ChannelHeader, requests), 128u);
-  EXPECT_EQ(sizeof(RequestRing), 13440u);
-  EXPECT_EQ(sizeof(ResponseRing), 21632u);
-  EXPECT_EQ(sizeof(HitLogRing), 1152u);
-  EXPECT_EQ(offsetof(ChannelHeader, cache_hit_log), 128u + 13440u + 21632u);
-  EXPECT_EQ(sizeof(ChannelHeader), 36352u);
+  EXPECT_EQ(sizeof(RequestRing), 64u + 16u * 896u);
+  EXPECT_EQ(sizeof(ResponseRing), 64u + 16u * 1408u);
+  EXPECT_EQ(sizeof(HitLogRing), 64u + 64u * 64u);
+  EXPECT_EQ(offsetof(ChannelHeader, cache_hit_log), 128u + 14400u + 22592u);
+  EXPECT_EQ(sizeof(ChannelHeader), 128u + 14400u + 22592u + 4160u);
 }
 
 TEST(Layout, ChannelGeometryKeepsTheArenaPageAligned) {
   const ChannelGeometry geometry = ChannelGeometry::compute(5000);
-  EXPECT_EQ(geometry.arena_offset, 36864u);
+  EXPECT_EQ(geometry.arena_offset, 45056u);  // 41280 rounded up to 11 pages
   EXPECT_EQ(geometry.arena_bytes, 8192u);
-  EXPECT_EQ(geometry.channel_bytes, 36864u + 8192u);
+  EXPECT_EQ(geometry.channel_bytes, 45056u + 8192u);
   EXPECT_EQ(geometry.arena_offset % kArenaAlignment, 0u);
 }
 

@@ -42,20 +42,43 @@ TEST(SpscRing, FillsToCapacityThenRefuses) {
   EXPECT_FALSE(producer.corrupt());
 }
 
-// A producer that writes a tail more than a ring ahead (or behind) of the consumer is detected,
-// and the consumer never hands out a slot for it.
-TEST(SpscRing, ConsumerRefusesCorruptTail) {
+// A fill count other than "ready" or "not yet" for the consumer's head is detected, and the consumer
+// never hands out a slot for it, even once the count looks right again.
+TEST(SpscRing, ConsumerRefusesCorruptFillCount) {
   auto ring = std::make_unique<TestRing>();
   ring->reset();
   SpscConsumer<TestRing> consumer(ring.get());
-  ring->tail.store(9);
+  ring->cells[0].fills.store(2);  // a lap ahead of anything the consumer has read
   EXPECT_EQ(consumer.front(), nullptr);
   EXPECT_TRUE(consumer.corrupt());
+  ring->cells[0].fills.store(1);
+  EXPECT_EQ(consumer.front(), nullptr);
 
   SpscConsumer<TestRing> other(ring.get());
-  ring->tail.store(~0ull);
+  ring->cells[0].fills.store(~0ull);
   EXPECT_FALSE(other.has_data());
   EXPECT_TRUE(other.corrupt());
+}
+
+// A count left from a lap the consumer has already read (a replay) is corruption, not "not yet".
+TEST(SpscRing, ConsumerRefusesAStaleFillCountOnALaterLap) {
+  auto ring = std::make_unique<TestRing>();
+  ring->reset();
+  SpscProducer<TestRing> producer(ring.get());
+  SpscConsumer<TestRing> consumer(ring.get());
+  for (int lap = 0; lap < 2; ++lap) {
+    for (int i = 0; i < 8; ++i) {
+      ASSERT_NE(producer.try_claim(), nullptr);
+      producer.publish();
+      ASSERT_NE(consumer.front(), nullptr);
+      consumer.pop();
+    }
+  }
+  EXPECT_EQ(consumer.front(), nullptr);  // lap 2 not yet filled: slot 0 has been filled twice
+  EXPECT_FALSE(consumer.corrupt());
+  ring->cells[0].fills.store(1);
+  EXPECT_EQ(consumer.front(), nullptr);
+  EXPECT_TRUE(consumer.corrupt());
 }
 
 // The consumer keeps its own head: a producer rewriting the shared head cannot make it re-read.

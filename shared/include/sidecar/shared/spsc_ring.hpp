@@ -1,11 +1,14 @@
 // A single-producer single-consumer ring placed in shared memory, for fixed-size descriptors.
 //
-// The ring in shared memory holds only the two published indices and the slots. Each side keeps its
-// own index and a cached copy of the other side's index in its private memory (rigtorp/SPSCQueue's
-// trick: the other side's cache line is read only when the ring looks full or empty). Keeping the
-// authoritative index private also means a peer that scribbles on the shared indices cannot move
-// our position: the consumer sees `tail - head > Capacity` and reports the ring as corrupt instead
-// of reading outside it.
+// The producer publishes each slot through a counter in the slot's own first cache line (how many
+// times it has filled that slot), not through a shared tail: the consumer polls the counter of the
+// slot it waits for, so the poll brings that line along instead of costing a line of its own before
+// the slot can be read. The consumer publishes only its head, which the producer reads when the
+// ring looks full (rigtorp/SPSCQueue's cached index). Each side keeps its authoritative index in
+// private memory, so a peer that scribbles on the shared words cannot move our position: the
+// consumer accepts a slot's counter only if it says "filled for my head" or "not yet", and reports
+// any other value as corruption instead of reading; the producer refuses a head that no honest
+// consumer could write. A zero-filled ring is an empty one.
 //
 // Indices are 64-bit and never wrap in practice (2^64 descriptors); the slot is index % Capacity.
 #pragma once
@@ -27,16 +30,21 @@ struct SpscRing {
   using slot_type = Slot;
   static constexpr std::uint32_t kCapacity = Capacity;
 
+  struct alignas(kCacheLine) Cell {
+    // Written only by the producer, with release after the slot: how many times it has filled it.
+    // Index i is in the slot once this reaches i / Capacity + 1. Zero for a fresh ring.
+    std::atomic<std::uint64_t> fills;
+    Slot slot;
+  };
+
   // Written only by the consumer: index of the next slot it will read.
   alignas(kCacheLine) std::atomic<std::uint64_t> head;
-  // Written only by the producer: index of the next slot it will fill.
-  alignas(kCacheLine) std::atomic<std::uint64_t> tail;
-  alignas(kCacheLine) Slot slots[Capacity];
+  Cell cells[Capacity];
 
   // Only valid while neither side is attached (at creation, or when the sidecar recycles a channel).
   void reset() noexcept {
     head.store(0, std::memory_order_relaxed);
-    tail.store(0, std::memory_order_relaxed);
+    for (Cell& cell : cells) cell.fills.store(0, std::memory_order_relaxed);
   }
 };
 
@@ -45,10 +53,11 @@ template <typename Ring>
 class SpscProducer {
  public:
   SpscProducer() = default;
+  // Attach to an empty ring (after reset()): the next index to fill is the consumer's head.
   explicit SpscProducer(Ring* ring) noexcept
       : ring_(ring),
-        tail_(ring->tail.load(std::memory_order_relaxed)),
-        cached_head_(ring->head.load(std::memory_order_acquire)) {}
+        tail_(ring->head.load(std::memory_order_acquire)),
+        cached_head_(tail_) {}
 
   // A slot to fill, or nullptr when the ring is full. Call publish() once it is filled.
   [[nodiscard]] typename Ring::slot_type* try_claim() noexcept {
@@ -63,11 +72,14 @@ class SpscProducer {
         return nullptr;
       }
     }
-    return &ring_->slots[tail_ % Ring::kCapacity];
+    return &ring_->cells[tail_ % Ring::kCapacity].slot;
   }
 
-  // Release: the slot's contents become visible before the new tail.
-  void publish() noexcept { ring_->tail.store(++tail_, std::memory_order_release); }
+  // Release: the slot's contents become visible before its counter says it is filled.
+  void publish() noexcept {
+    ring_->cells[tail_ % Ring::kCapacity].fills.store(tail_ / Ring::kCapacity + 1, std::memory_order_release);
+    ++tail_;
+  }
 
   [[nodiscard]] bool corrupt() const noexcept { return corrupt_; }
   [[nodiscard]] std::uint64_t published() const noexcept { return tail_; }
@@ -84,33 +96,28 @@ template <typename Ring>
 class SpscConsumer {
  public:
   SpscConsumer() = default;
-  explicit SpscConsumer(Ring* ring) noexcept
-      : ring_(ring),
-        head_(ring->head.load(std::memory_order_relaxed)),
-        // Not the shared tail: every value read from it must pass the check in front()/has_data().
-        cached_tail_(head_) {}
+  explicit SpscConsumer(Ring* ring) noexcept : ring_(ring), head_(ring->head.load(std::memory_order_relaxed)) {}
 
   // The oldest unread slot, or nullptr when the ring is empty (or corrupt: see corrupt()).
   // The slot lives in shared memory the producer can still write: copy what you need from it
   // before you trust it, then pop().
   [[nodiscard]] const typename Ring::slot_type* front() noexcept {
-    return has_data() ? &ring_->slots[head_ % Ring::kCapacity] : nullptr;
+    return has_data() ? &ring_->cells[head_ % Ring::kCapacity].slot : nullptr;
   }
 
   // Release: our reads of the slot happen before the producer may reuse it.
   void pop() noexcept { ring_->head.store(++head_, std::memory_order_release); }
 
-  // True when there is something to read, without touching the slot. The shared tail is reloaded
-  // only when the cached one says empty, and checked every time it is.
+  // True when the slot at our head is filled. Acquire: the slot's contents are visible once its
+  // counter is. An honest producer has filled it either once more than the index's lap (ready) or
+  // exactly the lap (not yet): any other count is corruption, and a corrupt ring stays corrupt.
   [[nodiscard]] bool has_data() noexcept {
-    if (cached_tail_ != head_) return true;
-    cached_tail_ = ring_->tail.load(std::memory_order_acquire);
-    if (cached_tail_ < head_ || cached_tail_ - head_ > Ring::kCapacity) {
-      corrupt_ = true;
-      cached_tail_ = head_;
-      return false;
-    }
-    return cached_tail_ != head_;
+    if (corrupt_) return false;
+    const std::uint64_t lap = head_ / Ring::kCapacity;
+    const std::uint64_t fills = ring_->cells[head_ % Ring::kCapacity].fills.load(std::memory_order_acquire);
+    if (fills == lap + 1) return true;
+    if (fills != lap) corrupt_ = true;
+    return false;
   }
 
   [[nodiscard]] bool corrupt() const noexcept { return corrupt_; }
@@ -119,7 +126,6 @@ class SpscConsumer {
  private:
   Ring* ring_ = nullptr;
   std::uint64_t head_ = 0;
-  std::uint64_t cached_tail_ = 0;
   bool corrupt_ = false;
 };
 

@@ -9,6 +9,6 @@
 
 namespace sidecar {
 
-inline constexpr std::uint32_t kProtocolVersion = 6;
+inline constexpr std::uint32_t kProtocolVersion = 7;
 
 }  // namespace sidecar
