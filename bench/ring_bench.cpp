@@ -30,7 +30,6 @@ void pin_to(int cpu) {
   ::pthread_setaffinity_np(::pthread_self(), sizeof(set), &set);
 }
 
-
 // One trial: `rounds` round trips, each timed alone so that a preemption by a neighbour spoils only
 // the round trips it hits (the median ignores them; the mean, over the whole run, does not).
 struct Trial {
@@ -100,7 +99,6 @@ struct OwnRings {
         });
   }
 };
-
 
 struct BoostRings {
   using Queue = boost::lockfree::spsc_queue<RequestDescriptor, boost::lockfree::capacity<kRingCapacity>>;

@@ -55,9 +55,7 @@ class SpscProducer {
   SpscProducer() = default;
   // Attach to an empty ring (after reset()): the next index to fill is the consumer's head.
   explicit SpscProducer(Ring* ring) noexcept
-      : ring_(ring),
-        tail_(ring->head.load(std::memory_order_acquire)),
-        cached_head_(tail_) {}
+      : ring_(ring), tail_(ring->head.load(std::memory_order_acquire)), cached_head_(tail_) {}
 
   // A slot to fill, or nullptr when the ring is full. Call publish() once it is filled.
   [[nodiscard]] typename Ring::slot_type* try_claim() noexcept {
