@@ -131,11 +131,18 @@ bool ServerChild::running() {
 }
 
 void ServerChild::pause() {
-  if (!exited_) ::kill(pid_, SIGSTOP);
+  if (exited_ || paused_) return;  // a stop already reported is not reported again
+  paused_ = true;
+  ::kill(pid_, SIGSTOP);
+  // Until every thread has stopped: the CPU time the kernel reports for another process's running
+  // thread lags by up to a scheduler tick, and is exact only once the thread is off the CPU.
+  int status = 0;
+  if (::waitpid(pid_, &status, WUNTRACED) == pid_ && !WIFSTOPPED(status)) exited_ = true;
 }
 
 void ServerChild::resume() {
   if (!exited_) ::kill(pid_, SIGCONT);
+  paused_ = false;
 }
 
 std::string ServerChild::log() const {

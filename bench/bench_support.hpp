@@ -92,6 +92,7 @@ class ServerChild {
 
  private:
   pid_t pid_ = -1;
+  bool paused_ = false;
   bool exited_ = false;
   std::string log_path_;
 };

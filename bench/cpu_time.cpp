@@ -27,8 +27,8 @@ std::uint64_t process_cpu_ns(pid_t pid) {
   return static_cast<std::uint64_t>(spent.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(spent.tv_nsec);
 }
 
-Row charge_cpu(Row row, std::uint64_t client_ns, std::uint64_t server_ns) {
-  const double requests = row.requests != 0 ? static_cast<double>(row.requests) : 1.0;
+Row charge_cpu(Row row, std::uint64_t client_ns, std::uint64_t server_ns, std::uint64_t calls) {
+  const double requests = calls != 0 ? static_cast<double>(calls) : 1.0;
   row.cpu_measured = true;
   row.client_cpu_us = static_cast<double>(client_ns) / 1e3 / requests;
   row.server_cpu_us = static_cast<double>(server_ns) / 1e3 / requests;

@@ -232,9 +232,13 @@ std::vector<Row> measure_interleaved(std::vector<std::unique_ptr<LatencyProbe>>&
   // that the rest of the block does not, so they are not counted.
   constexpr std::size_t kSettlingCalls = 2;
   std::vector<std::vector<double>> latencies(probes.size());
-  // On-CPU time of the client (this process) and of each row's server over its measured calls
-  // alone; the other servers are stopped meanwhile, so each row is charged only its own.
+  // On-CPU time of the client (this process) and of each row's server over its blocks alone; the
+  // other servers are stopped meanwhile, so each row is charged only its own. Read while the
+  // row's server is stopped: the kernel's count for another process's thread that is on a CPU
+  // (a spinning one) lags by up to a tick, and is exact once it is off. The blocks' settling calls
+  // are in the window, so they count among the calls the CPU is divided by.
   std::vector<std::uint64_t> client_cpu_ns(probes.size()), server_cpu_ns(probes.size());
+  std::vector<std::uint64_t> charged_calls(probes.size());
   const auto server_cpu = [](LatencyProbe& probe) -> std::uint64_t {
     ServerChild* child = probe.server();
     return child ? process_cpu_ns(child->pid()) : 0;
@@ -249,28 +253,29 @@ std::vector<Row> measure_interleaved(std::vector<std::unique_ptr<LatencyProbe>>&
     const std::size_t calls = model.requests / blocks + (block < model.requests % blocks ? 1 : 0);
     for (std::size_t p = 0; p < probes.size(); ++p) {
       LatencyProbe& probe = *probes[p];
+      const std::uint64_t server_before = server_cpu(probe);
+      const std::uint64_t client_before = process_cpu_ns(::getpid());
       probe.begin_block();
       Pacer pacer(model.rate_per_client);
       for (std::size_t r = 0; r < kSettlingCalls; ++r) {
         pacer.wait_for_slot();
         probe.timed_call_us();
       }
-      const std::uint64_t client_before = process_cpu_ns(::getpid());
-      const std::uint64_t server_before = server_cpu(probe);
       for (std::size_t r = 0; r < calls; ++r) {
         pacer.wait_for_slot();
         latencies[p].push_back(probe.timed_call_us());
       }
-      server_cpu_ns[p] += server_cpu(probe) - server_before;
-      client_cpu_ns[p] += process_cpu_ns(::getpid()) - client_before;
       probe.end_block();
+      client_cpu_ns[p] += process_cpu_ns(::getpid()) - client_before;
+      server_cpu_ns[p] += server_cpu(probe) - server_before;
+      charged_calls[p] += kSettlingCalls + calls;
     }
   }
   std::vector<Row> rows;
   for (std::size_t p = 0; p < probes.size(); ++p) {
     probes[p]->begin_block();  // left running, so that it stops when asked
     Row row = summarize(probes[p]->row(), model.name, std::move(latencies[p]));
-    rows.push_back(charge_cpu(std::move(row), client_cpu_ns[p], server_cpu_ns[p]));
+    rows.push_back(charge_cpu(std::move(row), client_cpu_ns[p], server_cpu_ns[p], charged_calls[p]));
     rows.back().rate_per_client = model.rate_per_client;
   }
   return rows;
