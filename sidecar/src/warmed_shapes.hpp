@@ -3,9 +3,10 @@
 // operators see counted in the metrics.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
-#include <unordered_set>
+#include <unordered_map>
 #include <vector>
 
 #include "sidecar/shared/signature.hpp"
@@ -17,17 +18,18 @@ class WarmedShapes {
   WarmedShapes() = default;
   explicit WarmedShapes(const std::vector<InputSignature>& plan) {
     for (const InputSignature& shapes : plan) {
+      by_hash_.emplace(hash(shapes), plan_.size());
       plan_.push_back(shapes);
-      hashes_.insert(hash(shapes));
     }
   }
 
+  // Called on every forward: compares only against the warmed shapes of the same hash.
   bool contains(std::span<const TensorShape> shapes) const {
-    if (hashes_.find(hash(shapes)) == hashes_.end()) return false;
-    for (const InputSignature& warmed : plan_) {
-      if (std::equal(warmed.begin(), warmed.end(), shapes.begin(), shapes.end(), same_shape)) return true;
-    }
-    return false;
+    const auto [first, last] = by_hash_.equal_range(hash(shapes));
+    return std::any_of(first, last, [&](const auto& entry) {
+      const InputSignature& warmed = plan_[entry.second];
+      return std::equal(warmed.begin(), warmed.end(), shapes.begin(), shapes.end(), same_shape);
+    });
   }
 
  private:
@@ -47,7 +49,7 @@ class WarmedShapes {
   }
 
   std::vector<InputSignature> plan_;
-  std::unordered_set<std::uint64_t> hashes_;
+  std::unordered_multimap<std::uint64_t, std::size_t> by_hash_;  // hash -> index in plan_
 };
 
 }  // namespace sidecar

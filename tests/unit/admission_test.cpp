@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "shape_text.hpp"
+#include "warmed_shapes.hpp"
 
 namespace sidecar {
 namespace {
@@ -146,6 +147,18 @@ TEST(Admission, TheWarmupPlanOfARangeAddsItsLargestRequestAndItsBatchSizes) {
   EXPECT_TRUE(same_shape(plan[1][0], int64s({1, 300})));
   EXPECT_TRUE(same_shape(plan[2][0], int64s({1, 512})));
   EXPECT_TRUE(same_shape(plan.back()[0], int64s({4, 512})));
+}
+
+TEST(WarmedShapes, KnowEveryShapeOfThePlanAndNoOther) {
+  const std::vector<InputSignature> plan = token_rules().warmup_plan();
+  const WarmedShapes warmed(plan);
+  for (const InputSignature& shapes : plan) EXPECT_TRUE(warmed.contains(shapes)) << describe_signature(shapes);
+  const TensorShape eight[] = {int64s({1, 8})};
+  EXPECT_FALSE(warmed.contains(eight)) << "within the range, never warmed";
+  const TensorShape as_floats[] = {floats({1, 7})};
+  EXPECT_FALSE(warmed.contains(as_floats)) << "a warmed length of another dtype";
+  const TensorShape five_rows[] = {int64s({5, 7})};
+  EXPECT_FALSE(warmed.contains(five_rows)) << "more rows than --max-batch";
 }
 
 TEST(Admission, AnyDimTakesAnySizeAndHasNoLargestRequest) {
