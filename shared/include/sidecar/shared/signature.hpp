@@ -25,30 +25,6 @@ inline bool same_shape(const TensorShape& a, const TensorShape& b) noexcept {
   return std::equal(a.dims, a.dims + a.rank, b.dims);
 }
 
-// "[1, 3, 224, 224] float32"
-inline std::string describe_shape(const TensorShape& shape) {
-  std::string text = "[";
-  const std::uint32_t rank = shape.rank <= kMaxRank ? shape.rank : kMaxRank;
-  for (std::uint32_t i = 0; i < rank; ++i) {
-    if (i) text += ", ";
-    text += std::to_string(shape.dims[i]);
-  }
-  text += "] ";
-  text += is_known_dtype(shape.dtype) ? std::string(dtype_name(static_cast<DType>(shape.dtype)))
-                                      : "dtype#" + std::to_string(shape.dtype);
-  return text;
-}
-
-// "[1, 3, 224, 224] float32, [1, 8] int64"
-inline std::string describe_signature(std::span<const TensorShape> signature) {
-  std::string text;
-  for (std::size_t i = 0; i < signature.size(); ++i) {
-    if (i) text += ", ";
-    text += describe_shape(signature[i]);
-  }
-  return text;
-}
-
 // One input of an accepted signature: a dtype, a rank, and for each dim the sizes accepted,
 // smallest[d]..largest[d]. A dim written `?` takes any size: its largest is kAnySize. A fixed shape
 // (what --warmup-shape declares) has smallest == largest in every dim.
@@ -150,6 +126,19 @@ inline std::string describe_accepted(std::span<const ShapeRange> accepted) {
   for (std::size_t i = 0; i < accepted.size(); ++i) {
     if (i) text += ", ";
     text += describe_range(accepted[i]);
+  }
+  return text;
+}
+
+// "[1, 3, 224, 224] float32": a fixed shape is a range of one size in every dim.
+inline std::string describe_shape(const TensorShape& shape) { return describe_range(exactly(shape)); }
+
+// "[1, 3, 224, 224] float32, [1, 8] int64"
+inline std::string describe_signature(std::span<const TensorShape> signature) {
+  std::string text;
+  for (std::size_t i = 0; i < signature.size(); ++i) {
+    if (i) text += ", ";
+    text += describe_shape(signature[i]);
   }
   return text;
 }
