@@ -203,7 +203,7 @@ void finish_settings(const FlagText& text, SidecarOptions& options) {
     throw SettingError{"warmup-shape", "at most " + std::to_string(kMaxWarmupShapes) + " shapes"};
   }
   for (const InputSignature& warm : options.warmup_signatures) {
-    if (options.accepted_signatures.empty()) break;
+    if (options.accepted_signatures.empty()) break;  // then the warm-up shapes are the accepted ones
     const bool accepted = std::any_of(options.accepted_signatures.begin(), options.accepted_signatures.end(),
                                       [&](const AcceptedSignature& signature) { return within(signature, warm); });
     if (!accepted) {
