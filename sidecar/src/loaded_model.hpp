@@ -18,9 +18,9 @@ struct LoadedModel {
   std::unique_ptr<ModelRunner> runner;
   AdmissionRules rules;
   std::string path;
-  std::vector<WarmupResult> warmup;  // one per shape of rules.warmup_plan(), in its order
+  std::vector<WarmupResult> warmup;  // one per shape of warmed.plan(), in its order
   std::vector<OutputBound> bounds;   // one per accepted signature, once warmed up
-  WarmedShapes warmed;               // rules.warmup_plan()'s shapes
+  WarmedShapes warmed;               // rules.warmup_plan(), computed once: what every worker warms up on
 };
 
 }  // namespace sidecar

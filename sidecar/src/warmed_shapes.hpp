@@ -23,6 +23,9 @@ class WarmedShapes {
     }
   }
 
+  // The plan, in its order: what each worker warms up on.
+  const std::vector<InputSignature>& plan() const noexcept { return plan_; }
+
   // Called on every forward: compares only against the warmed shapes of the same hash.
   bool contains(std::span<const TensorShape> shapes) const {
     const auto [first, last] = by_hash_.equal_range(hash(shapes));

@@ -54,7 +54,7 @@ void WorkerPool::worker_main(int index) {
   // serving keep as many cores as they can).
   if (abandoned_ || !error_.empty()) return;
   try {
-    auto results = model_->runner->warm_up(model_->rules.warmup_plan(), settings_.warmup_iterations);
+    auto results = model_->runner->warm_up(model_->warmed.plan(), settings_.warmup_iterations);
     for (const WarmupResult& result : results) {
       spdlog::info("worker {}.{} warmed ({}): first call {:.1f} us, warmed {:.1f} us", settings_.number, index,
                    describe_signature(result.inputs), result.first_call_us, result.warmed_call_us);
