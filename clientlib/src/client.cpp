@@ -63,7 +63,9 @@ Result<std::vector<Tensor>> Client::infer(std::span<const TensorView> inputs, st
   if (policy == CachePolicy::kUse && impl.cache_lookup == CacheLookup::kInClient && !inputs.empty() &&
       inputs.size() <= kMaxTensors) {
     // A hit must come from the cache of a sidecar that still runs.
-    if (Done connected = impl.ensure_connected(deadline_after(timeout)); !connected.ok()) return connected.error();
+    if (Done connected = impl.ensure_connected(detail::CallClock::after(timeout)); !connected.ok()) {
+      return connected.error();
+    }
     if (impl.looks_up_here(policy)) {
       // The hot path of a hit: straight from the cache into the result, no request bookkeeping.
       if (auto hit = impl.cache.lookup(inputs)) {
@@ -88,11 +90,11 @@ Result<RequestHandle> Client::submit_request(std::span<const TensorView> inputs,
   Impl& impl = *impl_;
   if (Done usable = impl.usable(); !usable.ok()) return usable.error();
   reset_inputs();
-  const std::uint64_t deadline_ns = deadline_after(options.timeout);
+  const detail::CallClock call = detail::CallClock::after(options.timeout);
   if (inputs.empty() || inputs.size() > kMaxTensors) {
     return {ErrorCode::kInvalidArgument, "between 1 and " + std::to_string(kMaxTensors) + " inputs per request"};
   }
-  if (Done connected = impl.ensure_connected(deadline_ns); !connected.ok()) return connected.error();
+  if (Done connected = impl.ensure_connected(call); !connected.ok()) return connected.error();
   impl.requests.pump();
   if (impl.requests.in_flight() >= kRingCapacity) {
     // The bound that keeps a client from queueing without end: one ring's worth, all answerable.
@@ -117,7 +119,7 @@ Result<RequestHandle> Client::submit_request(std::span<const TensorView> inputs,
   const std::uint64_t arena_bytes = impl.connection->arena_bytes();
   RequestDescriptor request{};
   request.request_id = id;
-  request.deadline_ns = deadline_ns;
+  request.deadline_ns = call.deadline_ns;
   request.input_count = static_cast<std::uint16_t>(inputs.size());
   std::uint64_t cursor = kTensorAlignment;  // the cancel word's line
   for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -180,7 +182,7 @@ Result<RequestHandle> Client::submit_request(std::span<const TensorView> inputs,
   entry.offset = *offset;
   entry.bytes = region_bytes;
   entry.cache_outcome = impl.last_cache_outcome;  // kMiss or kNotUsed until the answer says otherwise
-  if (Done posted = impl.requests.post(entry, request); !posted.ok()) {
+  if (Done posted = impl.requests.post(entry, request, call.now_ns); !posted.ok()) {
     impl.requests.erase(id);
     return posted.error();
   }
@@ -210,14 +212,14 @@ std::optional<Result<std::vector<Tensor>>> Client::try_get(RequestHandle handle)
 Result<std::vector<Tensor>> Client::wait(RequestHandle handle, std::chrono::microseconds timeout) {
   Impl& impl = *impl_;
   if (Done usable = impl.usable(); !usable.ok()) return usable.error();
-  const std::uint64_t deadline_ns = deadline_after(timeout);
+  const detail::CallClock call = detail::CallClock::after(timeout);
   RequestTable::Entry* entry = impl.requests.find(handle.id);
   if (entry == nullptr || entry->abandoned) {
     return {ErrorCode::kInvalidArgument, "unknown request handle (collected already?)"};
   }
   if (!entry->done && !entry->cancelled) {
     Done waited = impl.sidecar_went(
-        impl.requests.wait_until([&] { return entry->done || entry->cancelled; }, deadline_ns));
+        impl.requests.wait_until([&] { return entry->done || entry->cancelled; }, call));
     if (!waited.ok() && waited.code() != ErrorCode::kSidecarGone) {
       // Its region stays reserved until the answer comes; the answer is then dropped.
       if (waited.code() == ErrorCode::kTimeout) {

@@ -19,13 +19,6 @@ std::vector<std::pair<DType, std::vector<std::int64_t>>> to_pairs(const TensorSh
 
 }  // namespace
 
-std::uint64_t deadline_after(std::chrono::nanoseconds timeout) {
-  const std::uint64_t now = monotonic_ns();
-  if (timeout.count() <= 0) return now;
-  const auto nanos = static_cast<std::uint64_t>(timeout.count());
-  return nanos > ~0ull - now ? ~0ull : now + nanos;
-}
-
 Done check_name(const std::string& name) {
   if (is_valid_instance_name(name)) return {};
   return {ErrorCode::kInvalidArgument, "'" + name + "' is not a valid sidecar name"};

@@ -23,8 +23,6 @@ namespace sidecar::detail {
 // that a client calling in a tight loop must not pay on every call.
 inline constexpr std::uint64_t kLivenessCheckNs = 1'000'000;
 
-// CLOCK_MONOTONIC nanoseconds `timeout` from now; a huge timeout saturates instead of wrapping.
-std::uint64_t deadline_after(std::chrono::nanoseconds timeout);
 DialSettings dial_settings(const ConnectOptions& options, ConnectKind kind);
 // kInvalidArgument unless `name` is one a sidecar can have (the socket's file name).
 Done check_name(const std::string& name);
@@ -109,18 +107,17 @@ struct Client::Impl {
 
   // Before a new request: notices a sidecar that went (looking at the socket at most every
   // detail::kLivenessCheckNs), answers what was in flight with kSidecarGone, and reconnects.
-  Done ensure_connected(std::uint64_t call_deadline_ns) {
-    const std::uint64_t now = monotonic_ns();
+  Done ensure_connected(const detail::CallClock& call) {
     if (connection) {
-      const bool check = now - last_liveness_check_ns >= detail::kLivenessCheckNs;
-      if (check) last_liveness_check_ns = now;
+      const bool check = call.now_ns - last_liveness_check_ns >= detail::kLivenessCheckNs;
+      if (check) last_liveness_check_ns = call.now_ns;
       if (!connection->sidecar_gone(check)) return {};
       disconnect("sidecar '" + name + "' went away while the request was in flight");
     }
     if (!options.reconnect) {
       return {ErrorCode::kSidecarGone, "sidecar '" + name + "' went away (ConnectOptions::reconnect is off)"};
     }
-    const std::uint64_t deadline = std::min(call_deadline_ns, detail::deadline_after(options.timeout));
+    const std::uint64_t deadline = std::min(call.deadline_ns, detail::deadline_after(call.now_ns, options.timeout));
     Result<std::unique_ptr<Connection>> fresh = Connection::open(name, detail::dial_settings(options, ConnectKind::kAttach), deadline);
     if (!fresh.ok()) return fresh.error();
     adopt(std::move(*fresh));

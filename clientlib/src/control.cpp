@@ -10,19 +10,19 @@ Result<std::string> Client::control_request(std::uint32_t flags, std::chrono::mi
   Impl& impl = *impl_;
   if (Done usable = impl.usable(); !usable.ok()) return usable.error();
   reset_inputs();
-  const std::uint64_t deadline_ns = detail::deadline_after(timeout);
-  if (Done connected = impl.ensure_connected(deadline_ns); !connected.ok()) return connected.error();
+  const detail::CallClock call = detail::CallClock::after(timeout);
+  if (Done connected = impl.ensure_connected(call); !connected.ok()) return connected.error();
   const std::uint64_t id = impl.requests.next_id();
   RequestTable::Entry& entry = impl.requests.add(id);
   RequestDescriptor request{};
   request.request_id = id;
-  request.deadline_ns = deadline_ns;
+  request.deadline_ns = call.deadline_ns;
   request.flags = flags;
-  if (Done posted = impl.requests.post(entry, request); !posted.ok()) {
+  if (Done posted = impl.requests.post(entry, request, call.now_ns); !posted.ok()) {
     impl.requests.erase(id);
     return posted.error();
   }
-  Done waited = impl.sidecar_went(impl.requests.wait_until([&] { return entry.done; }, deadline_ns));
+  Done waited = impl.sidecar_went(impl.requests.wait_until([&] { return entry.done; }, call));
   if (!waited.ok()) {
     if (RequestTable::Entry* left = impl.requests.find(id)) {
       if (left->in_flight) left->abandoned = true;

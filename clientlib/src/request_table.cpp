@@ -36,6 +36,21 @@ void RequestTable::fail_in_flight(ErrorCode code, const std::string& message) {
   in_flight_ = 0;
 }
 
+RequestTable::Entry& RequestTable::add(std::uint64_t id) {
+  if (spare_.empty()) return entries_.try_emplace(entries_.end(), id)->second;
+  spare_.key() = id;
+  Entry& entry = spare_.mapped();
+  static_cast<EntryState&>(entry) = EntryState{};
+  entry.message.clear();
+  entry.outputs.clear();
+  return entries_.insert(entries_.end(), std::move(spare_))->second;
+}
+
+void RequestTable::erase(std::uint64_t id) {
+  auto node = entries_.extract(id);
+  if (spare_.empty()) spare_ = std::move(node);
+}
+
 RequestTable::Entry* RequestTable::find(std::uint64_t id) {
   auto it = entries_.find(id);
   return it == entries_.end() ? nullptr : &it->second;
@@ -67,7 +82,7 @@ std::optional<std::uint64_t> RequestTable::allocate_region(std::uint64_t bytes) 
   return std::nullopt;
 }
 
-Done RequestTable::post(Entry& entry, const RequestDescriptor& request) {
+Done RequestTable::post(Entry& entry, const RequestDescriptor& request, std::uint64_t call_began_ns) {
   RequestDescriptor* slot = requests_.try_claim();
   if (slot == nullptr) {
     if (requests_.corrupt()) return {ErrorCode::kProtocolError, "the request ring's indices are corrupt"};
@@ -75,7 +90,7 @@ Done RequestTable::post(Entry& entry, const RequestDescriptor& request) {
   }
   // Only the used part of the 832-byte descriptor: this is the hot path.
   std::memcpy(slot, &request, request_bytes_used(request.input_count));
-  slot->posted_ns = monotonic_ns();  // for the sidecar's latency metrics
+  slot->posted_ns = call_began_ns;  // for the sidecar's latency metrics
   entry.outputs_allowed = OutputRegion{request.output_offset, request.output_capacity};
   requests_.publish();
   woke_sidecar_at_post_ = connection_->wake_sidecar();

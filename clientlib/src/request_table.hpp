@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "call_clock.hpp"
 #include "connection.hpp"
 #include "sidecar/shared/adaptive_spin.hpp"
 #include "sidecar/client.hpp"
@@ -21,25 +22,32 @@
 
 namespace sidecar {
 
+// A request's entry in the table: its fields apart from its outputs and message, which is what a
+// reused entry resets.
+struct RequestEntryState {
+  std::uint64_t offset = 0;  // the region in the arena (none for a control request)
+  std::uint64_t bytes = 0;
+  bool in_flight = false;    // posted, no answer yet: its region is reserved
+  OutputRegion outputs_allowed;  // where the sidecar may write this request's outputs
+  bool in_place = false;   // zero-copy: the outputs stay in the arena (placed[])
+  bool done = false;
+  bool abandoned = false;  // its caller gave up: dropped when its answer comes
+  bool cancelled = false;
+  ErrorCode code = ErrorCode::kOk;
+  std::uint32_t placed_count = 0;
+  CacheOutcome cache_outcome = CacheOutcome::kNotUsed;
+  ServiceInfo service;
+};
+struct RequestEntry : RequestEntryState {
+  std::string message;
+  std::vector<Tensor> outputs;  // copies
+  TensorDescriptor placed[kMaxTensors];  // the first placed_count, for the zero-copy path
+};
+
 class RequestTable {
  public:
-  struct Entry {
-    std::uint64_t offset = 0;  // the region in the arena (none for a control request)
-    std::uint64_t bytes = 0;
-    bool in_flight = false;    // posted, no answer yet: its region is reserved
-    OutputRegion outputs_allowed;  // where the sidecar may write this request's outputs
-    bool in_place = false;   // zero-copy: the outputs stay in the arena (placed[])
-    bool done = false;
-    bool abandoned = false;  // its caller gave up: dropped when its answer comes
-    bool cancelled = false;
-    ErrorCode code = ErrorCode::kOk;
-    std::string message;
-    std::vector<Tensor> outputs;  // copies
-    TensorDescriptor placed[kMaxTensors];
-    std::uint32_t placed_count = 0;
-    CacheOutcome cache_outcome = CacheOutcome::kNotUsed;
-    ServiceInfo service;
-  };
+  using EntryState = RequestEntryState;
+  using Entry = RequestEntry;
 
   // Binds to a (new) connection's channel. Nothing may be in flight.
   void attach(Connection& connection);
@@ -50,8 +58,10 @@ class RequestTable {
 
   std::uint64_t next_id() noexcept { return next_id_++; }
   Entry* find(std::uint64_t id);
-  Entry& add(std::uint64_t id) { return entries_[id]; }
-  void erase(std::uint64_t id) { entries_.erase(id); }
+  // A fresh entry for a new id (ids grow). Reuses the node of the last erased entry: a request's
+  // round trip then costs no allocation, nor zeroing the whole entry.
+  Entry& add(std::uint64_t id);
+  void erase(std::uint64_t id);
   std::uint64_t in_flight() const noexcept { return in_flight_; }
   // Requests in flight whose callers gave up on them (timed out): their answers are still due.
   std::uint64_t abandoned_in_flight() const;
@@ -61,16 +71,17 @@ class RequestTable {
   std::optional<std::uint64_t> allocate_region(std::uint64_t bytes) const;
 
   // Posts `request` (its id and region set) for `entry`: kOverloaded when the ring is full.
-  Done post(Entry& entry, const RequestDescriptor& request);
+  // `call_began_ns`: the clock reading of the call that posts it, sent as its post time.
+  Done post(Entry& entry, const RequestDescriptor& request, std::uint64_t call_began_ns);
   // Takes every answer waiting in the response ring.
   void pump();
   // How long wait_until() may spin before it sleeps (ConnectOptions::spin); it spins less when
   // answers have lately come later than that (AdaptiveSpin).
   void set_spin_budget(std::uint64_t budget_ns) noexcept { answer_spin_ = AdaptiveSpin(budget_ns); }
-  // Pumps, spins, then sleeps, until `done()` or `deadline_ns`. kTimeout, kSidecarGone (every
-  // request in flight is then answered so), or kProtocolError.
+  // Pumps, spins, then sleeps, until `done()` or the call's deadline. kTimeout, kSidecarGone
+  // (every request in flight is then answered so), or kProtocolError.
   template <typename Finished>
-  Done wait_until(Finished&& done, std::uint64_t deadline_ns);
+  Done wait_until(Finished&& done, const detail::CallClock& call);
 
  private:
   bool take_answer(const ResponseDescriptor& shared);
@@ -80,6 +91,7 @@ class RequestTable {
   SpscConsumer<ResponseRing> responses_;
   // By id: ids grow, so the map's order is the order regions were allocated in.
   std::map<std::uint64_t, Entry> entries_;
+  std::map<std::uint64_t, Entry>::node_type spare_;  // an erased entry, kept for the next add()
   std::uint64_t in_flight_ = 0;
   std::uint64_t next_id_ = 1;
   AdaptiveSpin answer_spin_;
@@ -87,8 +99,9 @@ class RequestTable {
 };
 
 template <typename Finished>
-Done RequestTable::wait_until(Finished&& done, std::uint64_t deadline_ns) {
-  const std::uint64_t wait_began_ns = monotonic_ns();
+Done RequestTable::wait_until(Finished&& done, const detail::CallClock& call) {
+  const std::uint64_t wait_began_ns = call.now_ns;
+  const std::uint64_t deadline_ns = call.deadline_ns;
   // A sidecar this client had to wake answers no sooner than its own wake-up, which costs what
   // ours does: sleep at once, and let the sidecar wake us as it takes the request (wake-ahead).
   // Such a wait says how long the sidecar slept, not how long answers take: it is not recorded.

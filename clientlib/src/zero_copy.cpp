@@ -9,8 +9,6 @@
 
 namespace sidecar {
 
-using detail::deadline_after;
-
 Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const std::int64_t> shape) {
   Impl& impl = *impl_;
   if (Done usable = impl.usable(); !usable.ok()) return usable.error();
@@ -21,7 +19,7 @@ Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const s
     return {ErrorCode::kInvalidArgument, std::move(message)};
   };
   if (request.input_count == 0) {
-    if (Done connected = impl.ensure_connected(deadline_after(impl.options.timeout)); !connected.ok()) {
+    if (Done connected = impl.ensure_connected(detail::CallClock::after(impl.options.timeout)); !connected.ok()) {
       return connected.error();
     }
     impl.requests.pump();
@@ -65,7 +63,7 @@ Result<std::span<std::byte>> Client::input_buffer(DType dtype, std::span<const s
 Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeout, CachePolicy policy) {
   Impl& impl = *impl_;
   if (Done usable = impl.usable(); !usable.ok()) return usable.error();
-  const std::uint64_t deadline_ns = deadline_after(timeout);
+  const detail::CallClock call = detail::CallClock::after(timeout);
   // The request is taken over from `pending` (its used part: the rest is never read), which is left
   // empty for the next one.
   RequestDescriptor request;
@@ -98,18 +96,18 @@ Result<std::span<const TensorView>> Client::run(std::chrono::microseconds timeou
   const std::uint64_t id = impl.requests.next_id();
   request.request_id = id;
   // The sidecar drops the request unrun once this passes: an abandoned request costs no forward.
-  request.deadline_ns = deadline_ns;
+  request.deadline_ns = call.deadline_ns;
   RequestTable::Entry& entry = impl.requests.add(id);
   entry.in_place = true;
   entry.offset = 0;
   entry.bytes = arena_bytes;
   entry.cache_outcome = impl.last_cache_outcome;
-  if (Done posted = impl.requests.post(entry, request); !posted.ok()) {
+  if (Done posted = impl.requests.post(entry, request, call.now_ns); !posted.ok()) {
     impl.requests.erase(id);
     return posted.error();
   }
   Done waited = impl.sidecar_went(
-      impl.requests.wait_until([&] { return entry.done; }, deadline_ns));
+      impl.requests.wait_until([&] { return entry.done; }, call));
   if (!waited.ok()) {
     if (waited.code() == ErrorCode::kTimeout) {
       entry.abandoned = true;  // its region (the whole arena) stays reserved until the answer comes
