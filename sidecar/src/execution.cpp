@@ -109,7 +109,14 @@ bool Executor::admit(const Work& work, TakenRequest& taken) {
 void Executor::count_if_unwarmed(Work& work, const InputView* inputs, std::uint32_t count) {
   TensorShape shapes[kMaxTensors];
   for (std::uint32_t i = 0; i < count; ++i) shapes[i] = inputs[i].shape;
-  if (!work.model->warmed.contains(std::span<const TensorShape>(shapes, count))) work.metrics.count_unwarmed_forward();
+  const std::span<const TensorShape> these(shapes, count);
+  // Forwards mostly repeat the shapes of the one before: one comparison instead of a lookup.
+  if (std::equal(these.begin(), these.end(), work.last_warmed.begin(), work.last_warmed.end(), same_shape)) return;
+  if (work.model->warmed.contains(these)) {
+    work.last_warmed.assign(these.begin(), these.end());
+  } else {
+    work.metrics.count_unwarmed_forward();
+  }
 }
 
 // Runs one request's forward by itself.

@@ -162,7 +162,7 @@ bool Scheduler::poll_once(Work& work, const RequestDescriptor* batch_with) {
   // Round-robin from the channel after the last one served, so a busy channel cannot starve others.
   return table_.visit_active_from(poll_cursor_, [&](ChannelSlot& slot) {
     if (!can_take_from(slot)) return false;
-    TakenRequest& taken = work.taken.emplace_back();
+    TakenRequest& taken = work.taken.add();
     // A private copy of the used part: from here on the client cannot change what we check.
     copy_request_out(taken.request, *slot.requests.front());
     if (batch_with != nullptr) {

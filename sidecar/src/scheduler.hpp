@@ -25,26 +25,36 @@ namespace sidecar {
 
 // Which worker leads: one at a time, the others wait. Not a plain mutex: a worker of a retired pool
 // (a reload) waiting to lead must return at once, even while a worker of the new pool leads an idle
-// sidecar and so never lets go. Handing leadership on costs what a mutex's unlock does: one futex
-// wake when a worker waits.
+// sidecar and so never lets go. Handing leadership on is on every request's path: with no worker
+// waiting it is one store, and a compare-and-swap takes it back; a worker that must wait does so on
+// a condition variable, and costs its releaser one futex wake.
 class Leadership {
  public:
   // Blocks until this worker leads (true) or `give_up()` holds (false). `give_up` is read under the
   // lock: whoever changes what it reads calls wake_all() afterwards.
   template <typename GiveUp>
   bool acquire(GiveUp&& give_up) {
+    if (try_take()) return true;
     std::unique_lock lock(mutex_);
-    free_.wait(lock, [&] { return !taken_ || give_up(); });
-    if (taken_) return false;
-    taken_ = true;
+    // Counted before the last look (both sequentially consistent): a release either sees this
+    // waiter and wakes it under the lock, or came before the look, which then takes over.
+    waiting_.fetch_add(1, std::memory_order_seq_cst);
+    while (!try_take()) {
+      if (give_up()) {
+        waiting_.fetch_sub(1, std::memory_order_relaxed);
+        return false;
+      }
+      free_.wait(lock);
+    }
+    waiting_.fetch_sub(1, std::memory_order_relaxed);
     return true;
   }
   void release() {
-    {
-      std::lock_guard lock(mutex_);
-      taken_ = false;
+    taken_.store(false, std::memory_order_seq_cst);
+    if (waiting_.load(std::memory_order_seq_cst) != 0) {
+      { std::lock_guard lock(mutex_); }
+      free_.notify_one();
     }
-    free_.notify_one();
   }
   void wake_all() {
     { std::lock_guard lock(mutex_); }
@@ -52,9 +62,15 @@ class Leadership {
   }
 
  private:
+  bool try_take() noexcept {
+    bool expected = false;
+    return taken_.compare_exchange_strong(expected, true, std::memory_order_seq_cst);
+  }
+
   std::mutex mutex_;
   std::condition_variable free_;
-  bool taken_ = false;
+  std::atomic<bool> taken_{false};
+  std::atomic<int> waiting_{0};
 };
 
 struct SchedulerSettings {
