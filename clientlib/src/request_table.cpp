@@ -90,6 +90,7 @@ Done RequestTable::post(Entry& entry, const RequestDescriptor& request, std::uin
   }
   // Only the used part of the 832-byte descriptor: this is the hot path.
   std::memcpy(slot, &request, request_bytes_used(request.input_count));
+  if (request.input_count != 0) last_inputs_ = {request.inputs[0].offset, request.inputs[0].bytes};
   slot->posted_ns = call_began_ns;  // for the sidecar's latency metrics
   entry.outputs_allowed = OutputRegion{request.output_offset, request.output_capacity};
   requests_.publish();
@@ -103,9 +104,18 @@ void RequestTable::pump() {
   if (connection_ == nullptr) return;
   bool took = false;
   while (const ResponseDescriptor* shared = responses_.front()) {
+    // Beside the rest of the response's lines: the outputs are most likely where the last were.
+    prefetch_for_read(connection_->arena() + last_outputs_.offset, last_outputs_.bytes);
     take_answer(*shared);
     responses_.pop();
     took = true;
+  }
+  // Nothing in flight: the sidecar is done with the arena and the next request's cell, which the
+  // next call most likely writes where the last one did. Taken over now, while the caller reads
+  // its outputs, they are not waited for then.
+  if (took && in_flight_ == 0) {
+    prefetch_for_write(requests_.next_cell(), sizeof requests_.next_cell()->fills + request_bytes_used(1));
+    prefetch_for_write(connection_->arena() + last_inputs_.offset, last_inputs_.bytes);
   }
   // The sidecar takes a request only when its answer has a free slot: after freeing slots with
   // requests still queued, tell it, rather than leave it to its idle timer.
@@ -159,6 +169,7 @@ bool RequestTable::take_answer(const ResponseDescriptor& shared) {
       entry.placed_count = 0;
       return true;
     }
+    if (i == 0) last_outputs_ = {tensor.offset, tensor.bytes};
     if (entry.in_place) {
       entry.placed[i] = tensor;
       continue;

@@ -19,6 +19,7 @@
 #include "sidecar/client.hpp"
 #include "sidecar/shared/channel_layout.hpp"
 #include "sidecar/shared/clock.hpp"
+#include "sidecar/shared/prefetch.hpp"
 
 namespace sidecar {
 
@@ -95,6 +96,10 @@ class RequestTable {
   std::uint64_t in_flight_ = 0;
   std::uint64_t next_id_ = 1;
   AdaptiveSpin answer_spin_;
+  // Where the last request had its first input and the last answer its first output (checked):
+  // asked for early, as the next answer shows and as the next request is about to be written.
+  ArenaSpan last_inputs_;
+  ArenaSpan last_outputs_;
   bool woke_sidecar_at_post_ = false;  // the last post found the sidecar asleep
 };
 

@@ -92,6 +92,8 @@ Done ChannelTable::activate(ChannelSlot& slot) {
   slot.drop_requested.store(false, std::memory_order_relaxed);
   slot.in_flight.store(0, std::memory_order_relaxed);
   slot.last_service_ns.store(kServiceTimeUnknown, std::memory_order_relaxed);
+  slot.last_inputs = ArenaSpan{};
+  slot.last_output_bytes.store(kCacheLine, std::memory_order_relaxed);
   slot.responses_posted.store(slot.responses.published(), std::memory_order_relaxed);
   slot.client_head_seen = slot.shared->responses.head.load(std::memory_order_relaxed);
   slot.reclaim_requested.store(false, std::memory_order_relaxed);

@@ -17,6 +17,7 @@
 #include "leader_wake.hpp"
 #include "rate_limited_log.hpp"
 #include "sidecar/shared/channel_layout.hpp"
+#include "sidecar/shared/prefetch.hpp"
 #include "committed_memory.hpp"
 #include "sidecar/shared/memfd.hpp"
 #include "sidecar/shared/status_layout.hpp"
@@ -43,6 +44,9 @@ struct ChannelSlot {
 
   // The leader's only.
   SpscConsumer<RequestRing> requests;
+  // Where this channel's last request had its first input: a client mostly writes the next one
+  // there again, so those lines are asked for as soon as a request shows, beside its descriptor.
+  ArenaSpan last_inputs;
   bool poisoned = false;  // the client broke the ring protocol: ignored until it goes away
   bool woken_before_take = false;  // woken ahead as the leader woke, before its request was taken
 
@@ -65,6 +69,9 @@ struct ChannelSlot {
   // From taking this channel's last request to answering it: the leader wakes a sleeping client
   // ahead of its answer when this was short (Scheduler::wake_ahead). Unknown until one is answered.
   std::atomic<std::uint64_t> last_service_ns{kServiceTimeUnknown};
+  // The bytes of the first output of this channel's last answer: how much of the next request's
+  // output region the leader takes over for writing early.
+  std::atomic<std::uint64_t> last_output_bytes{kCacheLine};
   std::atomic<bool> reclaim_requested{false};
   std::uint64_t reclaim_requested_ns = 0;
 

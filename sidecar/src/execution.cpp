@@ -234,6 +234,9 @@ void Executor::finish(Work& work, TakenRequest& taken) {
   if (taken.store_result) store_in_cache(taken);
   taken.response.service_order = taken.service_order;
   ChannelSlot& slot = *taken.slot;
+  if (taken.response.output_count != 0) {
+    slot.last_output_bytes.store(taken.response.outputs[0].bytes, std::memory_order_relaxed);
+  }
   record_metrics(work.metrics, taken);
   // Up to the answer being ready, not sent: the wake-up that posting may cost is not the model's.
   if (taken.taken_ns != 0) slot.last_service_ns.store(monotonic_ns() - taken.taken_ns, std::memory_order_relaxed);

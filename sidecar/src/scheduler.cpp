@@ -7,6 +7,7 @@
 #include "options.hpp"
 #include "rate_limited_log.hpp"
 #include "sidecar/shared/clock.hpp"
+#include "sidecar/shared/prefetch.hpp"
 
 namespace sidecar {
 namespace {
@@ -162,9 +163,11 @@ bool Scheduler::poll_once(Work& work, const RequestDescriptor* batch_with) {
   // Round-robin from the channel after the last one served, so a busy channel cannot starve others.
   return table_.visit_active_from(poll_cursor_, [&](ChannelSlot& slot) {
     if (!can_take_from(slot)) return false;
+    prefetch_likely_lines(slot);
     TakenRequest& taken = work.taken.add();
     // A private copy of the used part: from here on the client cannot change what we check.
     copy_request_out(taken.request, *slot.requests.front());
+    prefetch_output_lines(slot, taken.request);
     if (batch_with != nullptr) {
       const std::uint32_t rows = rows_joining(work.model->rules, taken.request, *batch_with, work.batch_rows);
       if (rows == 0) {
@@ -181,6 +184,29 @@ bool Scheduler::poll_once(Work& work, const RequestDescriptor* batch_with) {
     wake_ahead(slot, taken);
     return true;
   });
+}
+
+// A request has shown (its descriptor's first line, with the fill count, is here; the rest is on
+// its way). Asked for beside the rest rather than after it: its inputs where the channel's last
+// request had them (read as soon as the descriptor is), and the response cell, to be written.
+void Scheduler::prefetch_likely_lines(ChannelSlot& slot) noexcept {
+  prefetch_for_read(slot.arena + slot.last_inputs.offset, slot.last_inputs.bytes);
+  const std::uint64_t next_response = slot.responses_posted.load(std::memory_order_relaxed);
+  ResponseRing::Cell& cell = slot.shared->responses.cells[next_response % kRingCapacity];
+  prefetch_for_write(&cell, sizeof cell.fills + response_bytes_used(1));
+}
+
+// The lines the answer will be written to, taken over while the request is checked and run; and
+// where this request's inputs are, for the guess of the next one. Offsets clamped to the arena:
+// they are the client's, not yet checked.
+void Scheduler::prefetch_output_lines(ChannelSlot& slot, const RequestDescriptor& request) noexcept {
+  const auto inside_arena = [&](std::uint64_t offset, std::uint64_t bytes) {
+    return offset < slot.arena_bytes ? ArenaSpan{offset, std::min(bytes, slot.arena_bytes - offset)} : ArenaSpan{};
+  };
+  const ArenaSpan outputs = inside_arena(
+      request.output_offset, std::min(request.output_capacity, slot.last_output_bytes.load(std::memory_order_relaxed)));
+  prefetch_for_write(slot.arena + outputs.offset, outputs.bytes);
+  if (request.input_count != 0) slot.last_inputs = inside_arena(request.inputs[0].offset, request.inputs[0].bytes);
 }
 
 // Waking a sleeping process takes longer than many forwards (docs/latency.md): when this channel's

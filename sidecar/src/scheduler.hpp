@@ -104,6 +104,8 @@ class Scheduler {
   void gather_batch(Work& work);
   bool poll_once(Work& work, const RequestDescriptor* batch_with);
   bool can_take_from(ChannelSlot& slot);
+  void prefetch_likely_lines(ChannelSlot& slot) noexcept;
+  void prefetch_output_lines(ChannelSlot& slot, const RequestDescriptor& request) noexcept;
   // Wakes a sleeping client as its request is taken, when its last one was answered quickly; times
   // the request for the next decision.
   void wake_ahead(ChannelSlot& slot, TakenRequest& taken) noexcept;

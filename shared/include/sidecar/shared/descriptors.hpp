@@ -158,6 +158,12 @@ inline void copy_request_out(RequestDescriptor& to, const RequestDescriptor& sha
 }
 static_assert(std::is_trivially_copyable_v<ResponseDescriptor> && std::is_standard_layout_v<ResponseDescriptor>);
 
+// The part of a response in use for an answer with `output_count` outputs and no message.
+constexpr std::size_t response_bytes_used(std::uint32_t output_count) noexcept {
+  return offsetof(ResponseDescriptor, outputs) +
+         sizeof(TensorDescriptor) * (output_count < kMaxTensors ? output_count : kMaxTensors);
+}
+
 // A client's hit in the result cache, reported back so that the sidecar's eviction order (LRU) sees
 // it: the slot and the slot's sequence when it was read, so a report about an entry replaced since
 // then is ignored.

@@ -81,6 +81,8 @@ class SpscProducer {
 
   [[nodiscard]] bool corrupt() const noexcept { return corrupt_; }
   [[nodiscard]] std::uint64_t published() const noexcept { return tail_; }
+  // The cell the next publish() fills (whether or not it is free yet).
+  [[nodiscard]] typename Ring::Cell* next_cell() const noexcept { return &ring_->cells[tail_ % Ring::kCapacity]; }
 
  private:
   Ring* ring_ = nullptr;
