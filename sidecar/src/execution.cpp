@@ -55,10 +55,15 @@ void Executor::execute(Work& work) {
     }
   }
   if (runnable.size() > 1 && !run_batched(work, runnable)) {
-    for (TakenRequest* taken : runnable) run_alone(work, *taken);
-  } else if (runnable.size() == 1) {
-    run_alone(work, *runnable[0]);
+    // One by one, each finished before the next runs: a request's private copies of its inputs
+    // and outputs (for the cache) live in the worker's buffers, which the next one reuses.
+    for (TakenRequest* taken : runnable) {
+      run_alone(work, *taken);
+      finish(work, *taken);
+    }
+    return;
   }
+  if (runnable.size() == 1) run_alone(work, *runnable[0]);
   for (TakenRequest* taken : runnable) finish(work, *taken);
 }
 

@@ -44,17 +44,27 @@ class FakeRunner final : public ModelRunner {
       changed_.notify_all();
       changed_.wait(lock, [&] { return !held_; });
     }
+    CallOutcome outcome;
+    if (fail_batches_ && inputs[0].shape.dims[0] > 1) {
+      outcome.status = Status::kModelError;
+      outcome.message = "this runner takes one row at a time";
+      return outcome;
+    }
     const auto* in = static_cast<const float*>(inputs[0].data);
     const std::uint64_t count = element_count(inputs[0].shape);
     thread_local std::vector<float> out;
     out.resize(count);
     for (std::uint64_t i = 0; i < count; ++i) out[i] = in[i] * factor_;
     const OutputView view{inputs[0].shape, out.data(), count * sizeof(float)};
-    CallOutcome outcome;
     outcome.status = sink.accept(std::span<const OutputView>(&view, 1), outcome.message);
     return outcome;
   }
 
+  // Forwards of more than one row fail: every batch falls back to running its requests alone.
+  void fail_batches() {
+    std::lock_guard lock(mutex_);
+    fail_batches_ = true;
+  }
   void hold() {
     std::lock_guard lock(mutex_);
     held_ = true;
@@ -80,6 +90,7 @@ class FakeRunner final : public ModelRunner {
   std::mutex mutex_;
   std::condition_variable changed_;
   bool held_ = false;
+  bool fail_batches_ = false;
   std::vector<std::int64_t> rows_;
 };
 
@@ -95,7 +106,7 @@ TensorShape rows_of_four(std::int64_t rows) {
 // A Server over a FakeRunner, serving "rows x 4" float32 inputs (declared 1x4), in this process.
 class InProcessSidecar {
  public:
-  explicit InProcessSidecar(std::uint32_t max_batch, std::uint32_t queue_delay_us = 0) {
+  explicit InProcessSidecar(std::uint32_t max_batch, std::uint32_t queue_delay_us = 0, std::uint64_t cache_bytes = 0) {
     spdlog::set_level(spdlog::level::warn);
     static int counter = 0;
     options_.name = "sched-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
@@ -106,7 +117,7 @@ class InProcessSidecar {
     options_.spin_us = 0;
     options_.max_batch = max_batch;
     options_.max_queue_delay_us = queue_delay_us;
-    options_.cache_bytes = 0;
+    options_.cache_bytes = cache_bytes;
     options_.max_clients = 32;
     options_.arena_bytes = 64 << 10;
     auto runner = std::make_unique<FakeRunner>();
@@ -183,6 +194,55 @@ TEST(Scheduling, RequestsQueuedBehindAForwardShareTheNextOne) {
     EXPECT_EQ(queued[i].last_service().batch_size, 3u);
   }
   EXPECT_EQ(sidecar.runner().rows(), (std::vector<std::int64_t>{1, 4}));
+}
+
+// A batch whose forward fails runs its requests one by one, and each one's result is cached under
+// its own inputs: a request's private copies of its inputs (for the cache key) must outlive the
+// next request's run, or its result is lost (or stored from freed memory).
+TEST(Scheduling, ABatchThatFailsRunsItsRequestsAloneAndCachesEach) {
+  InProcessSidecar sidecar(/*max_batch=*/4, /*queue_delay_us=*/0, /*cache_bytes=*/1 << 20);
+  sidecar.runner().fail_batches();
+  Client first = testing::connect_or_fail(sidecar.name());
+  std::vector<Client> queued;
+  for (int i = 0; i < 2; ++i) queued.push_back(testing::connect_or_fail(sidecar.name()));
+
+  sidecar.runner().hold();
+  const TensorShape one = rows_of_four(1);
+  const std::span<const std::int64_t> dims(one.dims, 2);
+  const std::vector<float> first_values = values_for(1, 100);
+  const TensorView first_view = TensorView::of(first_values, dims);
+  auto running = first.submit(std::span<const TensorView>(&first_view, 1));
+  ASSERT_TRUE(running.ok()) << running.message();
+  sidecar.runner().wait_for_forwards(1);
+
+  // Equal sizes: the second request's private copy lands where the first one's was.
+  const std::vector<std::vector<float>> values{values_for(1, 10), values_for(1, 20)};
+  std::vector<RequestHandle> handles;
+  for (int i = 0; i < 2; ++i) {
+    const TensorView view = TensorView::of(values[i], dims);
+    auto handle = queued[i].submit(std::span<const TensorView>(&view, 1));
+    ASSERT_TRUE(handle.ok()) << handle.message();
+    handles.push_back(*handle);
+  }
+  sidecar.runner().release();
+  ASSERT_TRUE(first.wait(*running, 10s).ok());
+  for (int i = 0; i < 2; ++i) {
+    auto result = queued[i].wait(handles[i], 10s);
+    ASSERT_TRUE(result.ok()) << result.message();
+    const auto answer = (*result)[0].values<float>();
+    ASSERT_EQ(answer.size(), values[i].size());
+    for (std::size_t k = 0; k < answer.size(); ++k) EXPECT_EQ(answer[k], values[i][k] * 2.0f) << i << " " << k;
+  }
+  // The lone first forward, the batch of two that failed, then each alone.
+  EXPECT_EQ(sidecar.runner().rows(), (std::vector<std::int64_t>{1, 2, 1, 1}));
+  EXPECT_EQ(first.cache_stats().inserts, 3u);
+  for (int i = 0; i < 2; ++i) {  // and each is answered from the cache under its own inputs
+    const TensorView view = TensorView::of(values[i], dims);
+    auto again = queued[i].infer(std::span<const TensorView>(&view, 1), 10s);
+    ASSERT_TRUE(again.ok()) << again.message();
+    EXPECT_EQ(queued[i].last_cache_outcome(), CacheOutcome::kHitInClient);
+    EXPECT_EQ((*again)[0].values<float>()[0], values[i][0] * 2.0f);
+  }
 }
 
 // A reload under a running forward: the new model's workers serve beside the old one's, the
