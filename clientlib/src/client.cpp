@@ -63,7 +63,8 @@ Result<std::vector<Tensor>> Client::infer(std::span<const TensorView> inputs, st
   if (policy == CachePolicy::kUse && impl.cache_lookup == CacheLookup::kInClient && !inputs.empty() &&
       inputs.size() <= kMaxTensors) {
     // A hit must come from the cache of a sidecar that still runs.
-    if (Done connected = impl.ensure_connected(detail::CallClock::after(timeout)); !connected.ok()) {
+    detail::CallClock call = detail::CallClock::after(timeout);
+    if (Done connected = impl.ensure_connected(call); !connected.ok()) {
       return connected.error();
     }
     if (impl.looks_up_here(policy)) {
@@ -90,7 +91,7 @@ Result<RequestHandle> Client::submit_request(std::span<const TensorView> inputs,
   Impl& impl = *impl_;
   if (Done usable = impl.usable(); !usable.ok()) return usable.error();
   reset_inputs();
-  const detail::CallClock call = detail::CallClock::after(options.timeout);
+  detail::CallClock call = detail::CallClock::after(options.timeout);
   if (inputs.empty() || inputs.size() > kMaxTensors) {
     return {ErrorCode::kInvalidArgument, "between 1 and " + std::to_string(kMaxTensors) + " inputs per request"};
   }
@@ -182,7 +183,8 @@ Result<RequestHandle> Client::submit_request(std::span<const TensorView> inputs,
   entry.offset = *offset;
   entry.bytes = region_bytes;
   entry.cache_outcome = impl.last_cache_outcome;  // kMiss or kNotUsed until the answer says otherwise
-  if (Done posted = impl.requests.post(entry, request, call.now_ns); !posted.ok()) {
+  // Read anew: copying large inputs in takes long, and is no part of the request's wait.
+  if (Done posted = impl.requests.post(entry, request, monotonic_ns()); !posted.ok()) {
     impl.requests.erase(id);
     return posted.error();
   }

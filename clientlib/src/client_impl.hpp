@@ -106,8 +106,9 @@ struct Client::Impl {
   }
 
   // Before a new request: notices a sidecar that went (looking at the socket at most every
-  // detail::kLivenessCheckNs), answers what was in flight with kSidecarGone, and reconnects.
-  Done ensure_connected(const detail::CallClock& call) {
+  // detail::kLivenessCheckNs), answers what was in flight with kSidecarGone, and reconnects (and
+  // then reads the call's clock again: a reconnect is no part of the wait for an answer).
+  Done ensure_connected(detail::CallClock& call) {
     if (connection) {
       const bool check = call.now_ns - last_liveness_check_ns >= detail::kLivenessCheckNs;
       if (check) last_liveness_check_ns = call.now_ns;
@@ -121,6 +122,7 @@ struct Client::Impl {
     Result<std::unique_ptr<Connection>> fresh = Connection::open(name, detail::dial_settings(options, ConnectKind::kAttach), deadline);
     if (!fresh.ok()) return fresh.error();
     adopt(std::move(*fresh));
+    call.now_ns = monotonic_ns();
     return {};
   }
 

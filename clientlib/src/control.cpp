@@ -10,7 +10,7 @@ Result<std::string> Client::control_request(std::uint32_t flags, std::chrono::mi
   Impl& impl = *impl_;
   if (Done usable = impl.usable(); !usable.ok()) return usable.error();
   reset_inputs();
-  const detail::CallClock call = detail::CallClock::after(timeout);
+  detail::CallClock call = detail::CallClock::after(timeout);
   if (Done connected = impl.ensure_connected(call); !connected.ok()) return connected.error();
   const std::uint64_t id = impl.requests.next_id();
   RequestTable::Entry& entry = impl.requests.add(id);

@@ -12,6 +12,9 @@ void RequestTable::attach(Connection& connection) {
   requests_ = SpscProducer<RequestRing>(&connection.channel().requests);
   responses_ = SpscConsumer<ResponseRing>(&connection.channel().responses);
   woke_sidecar_at_post_ = false;
+  // Offsets in the last connection's arena: a new one may be smaller.
+  last_inputs_ = ArenaSpan{};
+  last_outputs_ = ArenaSpan{};
 }
 
 void RequestTable::fail_in_flight(ErrorCode code, const std::string& message) {
