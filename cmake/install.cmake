@@ -73,5 +73,9 @@ if(SIDECAR_BUILD_SIDECAR)
   # the .toml file, or both, depending on the unit it goes with.
   install(FILES systemd/example.toml systemd/example.env DESTINATION ${SIDECAR_DOC_DIR}/examples
     COMPONENT daemon OPTIONAL)
-  install(FILES docs/systemd.md docs/install.md DESTINATION ${SIDECAR_DOC_DIR} COMPONENT daemon)
+  # The README and every document, laid out as in the source tree so that their links to one
+  # another (and to the pictures) resolve where they are installed.
+  install(FILES README.md DESTINATION ${SIDECAR_DOC_DIR} COMPONENT daemon)
+  install(DIRECTORY docs/ DESTINATION ${SIDECAR_DOC_DIR}/docs COMPONENT daemon
+    FILES_MATCHING PATTERN "*.md" PATTERN "*.png")
 endif()

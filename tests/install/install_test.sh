@@ -36,6 +36,9 @@ for file in bin/inference-sidecar bin/sidecarctl \
 done
 [ ! -e "$prefix/etc" ] || fail "the install populated etc/: $(find "$prefix/etc")"
 ls "$prefix/share/doc/inference-sidecar/examples/"* >/dev/null 2>&1 || fail "no example configuration installed"
+# The installed documents link to one another (and to their pictures) as in the source tree.
+/usr/bin/python3 "$source_dir/tests/docs/check_links.py" "$prefix/share/doc/inference-sidecar" ||
+  fail "links in the installed documents point nowhere"
 
 # The library: a SONAME, resolved by the installed link, and only the public API exported.
 soname=$(readelf -d "$prefix/$libdir/libsidecar-client.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
