@@ -34,12 +34,8 @@ std::string match_signature(const RequestDescriptor& request, const std::vector<
   if (accepted.size() == 1 && accepted[0].size() == 1 && !inputs.empty()) {
     return "input 0: expected " + describe_range(accepted[0][0]) + ", got " + describe_shape(inputs[0]);
   }
-  std::string text = "inputs (" + describe_signature(inputs) + ") match no accepted signature; expected ";
-  for (std::size_t i = 0; i < accepted.size(); ++i) {
-    if (i) text += " or ";
-    text += "(" + describe_accepted(accepted[i]) + ")";
-  }
-  return text;
+  return "inputs (" + describe_signature(inputs) + ") match no accepted signature; expected " +
+         describe_alternatives(accepted);
 }
 
 AdmissionVerdict refuse(Status status, std::string message) {
@@ -69,9 +65,8 @@ AdmissionRules AdmissionRules::from(std::size_t input_count, std::vector<Accepte
 std::vector<InputSignature> AdmissionRules::warmup_plan() const {
   std::vector<InputSignature> plan;
   const auto add = [&](InputSignature shape) {
-    const bool listed = std::any_of(plan.begin(), plan.end(), [&](const InputSignature& other) {
-      return std::equal(other.begin(), other.end(), shape.begin(), shape.end(), same_shape);
-    });
+    const bool listed =
+        std::any_of(plan.begin(), plan.end(), [&](const InputSignature& other) { return same_shapes(other, shape); });
     if (!listed) plan.push_back(std::move(shape));
   };
   for (const InputSignature& shape : warmup) add(shape);

@@ -40,7 +40,7 @@ std::vector<OutputBound> output_bounds(const AdmissionRules& rules, std::span<co
     if (bounded(accepted)) {
       const InputSignature largest = largest_request(accepted);
       for (const WarmupResult& result : warmed) {
-        if (std::equal(result.inputs.begin(), result.inputs.end(), largest.begin(), largest.end(), same_shape)) {
+        if (same_shapes(result.inputs, largest)) {
           bound.outputs = result.outputs;
           bound.known = true;
           break;

@@ -116,7 +116,7 @@ void Executor::count_if_unwarmed(Work& work, const InputView* inputs, std::uint3
   for (std::uint32_t i = 0; i < count; ++i) shapes[i] = inputs[i].shape;
   const std::span<const TensorShape> these(shapes, count);
   // Forwards mostly repeat the shapes of the one before: one comparison instead of a lookup.
-  if (std::equal(these.begin(), these.end(), work.last_warmed.begin(), work.last_warmed.end(), same_shape)) return;
+  if (same_shapes(these, work.last_warmed)) return;
   if (work.model->warmed.contains(these)) {
     work.last_warmed.assign(these.begin(), these.end());
   } else {

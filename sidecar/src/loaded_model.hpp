@@ -1,6 +1,6 @@
 // A model as the workers run it: the runner, the admission rules its signatures give, what its
-// warm-up reported and the output bounds that follow. A reload makes a new one beside the old; each request runs wholly on the one
-// its worker was warmed on.
+// warm-up reported and the output bounds that follow. A reload makes a new one beside the old;
+// each request runs wholly on the one its worker was warmed on.
 #pragma once
 
 #include <memory>

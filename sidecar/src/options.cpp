@@ -207,11 +207,8 @@ void finish_settings(const FlagText& text, SidecarOptions& options) {
     const bool accepted = std::any_of(options.accepted_signatures.begin(), options.accepted_signatures.end(),
                                       [&](const AcceptedSignature& signature) { return within(signature, warm); });
     if (!accepted) {
-      std::string ranges;
-      for (const AcceptedSignature& signature : options.accepted_signatures) {
-        ranges += (ranges.empty() ? "(" : " or (") + describe_accepted(signature) + ")";
-      }
-      throw SettingError{"warmup-shape", shape_flag_text(warm) + " is not within any --accept-shape: " + ranges};
+      throw SettingError{"warmup-shape", shape_flag_text(warm) + " is not within any --accept-shape: " +
+                                             describe_alternatives(options.accepted_signatures)};
     }
   }
   options.arena_bytes = byte_size_of("arena-bytes", text.arena);

@@ -100,10 +100,7 @@ std::string shape_flag_text(std::span<const TensorShape> signature) {
       if (d) text += "x";
       text += std::to_string(shape.dims[d]);
     }
-    if (shape.dtype != static_cast<std::uint8_t>(DType::kFloat32)) {
-      text += ":" + (is_known_dtype(shape.dtype) ? std::string(dtype_name(static_cast<DType>(shape.dtype)))
-                                                 : "dtype#" + std::to_string(shape.dtype));
-    }
+    if (shape.dtype != static_cast<std::uint8_t>(DType::kFloat32)) text += ":" + dtype_text(shape.dtype);
   }
   return text;
 }

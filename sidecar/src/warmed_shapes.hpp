@@ -29,10 +29,7 @@ class WarmedShapes {
   // Called on every forward: compares only against the warmed shapes of the same hash.
   bool contains(std::span<const TensorShape> shapes) const {
     const auto [first, last] = by_hash_.equal_range(hash(shapes));
-    return std::any_of(first, last, [&](const auto& entry) {
-      const InputSignature& warmed = plan_[entry.second];
-      return std::equal(warmed.begin(), warmed.end(), shapes.begin(), shapes.end(), same_shape);
-    });
+    return std::any_of(first, last, [&](const auto& entry) { return same_shapes(plan_[entry.second], shapes); });
   }
 
  private:

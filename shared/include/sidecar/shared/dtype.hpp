@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace sidecar {
@@ -55,6 +56,11 @@ constexpr std::string_view dtype_name(DType dtype) noexcept {
     case DType::kBool: return "bool";
   }
   return "unknown";
+}
+
+// The dtype's name, or "dtype#N" for a byte no DType has (a client's, or a newer peer's).
+inline std::string dtype_text(std::uint8_t raw) {
+  return is_known_dtype(raw) ? std::string(dtype_name(static_cast<DType>(raw))) : "dtype#" + std::to_string(raw);
 }
 
 inline std::optional<DType> dtype_from_name(std::string_view name) noexcept {

@@ -25,6 +25,11 @@ inline bool same_shape(const TensorShape& a, const TensorShape& b) noexcept {
   return std::equal(a.dims, a.dims + a.rank, b.dims);
 }
 
+// Input by input, same_shape.
+inline bool same_shapes(std::span<const TensorShape> a, std::span<const TensorShape> b) noexcept {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), same_shape);
+}
+
 // One input of an accepted signature: a dtype, a rank, and for each dim the sizes accepted,
 // smallest[d]..largest[d]. A dim written `?` takes any size: its largest is kAnySize. A fixed shape
 // (what --warmup-shape declares) has smallest == largest in every dim.
@@ -116,8 +121,7 @@ inline std::string describe_range(const ShapeRange& range) {
     }
   }
   text += "] ";
-  text += is_known_dtype(range.dtype) ? std::string(dtype_name(static_cast<DType>(range.dtype)))
-                                      : "dtype#" + std::to_string(range.dtype);
+  text += dtype_text(range.dtype);
   return text;
 }
 
@@ -135,10 +139,15 @@ inline std::string describe_shape(const TensorShape& shape) { return describe_ra
 
 // "[1, 3, 224, 224] float32, [1, 8] int64"
 inline std::string describe_signature(std::span<const TensorShape> signature) {
+  return describe_accepted(exactly(signature));
+}
+
+// "([1, 1..512] int64) or ([1, 8] float32)": the signatures a sidecar accepts, for a refusal.
+inline std::string describe_alternatives(std::span<const AcceptedSignature> accepted) {
   std::string text;
-  for (std::size_t i = 0; i < signature.size(); ++i) {
-    if (i) text += ", ";
-    text += describe_shape(signature[i]);
+  for (std::size_t i = 0; i < accepted.size(); ++i) {
+    if (i) text += " or ";
+    text += "(" + describe_accepted(accepted[i]) + ")";
   }
   return text;
 }
