@@ -150,6 +150,12 @@ std::string ServerChild::log() const {
   return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
 }
 
+Client connect_to(const ServerChild& child, const std::string& name, const ConnectOptions& options) {
+  auto client = Client::connect(name, options);
+  if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child.log());
+  return std::move(*client);
+}
+
 namespace {
 struct BenchRuntimeDir {
   std::string path;

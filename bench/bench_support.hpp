@@ -97,6 +97,9 @@ class ServerChild {
   std::string log_path_;
 };
 
+// A client of the sidecar `child` runs as `name`; throws with the child's log when none connects.
+Client connect_to(const ServerChild& child, const std::string& name, const ConnectOptions& options);
+
 // The directory the bench's sidecars and peers put their sockets in (made once, removed at exit):
 // no /run/inference-sidecar needed, nothing shared with a sidecar of the host.
 const std::string& bench_runtime_dir();

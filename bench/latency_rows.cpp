@@ -49,6 +49,20 @@ double microseconds_since(Clock::time_point start) {
   return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
 }
 
+// What every sidecar of a latency row runs with: one worker, the row's spin budget, and room for
+// its one measuring client.
+std::vector<std::string> one_client_sidecar_args(const std::string& name, std::chrono::microseconds spin) {
+  return {"--name",        name, "--workers", "1", "--spin-us", std::to_string(spin.count()),
+          "--max-clients", "2",  "--warmup-iterations", "20"};
+}
+
+ConnectOptions measuring_client_options(std::chrono::microseconds spin) {
+  ConnectOptions options;
+  options.timeout = std::chrono::minutes(5);  // the sidecar's warm-up
+  options.spin = spin;
+  return options;
+}
+
 class InProcessProbe final : public LatencyProbe {
  public:
   explicit InProcessProbe(const ModelCase& model) : LatencyProbe("in_process") {
@@ -91,8 +105,7 @@ class SidecarProbe final : public LatencyProbe {
     static int started = 0;
     const std::string name =
         "bench-" + std::to_string(::getpid()) + "-" + row_name + "-" + model.name + "-" + std::to_string(started++);
-    std::vector<std::string> args{"--name",        name, "--workers", "1", "--spin-us", std::to_string(settings.spin.count()),
-                                  "--max-clients", "2",  "--warmup-iterations", "20"};
+    std::vector<std::string> args = one_client_sidecar_args(name, settings.spin);
     if (settings.echo) {
       args.push_back("--echo");
     } else {
@@ -101,12 +114,7 @@ class SidecarProbe final : public LatencyProbe {
     if (settings.warm) args.insert(args.end(), {"--warmup-shape", signature_text(model.signature)});
     args.insert(args.end(), settings.extra_args.begin(), settings.extra_args.end());
     child_ = std::make_unique<ServerChild>(settings.binary, args);
-    ConnectOptions options;
-    options.timeout = std::chrono::minutes(5);
-    options.spin = settings.spin;
-    auto client = Client::connect(name, options);
-    if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child_->log());
-    client_.emplace(std::move(*client));
+    client_.emplace(connect_to(*child_, name, measuring_client_options(settings.spin)));
     for (const TensorShape& shape : model.signature) inputs_.push_back(random_input(element_count_of(shape)));
   }
   double timed_call_us() override {
@@ -166,18 +174,13 @@ class CacheProbe final : public LatencyProbe {
         unchecked_calls_(discarded(model.requests)),
         inputs_(client_inputs(model)) {
     const std::string name = "bench-" + std::to_string(::getpid()) + "-" + row() + "-" + model.name;
-    child_ = std::make_unique<ServerChild>(
-        binary, std::vector<std::string>{"--model", model.path, "--name", name, "--warmup-shape",
-                                         signature_text(model.signature), "--workers", "1", "--spin-us",
-                                         std::to_string(spin.count()),
-                                         "--max-clients", "2", "--warmup-iterations", "20", "--cache-bytes", "256M"});
-    ConnectOptions options;
-    options.timeout = std::chrono::minutes(5);
-    options.spin = spin;
+    std::vector<std::string> args = one_client_sidecar_args(name, spin);
+    args.insert(args.end(), {"--model", model.path, "--warmup-shape", signature_text(model.signature), "--cache-bytes",
+                             "256M"});
+    child_ = std::make_unique<ServerChild>(binary, args);
+    ConnectOptions options = measuring_client_options(spin);
     options.cache_lookup = kind == CacheRow::kHitInSidecar ? CacheLookup::kInSidecar : CacheLookup::kInClient;
-    auto client = Client::connect(name, options);
-    if (!client.ok()) throw std::runtime_error("connect: " + client.message() + "\n" + child_->log());
-    client_.emplace(std::move(*client));
+    client_.emplace(connect_to(*child_, name, options));
   }
   double timed_call_us() override {
     // A miss needs an input never seen before: change one element, outside the timed part.

@@ -115,8 +115,7 @@ Row measure_throughput(const ModelCase& model, const std::string& binary, std::u
   {
     ConnectOptions options;
     options.timeout = std::chrono::minutes(10);  // warm-up of every batch size
-    auto ready = Client::connect(name, options);
-    if (!ready.ok()) throw std::runtime_error("connect: " + ready.message() + "\n" + child.log());
+    connect_to(child, name, options);
   }
   ClosedLoopResult result = run_closed_loop(clients, settings.seconds, [&](std::uint32_t index) {
     std::unique_ptr<ClosedLoopClient> client;
